@@ -1,0 +1,293 @@
+"""The HTTP API (SPEC §6): messages, attachment status, presigned downloads, health.
+
+Every route resolves the agent from its key first; a message that is not addressed to that
+agent answers 404 exactly as a missing one does. Errors always have the SPEC's body and never a
+stack trace. The local store's signed URLs are served here too, under `/objects/`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from daemon.agents import agent_for_key
+from daemon.pipeline import Notifier
+from daemon.views import attachment_view, message_summary, message_view
+from storage.db import translated_errors
+from storage.errors import ObjectNotFound, StorageError, TransientError
+from storage.local import LocalStore
+from storage.models import (
+    READY, TERMINAL_ATTACHMENT, UNFINISHED, Agent, Attachment, Message, Recipient,
+)
+from storage.objects import ObjectStore
+from storage.presign import content_disposition, download_content_type
+
+log = structlog.get_logger("postroom.api")
+
+INLINE_BODY_LIMIT = 1 << 20  # bodies above this are not inlined in GET /v1/messages/{id}
+
+
+class ApiError(Exception):
+    """An error answered with the SPEC's body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def not_found(what: str = "message") -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+@dataclass
+class ApiContext:
+    sessions: async_sessionmaker[AsyncSession]
+    store: ObjectStore
+    notifier: Notifier
+    presign_ttl: float
+    max_wait: float
+
+
+class DownloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expires_in: Annotated[int | None, Field(ge=1, le=7 * 86400)] = None
+
+
+class DownloadResponse(BaseModel):
+    url: str
+    expires_at: str
+    file_name: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+def _error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    """Build the ASGI app around `ctx`."""
+    app = FastAPI(title="postroom", version="0.1.0", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(_error_body(exc.code, exc.message), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(_error_body("invalid_request", f"{where}: {first.get('msg', 'invalid')}"),
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(_error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(StorageError)
+    async def _storage(request: Request, exc: StorageError) -> JSONResponse:
+        log.warning("api.storage_error", path=request.url.path, error=str(exc))
+        return JSONResponse(_error_body("unavailable", "storage is unavailable, retry later"),
+                            status_code=503)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("api.unexpected_error", path=request.url.path, exc_info=exc)
+        return JSONResponse(_error_body("internal", "internal error"), status_code=500)
+
+    async def current_agent(request: Request) -> Agent:
+        auth = request.headers.get("authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
+        if not key:
+            raise ApiError(401, "unauthorized", "missing API key")
+        async with ctx.sessions() as session:
+            agent = await agent_for_key(session, key)
+        if agent is None:
+            raise ApiError(401, "unauthorized", "invalid API key")
+        return agent
+
+    AgentDep = Annotated[Agent, Depends(current_agent)]
+
+    async def load_message(session: AsyncSession, agent: Agent,
+                           message_id: str) -> tuple[Message, list[Recipient]]:
+        async with translated_errors():
+            mine = list((await session.exec(select(Recipient).where(
+                Recipient.message_id == message_id, Recipient.agent_id == agent.id))).all())
+            if not mine:
+                raise not_found()
+            msg = (await session.exec(select(Message).where(Message.id == message_id))).first()
+        if msg is None:
+            raise not_found()
+        return msg, mine
+
+    async def load_attachment(agent: Agent, message_id: str, index: int,
+                              wait: float = 0.0) -> tuple[Message, Attachment]:
+        deadline = time.monotonic() + min(wait, ctx.max_wait)
+        while True:
+            async with ctx.sessions() as session:
+                msg, _ = await load_message(session, agent, message_id)
+                async with translated_errors():
+                    att = (await session.exec(select(Attachment).where(
+                        Attachment.message_id == message_id,
+                        Attachment.index == index))).first()
+            remaining = deadline - time.monotonic()
+            done = att is not None and att.status in TERMINAL_ATTACHMENT
+            if done or remaining <= 0 or (att is None and msg.status not in UNFINISHED):
+                break
+            await ctx.notifier.wait(message_id, min(remaining, 0.25))
+        if att is None:
+            if msg.status in UNFINISHED:
+                raise ApiError(404, "not_extracted",
+                               "the message is not extracted yet; retry or use ?wait=")
+            raise not_found("attachment")
+        return msg, att
+
+    def ttl(body: DownloadRequest | None) -> float:
+        asked = body.expires_in if body and body.expires_in else ctx.presign_ttl
+        return float(min(asked, ctx.presign_ttl))
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            async with ctx.sessions() as session, translated_errors():
+                await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+            checks["database"] = "ok"
+        except TransientError as e:
+            checks["database"] = str(e)
+        try:
+            await ctx.store.check()
+            checks["storage"] = "ok"
+        except StorageError as e:
+            checks["storage"] = str(e)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
+                            status_code=200 if ok else 503)
+
+    @app.get("/v1/messages", tags=["messages"])
+    async def list_messages(
+        agent: AgentDep,
+        after: Annotated[str | None, Query(max_length=32)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> dict[str, Any]:
+        """The agent's messages, oldest first (newest last), from a cursor."""
+        try:
+            after_seq = int(after) if after else 0
+        except ValueError:
+            raise ApiError(400, "invalid_cursor", "after is not a cursor from this API") from None
+        async with ctx.sessions() as session, translated_errors():
+            recs = list((await session.exec(
+                select(Recipient).where(Recipient.agent_id == agent.id,
+                                        col(Recipient.message_seq) > after_seq)
+                .order_by(col(Recipient.message_seq)).limit(limit * 4 + 1))).all())
+            by_seq: dict[int, list[Recipient]] = {}
+            for r in recs:
+                by_seq.setdefault(r.message_seq, []).append(r)
+            seqs = sorted(by_seq)[: limit + 1]
+            has_more = len(seqs) > limit
+            seqs = seqs[:limit]
+            msgs = {m.seq: m for m in (await session.exec(
+                select(Message).where(col(Message.seq).in_(seqs)))).all()}
+        items = [message_summary(msgs[s], by_seq[s]) for s in seqs if s in msgs]
+        return {"messages": items, "next_cursor": str(seqs[-1]) if seqs else after,
+                "has_more": has_more}
+
+    @app.get("/v1/messages/{message_id}", tags=["messages"])
+    async def get_message(agent: AgentDep, message_id: str) -> dict[str, Any]:
+        """One message: envelope, headers of note, bodies, attachments."""
+        async with ctx.sessions() as session:
+            msg, mine = await load_message(session, agent, message_id)
+            async with translated_errors():
+                atts = list((await session.exec(select(Attachment).where(
+                    Attachment.message_id == message_id).order_by(col(Attachment.index)))).all())
+        bodies: dict[str, str | None] = {"text": None, "html": None}
+        for kind, key, size in (("text", msg.text_key, msg.text_size),
+                                ("html", msg.html_key, msg.html_size)):
+            if key and (size or 0) <= INLINE_BODY_LIMIT:
+                try:
+                    bodies[kind] = (await ctx.store.get(key)).decode("utf-8", "replace")
+                except ObjectNotFound:
+                    bodies[kind] = None
+        return message_view(msg, mine, atts, bodies["text"], bodies["html"])
+
+    @app.get("/v1/messages/{message_id}/attachments/{index}", tags=["attachments"])
+    async def get_attachment_status(
+        agent: AgentDep, message_id: str, index: int,
+        wait: Annotated[float, Query(ge=0, le=30)] = 0,
+    ) -> dict[str, Any]:
+        """The attachment status object; `?wait=` holds until it is terminal (≤ 30 s)."""
+        _, att = await load_attachment(agent, message_id, index, wait)
+        return attachment_view(att)
+
+    @app.post("/v1/messages/{message_id}/attachments/{index}/download", tags=["attachments"])
+    async def download_attachment(agent: AgentDep, message_id: str, index: int,
+                                  body: DownloadRequest | None = None) -> DownloadResponse:
+        """A presigned URL for a `ready` attachment; 409 otherwise."""
+        _, att = await load_attachment(agent, message_id, index)
+        if att.status != READY or not att.object_key:
+            raise ApiError(409, "not_ready", f"attachment is {att.status}, not ready")
+        ct = download_content_type(att.content_type)
+        signed = await ctx.store.presign_get(att.object_key, expires_in=ttl(body),
+                                             file_name=att.file_name, content_type=ct)
+        return DownloadResponse(url=signed.url, expires_at=_iso_ts(signed.expires_at),
+                                file_name=att.file_name, content_type=ct, size=att.size,
+                                sha256=att.sha256)
+
+    @app.post("/v1/messages/{message_id}/raw/download", tags=["messages"])
+    async def download_raw(agent: AgentDep, message_id: str,
+                           body: DownloadRequest | None = None) -> DownloadResponse:
+        """A presigned URL of the raw message as received (with our Received header)."""
+        async with ctx.sessions() as session:
+            msg, _ = await load_message(session, agent, message_id)
+        name = f"{msg.id}.eml"
+        signed = await ctx.store.presign_get(msg.raw_key, expires_in=ttl(body), file_name=name,
+                                             content_type="message/rfc822")
+        return DownloadResponse(url=signed.url, expires_at=_iso_ts(signed.expires_at),
+                                file_name=name, content_type="message/rfc822", size=msg.size,
+                                sha256=msg.raw_sha256)
+
+    if isinstance(ctx.store, LocalStore):
+        local: LocalStore = ctx.store
+
+        @app.get("/objects/{key:path}", include_in_schema=False)
+        async def signed_object(key: str, request: Request) -> FileResponse:
+            signed = local.signer.verify(key, dict(request.query_params))
+            if signed is None:
+                raise ApiError(403, "forbidden", "the URL is expired or its signature is invalid")
+            try:
+                path = local.path_for(key)
+            except StorageError:
+                raise ApiError(403, "forbidden", "invalid object key") from None
+            if not path.is_file():
+                raise not_found("object")
+            return FileResponse(path, media_type=signed.content_type, headers={
+                "Content-Disposition": content_disposition(signed.file_name),
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "private, no-store",
+                "Content-Security-Policy": "default-src 'none'; sandbox",
+            })
+
+    return app
+
+
+def _iso_ts(ts: float) -> str:
+    from datetime import UTC, datetime
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

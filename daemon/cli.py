@@ -1,0 +1,197 @@
+"""The `postroom` command line (SPEC §7): serve, check-config, agent …, db upgrade.
+
+Every command takes `--config` (else `POSTROOM_CONFIG`, else ./config.toml when present).
+Errors print one line to stderr and exit 2 (bad usage or configuration) or 1 (a refusal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from daemon.agents import AgentError, AgentInfo, create_agent, list_agents, remove_agent, rotate_key
+from daemon.config import CONFIG_ENV, Config, ConfigError, load_config
+from daemon.logs import configure_logging
+from daemon.server import StartupError, prepare_database, serve
+from storage.db import make_engine, upgrade_schema
+from storage.errors import TransientError
+
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path: Path | None = args.config
+    if path is None and not os.environ.get(CONFIG_ENV) and Path("config.toml").is_file():
+        path = Path("config.toml")
+    return load_config(path)
+
+
+def _agent_json(info: AgentInfo, api_key: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": info.id, "name": info.name, "addresses": list(info.addresses)}
+    if api_key is not None:
+        out["api_key"] = api_key
+    else:
+        out["key_prefix"] = info.key_prefix
+        out["created_at"] = info.created_at.isoformat() + "Z"
+    return out
+
+
+async def _with_sessions(config: Config, fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    engine, sessions = await prepare_database(config)
+    try:
+        return await fn(sessions)
+    finally:
+        await engine.dispose()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _config(args)
+    configure_logging(config.log.format, config.log.level)
+    return _run(serve(config))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    summary = {
+        "smtp": config.smtp.listen, "protocol": config.smtp.protocol,
+        "http": config.http.listen, "database": config.database.url.split("://")[0],
+        "storage": config.storage.backend, "agents": [a.name for a in config.agents],
+        "max_message_size": config.smtp.max_message_size,
+    }
+    if args.json:
+        print(json.dumps({"ok": True, **summary}))
+    else:
+        print("configuration ok")
+        for k, v in summary.items():
+            print(f"  {k}: {v}")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def go() -> tuple[str | None, str | None]:
+        engine = make_engine(config.database.url, config.database.busy_timeout)
+        try:
+            return await upgrade_schema(engine)
+        finally:
+            await engine.dispose()
+
+    before, after = _run(go())
+    print(f"database schema: {before or 'empty'} → {after}")
+    return 0
+
+
+def cmd_agent_add(args: argparse.Namespace) -> int:
+    config = _config(args)
+    info, key = _run(_with_sessions(
+        config, lambda s: create_agent(s, args.name, args.address)))
+    if args.json:
+        print(json.dumps(_agent_json(info, key)))
+    else:
+        print(f"created agent {info.name} ({info.id})")
+        print(f"  addresses: {', '.join(info.addresses)}")
+        print(f"  API key:   {key}   (shown once)")
+    return 0
+
+
+def cmd_agent_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    agents = _run(_with_sessions(config, list_agents))
+    if args.json:
+        print(json.dumps([_agent_json(a) for a in agents]))
+    else:
+        for a in agents:
+            print(f"{a.id}  {a.name}  {', '.join(a.addresses)}  key {a.key_prefix}…")
+    return 0
+
+
+def cmd_agent_remove(args: argparse.Namespace) -> int:
+    config = _config(args)
+    info = _run(_with_sessions(config, lambda s: remove_agent(s, args.agent)))
+    print(json.dumps(_agent_json(info)) if args.json else f"removed agent {info.name} ({info.id})")
+    return 0
+
+
+def cmd_agent_rotate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    info, key = _run(_with_sessions(config, lambda s: rotate_key(s, args.agent)))
+    if args.json:
+        print(json.dumps(_agent_json(info, key)))
+    else:
+        print(f"new API key for {info.name}: {key}   (shown once; the old key no longer works)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=None,
+                        help=f"configuration file (default: ${CONFIG_ENV} or ./config.toml)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    parser = argparse.ArgumentParser(prog="postroom", description="Inbound mail for AI agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", parents=[common], help="run the daemon").set_defaults(fn=cmd_serve)
+    sub.add_parser("check-config", parents=[common], help="validate the configuration"
+                   ).set_defaults(fn=cmd_check_config)
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command",
+                                                                      required=True)
+    db.add_parser("upgrade", parents=[common], help="apply pending migrations"
+                  ).set_defaults(fn=cmd_db_upgrade)
+    agent = sub.add_parser("agent", help="manage agents").add_subparsers(dest="agent_command",
+                                                                          required=True)
+    add = agent.add_parser("add", parents=[common], help="create an agent and print its key")
+    add.add_argument("name")
+    add.add_argument("--address", action="append", required=True,
+                     help="an address it owns (repeatable; *@domain is a catch-all)")
+    add.set_defaults(fn=cmd_agent_add)
+    agent.add_parser("list", parents=[common], help="list agents").set_defaults(fn=cmd_agent_list)
+    rm = agent.add_parser("remove", parents=[common], help="delete an agent")
+    rm.add_argument("agent", help="name or id")
+    rm.set_defaults(fn=cmd_agent_remove)
+    rot = agent.add_parser("rotate-key", parents=[common], help="issue a new API key")
+    rot.add_argument("agent", help="name or id")
+    rot.set_defaults(fn=cmd_agent_rotate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `postroom` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.fn(args)
+        return status
+    except ConfigError as e:
+        print(f"postroom: {e}", file=sys.stderr)
+        return 2
+    except StartupError as e:
+        print(f"postroom: cannot start: {e}", file=sys.stderr)
+        return 2
+    except AgentError as e:
+        print(f"postroom: {e}", file=sys.stderr)
+        return 1
+    except TransientError as e:
+        print(f"postroom: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""The one typed configuration object, validated once at start (SPEC §3).
+
+Loaded from TOML, overridden by `POSTROOM_<SECTION>__<KEY>` environment variables, with relative
+paths resolved against the file's directory. Nothing else in the code reads the environment or the
+file: the validated `Config` is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "POSTROOM_"
+CONFIG_ENV = "POSTROOM_CONFIG"
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+    "k": 1024, "m": 1024**2, "g": 1024**3,
+}
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key."""
+
+
+def parse_size(value: object) -> int:
+    """Turn `"10MB"`, `"50MiB"` or an integer into a byte count."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 10MB, 50MiB or an integer")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+        if m and m.group(2).lower() in _SIZE_UNITS:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    raise ValueError(f"{value!r} is not a size such as 10MB, 50MiB or an integer")
+
+
+def parse_duration(value: object) -> float:
+    """Turn `"15m"`, `"30s"`, `"250ms"` or a number of seconds into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s or 15m")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", value)
+        if m and m.group(2) in _DURATION_UNITS:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise ValueError(f"{value!r} is not a duration such as 30s or 15m")
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split `host:port` or `[v6]:port` into its parts."""
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not host:port or [ipv6]:port")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    return host, port
+
+
+def _listen_list(value: object) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ValueError("expected host:port or a list of them")
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("expected host:port strings")
+        parse_listen(item)
+    return items
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SmtpConfig(_Section):
+    listen: Annotated[list[str], BeforeValidator(_listen_list)] = ["127.0.0.1:2525"]
+    protocol: Literal["smtp", "lmtp"] = "smtp"
+    hostname: str = Field(default_factory=socket.getfqdn)
+    max_message_size: Size = 50 * 1024**2
+    max_recipients: int = Field(default=100, ge=1)
+    trusted_networks: list[str] = ["127.0.0.0/8", "::1/128"]
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    require_tls: bool = False
+    auth_users: dict[str, str] | None = None
+    proxy_protocol: bool = False
+    timeout: Duration = 300.0
+    max_connections: int = Field(default=500, ge=1)
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            ipaddress.ip_network(net, strict=False)
+        return v
+
+
+class HttpConfig(_Section):
+    listen: Annotated[list[str], BeforeValidator(_listen_list)] = ["127.0.0.1:8025"]
+    public_url: str = "http://127.0.0.1:8025"
+    max_wait: Duration = 30.0
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite+aiosqlite:///var/postroom.db"
+    # How long a writer waits for SQLite's lock (or a pool connection) before we answer 451.
+    busy_timeout: Duration = 5.0
+
+
+class StorageConfig(_Section):
+    backend: Literal["local", "s3"] = "local"
+    path: Path = Path("var/objects")
+    bucket: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    prefix: str = ""
+    presign_ttl: Duration = 900.0
+    signing_key: str | None = None
+    signing_key_file: Path = Path("var/signing.key")
+
+
+class LimitsConfig(_Section):
+    max_attachment_size: Size = 40 * 1024**2
+    max_parts: int = Field(default=1000, ge=1)
+    max_depth: int = Field(default=32, ge=1)
+
+
+class PipelineConfig(_Section):
+    workers: int = Field(default=4, ge=1, le=256)
+    queue_size: int = Field(default=10000, ge=1)
+    lease: Duration = 60.0
+    sweep_interval: Duration = 5.0
+    max_attempts: int = Field(default=5, ge=1)
+    dedupe_window: Duration = 7 * 86400.0
+    directory_refresh: Duration = 2.0
+
+
+class UploadsConfig(_Section):
+    max_bytes: Size = 10 * 1024**2
+
+
+class EncryptionConfig(_Section):
+    at_rest: Literal["off", "when_key", "required"] = "when_key"
+    gnupg_home: Path = Path("var/gnupg")
+
+
+class RetentionConfig(_Section):
+    days: int = Field(default=30, ge=0)
+
+
+class LogConfig(_Section):
+    format: Literal["console", "json"] | None = None
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class AgentSpec(_Section):
+    name: str = Field(min_length=1, max_length=200)
+    addresses: list[str] = Field(min_length=1)
+    api_key_env: str | None = None
+    openpgp_public_key_file: Path | None = None
+
+
+class Config(_Section):
+    """Everything postroom reads from its configuration, validated."""
+
+    smtp: SmtpConfig = SmtpConfig()
+    http: HttpConfig = HttpConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    storage: StorageConfig = StorageConfig()
+    limits: LimitsConfig = LimitsConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    uploads: UploadsConfig = UploadsConfig()
+    encryption: EncryptionConfig = EncryptionConfig()
+    retention: RetentionConfig = RetentionConfig()
+    log: LogConfig = LogConfig()
+    agents: list[AgentSpec] = []
+    base_dir: Path = Path(".")
+    agent_keys: dict[str, str] = Field(default={}, repr=False)  # api_key_env name → its value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database.url.startswith("sqlite")
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """`POSTROOM_SMTP__MAX_MESSAGE_SIZE=10MB` → {"smtp": {"max_message_size": "10MB"}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        value: Any = raw
+        # Lists and tables (trusted_networks, listen) may be given as JSON.
+        if raw[:1] in "[{":
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+        elif raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    def fix(section: str, key: str) -> None:
+        sec = data.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), str):
+            p = Path(sec[key]).expanduser()
+            sec[key] = str(p if p.is_absolute() else base / p)
+
+    for section, key in [
+        ("storage", "path"), ("storage", "signing_key_file"), ("encryption", "gnupg_home"),
+        ("smtp", "tls_cert"), ("smtp", "tls_key"),
+    ]:
+        data.setdefault(section, {})
+        if key not in data[section] and section in ("storage", "encryption"):
+            default = {"path": "var/objects", "signing_key_file": "var/signing.key",
+                       "gnupg_home": "var/gnupg"}.get(key)
+            if default:
+                data[section][key] = default
+        fix(section, key)
+    db = data.setdefault("database", {})
+    url = db.get("url", DatabaseConfig().url)
+    m = re.match(r"(sqlite(?:\+\w+)?:///)(.*)", url)
+    if m and m.group(2) and not m.group(2).startswith((":memory:", "/")):
+        db["url"] = m.group(1) + str(base / m.group(2))
+    for agent in data.get("agents") or []:
+        if isinstance(agent, dict) and isinstance(agent.get("openpgp_public_key_file"), str):
+            p = Path(agent["openpgp_public_key_file"])
+            agent["openpgp_public_key_file"] = str(p if p.is_absolute() else base / p)
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        lines.append(f"{key}: {e['msg']}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, merge and validate; raises ConfigError naming the offending key."""
+    env = dict(os.environ if env is None else env)
+    if path is None and env.get(CONFIG_ENV):
+        path = Path(env[CONFIG_ENV])
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        path = path.expanduser().resolve()
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {path}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from e
+        base = path.parent
+    for section, values in _env_overrides(env).items():
+        target = data.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{section}: cannot override a non-table with environment variables")
+        target.update(values)
+    for reserved in ("base_dir", "agent_keys"):
+        if reserved in data:
+            raise ConfigError(f"{reserved}: unknown key")
+    _resolve_paths(data, base)
+    # Keep only the variables agents name, so no other secret of the environment is carried.
+    wanted = {a.get("api_key_env") for a in data.get("agents") or [] if isinstance(a, dict)}
+    agent_keys = {k: env[k] for k in wanted if isinstance(k, str) and k in env}
+    try:
+        return Config.model_validate({**data, "base_dir": base, "agent_keys": agent_keys})
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from e

@@ -1,0 +1,89 @@
+"""Which agent an RCPT address reaches: a snapshot of the address table, refreshed every few seconds.
+
+RCPT must not wait on the database for every recipient, yet an agent added by the CLI must be
+reachable within 5 s (SPEC §7): the snapshot is re-read on a short timer, and a miss re-reads
+it at once (at most once per second) before saying 550.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.errors import TransientError
+from storage.models import Address
+
+log = structlog.get_logger("postroom.directory")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An accepted recipient: the owning agent, the address as given, and its +tag."""
+
+    agent_id: str
+    address: str
+    tag: str | None
+
+
+def resolve(table: dict[str, str], address: str) -> Resolved | None:
+    """Match `address` against {owned address: agent id}: exact, then +tag, then `*@domain`."""
+    addr = address.strip().lower()
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or not domain:
+        return None
+    domain = domain.rstrip(".")
+    exact = table.get(f"{local}@{domain}")
+    if exact:
+        return Resolved(exact, addr, None)
+    base, plus, tag = local.partition("+")
+    if plus and base:
+        owner = table.get(f"{base}@{domain}")
+        if owner:
+            return Resolved(owner, addr, tag or None)
+    catch_all = table.get(f"*@{domain}")
+    if catch_all:
+        return Resolved(catch_all, addr, (tag or None) if plus else None)
+    return None
+
+
+class Directory:
+    """The address snapshot and the task that keeps it fresh."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], refresh: float) -> None:
+        self._sessions = sessions
+        self._refresh = refresh
+        self._table: dict[str, str] = {}
+        self._loaded_at = 0.0
+
+    async def reload(self) -> None:
+        """Read the address table now."""
+        try:
+            async with self._sessions() as session:
+                rows = (await session.exec(select(Address))).all()
+        except Exception as e:  # the database is away: keep serving the last snapshot
+            raise TransientError(f"directory reload failed: {type(e).__name__}") from e
+        self._table = {r.address: r.agent_id for r in rows}
+        self._loaded_at = time.monotonic()
+
+    async def lookup(self, address: str) -> Resolved | None:
+        """Resolve with the snapshot; on a miss, re-read once if the snapshot is over 1 s old."""
+        found = resolve(self._table, address)
+        if found is None and time.monotonic() - self._loaded_at > 1.0:
+            await self.reload()
+            found = resolve(self._table, address)
+        return found
+
+    async def run(self) -> None:
+        """Refresh forever; errors are logged and retried on the next tick."""
+        while True:
+            await asyncio.sleep(self._refresh)
+            try:
+                await self.reload()
+            except TransientError as e:
+                log.warning("directory.reload_failed", error=str(e))

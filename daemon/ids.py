@@ -1,0 +1,42 @@
+"""Identifiers and API keys: time-ordered ids for rows, random keys stored only as hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def _ulid() -> str:
+    """48 bits of milliseconds then 80 random bits, Crockford base32: sorts by creation time."""
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    out = []
+    for _ in range(26):
+        out.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def new_message_id() -> str:
+    return "msg_" + _ulid()
+
+
+def new_attachment_id() -> str:
+    return "att_" + _ulid()
+
+
+def new_agent_id() -> str:
+    return "agt_" + _ulid()
+
+
+def new_api_key() -> str:
+    """A fresh API key: shown once, never stored."""
+    return "pr_" + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    """What the database keeps of a key. Keys carry 256 random bits, so one SHA-256 suffices."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()

@@ -1,0 +1,147 @@
+"""Accepting one message: the raw object made durable, then its row committed, then 250.
+
+This is the durability rule of SPEC §4 in code. The raw bytes go to the object store first (a
+crash then leaves at most an orphan object no reader sees), the message and recipient rows are
+committed second, and only then does the caller say 250. Redelivery of identical bytes to the
+same recipients within the dedupe window returns the first message's id and writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from email.utils import format_datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from daemon.agents import utcnow
+from daemon.directory import Resolved
+from daemon.ids import new_message_id
+from storage.db import Conflict, translated_errors
+from storage.models import RECEIVED, Message, Recipient
+from storage.objects import ObjectStore, raw_key
+
+log = structlog.get_logger("postroom.ingest")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The envelope of one SMTP transaction, as accepted at RCPT."""
+
+    mail_from: str
+    recipients: tuple[Resolved, ...]
+    peer: str
+    helo: str
+    protocol: str  # "ESMTP", "SMTP" or "LMTP" for the Received header
+
+
+@dataclass(frozen=True)
+class Accepted:
+    message_id: str
+    duplicate: bool
+
+
+def dedupe_key(content: bytes, recipients: Sequence[Resolved]) -> str:
+    """SHA-256 over the bytes as received and the sorted envelope recipients."""
+    h = hashlib.sha256(content)
+    for addr in sorted({r.address for r in recipients}):
+        h.update(b"\x00" + addr.encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _header_safe(text: str, limit: int = 200) -> str:
+    return "".join(c for c in text if 32 < ord(c) < 127 and c not in "()[]<>;")[:limit] or "unknown"
+
+
+def received_header(delivery: Delivery, hostname: str, message_id: str, when: float) -> bytes:
+    """Our trace header (RFC 5321 §4.4), folded, ending in CRLF."""
+    peer_ip = delivery.peer.rsplit(":", 1)[0].strip("[]") if delivery.peer else "unknown"
+    lines = [f"Received: from {_header_safe(delivery.helo)} ([{_header_safe(peer_ip, 64)}])",
+             f"\tby {_header_safe(hostname)} (postroom) with {delivery.protocol} id {message_id}"]
+    if len(delivery.recipients) == 1:
+        lines.append(f"\tfor <{_header_safe(delivery.recipients[0].address, 320)}>")
+    from datetime import UTC, datetime
+    lines[-1] += "; " + format_datetime(datetime.fromtimestamp(when, UTC))
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+class Ingest:
+    """Stores accepted messages durably and hands their ids to the pipeline."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], store: ObjectStore,
+                 hostname: str, dedupe_window: float,
+                 on_accepted: Callable[[str], None]) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._hostname = hostname
+        self._window = dedupe_window
+        self._on_accepted = on_accepted
+
+    async def _existing(self, key: str) -> str | None:
+        """The id of a message already accepted with this dedupe key inside the window."""
+        async with self._sessions() as session, translated_errors():
+            row = (await session.exec(select(Message.id, Message.received_at)
+                                      .where(Message.dedupe_key == key))).first()
+            if row is None:
+                return None
+            msg_id, received_at = row
+            if utcnow() - received_at <= timedelta(seconds=self._window):
+                return msg_id
+            # Outside the window: the old message gives up its key so this one can take it.
+            await session.exec(update(Message).where(Message.id == msg_id)  # type: ignore[arg-type]
+                               .values(dedupe_key=None))
+            await session.commit()
+            return None
+
+    async def accept(self, delivery: Delivery, content: bytes) -> Accepted:
+        """Make `content` durable for `delivery`; raises TransientError when we cannot."""
+        key = dedupe_key(content, delivery.recipients)
+        existing = await self._existing(key)
+        if existing:
+            return Accepted(existing, duplicate=True)
+        message_id = new_message_id()
+        now = time.time()
+        raw = received_header(delivery, self._hostname, message_id, now) + content
+        rkey = raw_key(message_id)
+        await self._store.put(rkey, raw, "message/rfc822")
+        mail_from = "" if delivery.mail_from == "<>" else delivery.mail_from
+        received_at = utcnow()
+        try:
+            async with self._sessions() as session, translated_errors():
+                msg = Message(
+                    id=message_id, dedupe_key=key, status=RECEIVED, mail_from=mail_from,
+                    peer=delivery.peer[:100], size=len(raw), raw_key=rkey,
+                    raw_sha256=hashlib.sha256(raw).hexdigest(), received_at=received_at)
+                session.add(msg)
+                await session.flush()
+                assert msg.seq is not None
+                seen: set[str] = set()
+                for r in delivery.recipients:
+                    if r.address in seen:
+                        continue
+                    seen.add(r.address)
+                    session.add(Recipient(message_seq=msg.seq, message_id=message_id,
+                                          agent_id=r.agent_id, address=r.address, tag=r.tag))
+                await session.commit()
+        except Conflict:
+            # The same bytes arrived on another connection a moment ago and won the race.
+            await self._store.delete(rkey)
+            existing = await self._existing(key)
+            if existing is None:
+                raise
+            return Accepted(existing, duplicate=True)
+        except BaseException:
+            # No row points at the object: remove it so nothing half-written lingers.
+            try:
+                await self._store.delete(rkey)
+            except Exception:
+                log.warning("ingest.orphan_raw", message_id=message_id)
+            raise
+        self._on_accepted(message_id)
+        return Accepted(message_id, duplicate=False)

@@ -1,0 +1,300 @@
+"""After 250: extraction jobs, claimed by lease and re-run from the raw object until terminal.
+
+Each accepted message id goes on a bounded in-process queue; a sweeper also finds unfinished
+messages nobody holds (after a crash, on another node, or when the queue was full). A worker
+claims the lease, runs `extractors.extract_message` off the event loop, records every attachment
+as `pending`, stores bodies and attachment bytes, then marks each one terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from daemon.agents import utcnow
+from daemon.ids import new_attachment_id
+from daemon.leases import claim_message, find_claimable, release_lease, renew_lease
+from extractors import Extraction, Limits, Part, extract_message
+from storage.db import translated_errors
+from storage.errors import ObjectNotFound, PermanentError, TransientError
+from storage.models import (
+    FAILED, PARTIAL, PENDING, READY, REJECTED, Attachment, Message,
+)
+from storage.objects import ObjectStore, attachment_key, body_key
+
+log = structlog.get_logger("postroom.pipeline")
+
+
+class Notifier:
+    """Wakes API requests waiting on a message's state (`?wait=`) when this node changes it."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def changed(self, message_id: str) -> None:
+        event = self._events.pop(message_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, message_id: str, timeout: float) -> None:
+        """Return when `message_id` changes here or after `timeout` (another node may change it)."""
+        event = self._events.setdefault(message_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    workers: int
+    queue_size: int
+    lease: float
+    sweep_interval: float
+    max_attempts: int
+    limits: Limits
+
+
+def _part_status(part: Part) -> tuple[str, str | None]:
+    if part.outcome == "rejected":
+        return REJECTED, part.reason or "rejected"
+    if part.outcome == "failed":
+        return FAILED, part.reason or "could not decode"
+    return READY, None
+
+
+class Pipeline:
+    """The queue, its workers and the sweeper of one node."""
+
+    def __init__(self, settings: PipelineSettings, sessions: async_sessionmaker[AsyncSession],
+                 store: ObjectStore, executor: Executor, node_id: str,
+                 notifier: Notifier) -> None:
+        self.settings = settings
+        self._sessions = sessions
+        self._store = store
+        self._executor = executor
+        self._node = node_id
+        self._notifier = notifier
+        self._queue: asyncio.Queue[str] = asyncio.Queue(settings.queue_size)
+        self._queued: set[str] = set()
+        self.busy = 0
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, message_id: str) -> None:
+        """Queue a message; when the queue is full the sweeper will find it instead."""
+        if message_id in self._queued:
+            return
+        try:
+            self._queue.put_nowait(message_id)
+            self._queued.add(message_id)
+        except asyncio.QueueFull:
+            log.warning("pipeline.queue_full", message_id=message_id)
+
+    async def run(self) -> None:
+        """Run the workers and the sweeper until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(self.settings.workers):
+                tg.create_task(self._worker())
+            tg.create_task(self._sweeper())
+
+    async def _sweeper(self) -> None:
+        while True:
+            try:
+                room = self.settings.queue_size - self._queue.qsize()
+                if room > 0:
+                    for message_id in await find_claimable(self._sessions, min(room, 500),
+                                                           older_than=1.0):
+                        self.submit(message_id)
+            except TransientError as e:
+                log.warning("pipeline.sweep_failed", error=str(e))
+            await asyncio.sleep(self.settings.sweep_interval)
+
+    async def _worker(self) -> None:
+        while True:
+            message_id = await self._queue.get()
+            self._queued.discard(message_id)
+            self.busy += 1
+            try:
+                await self.process(message_id)
+            except Exception:
+                log.exception("pipeline.worker_error", message_id=message_id)
+            finally:
+                self.busy -= 1
+
+    async def process(self, message_id: str) -> None:
+        """Claim and extract one message; on a transient failure release it for a later retry."""
+        try:
+            attempt = await claim_message(self._sessions, message_id, self._node,
+                                          self.settings.lease)
+        except TransientError as e:
+            log.warning("pipeline.claim_failed", message_id=message_id, error=str(e))
+            return
+        if attempt is None:
+            return
+        renewer = asyncio.create_task(self._renew(message_id))
+        started = time.monotonic()
+        try:
+            await self._extract_and_store(message_id)
+            log.info("pipeline.extracted", message_id=message_id, attempt=attempt,
+                     duration_ms=round((time.monotonic() - started) * 1000, 2))
+        except PermanentError as e:
+            await self._fail(message_id, str(e))
+        except Exception as e:
+            if isinstance(e, TransientError):
+                log.warning("pipeline.transient", message_id=message_id, attempt=attempt,
+                            error=str(e))
+            else:
+                log.exception("pipeline.error", message_id=message_id, attempt=attempt)
+            if attempt >= self.settings.max_attempts:
+                await self._fail(message_id, f"gave up after {attempt} attempts: {e}")
+            else:
+                with contextlib.suppress(TransientError):
+                    await release_lease(self._sessions, message_id, self._node,
+                                        retry_in=min(2.0 ** attempt, 60.0))
+        finally:
+            renewer.cancel()
+            self._notifier.changed(message_id)
+
+    async def _renew(self, message_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease / 3)
+            with contextlib.suppress(TransientError):
+                await renew_lease(self._sessions, message_id, self._node, self.settings.lease)
+
+    async def _fail(self, message_id: str, reason: str) -> None:
+        try:
+            async with self._sessions() as session, translated_errors():
+                await session.exec(update(Attachment).where(  # type: ignore[call-overload]
+                    col(Attachment.message_id) == message_id, col(Attachment.status) == PENDING)
+                    .values(status=FAILED, error=reason[:500]))
+                await session.exec(update(Message).where(  # type: ignore[call-overload]
+                    col(Message.id) == message_id, col(Message.lease_owner) == self._node)
+                    .values(status=FAILED, error=reason[:500], processed_at=utcnow(),
+                            lease_owner=None, lease_expires_at=None))
+                await session.commit()
+            log.warning("message.state", message_id=message_id, status=FAILED)
+        except TransientError as e:
+            log.warning("pipeline.fail_not_recorded", message_id=message_id, error=str(e))
+
+    async def _extract_and_store(self, message_id: str) -> None:
+        async with self._sessions() as session, translated_errors():
+            msg = (await session.exec(select(Message).where(Message.id == message_id))).one()
+        try:
+            raw = await self._store.get(msg.raw_key)
+        except ObjectNotFound as e:
+            raise PermanentError(f"raw object missing: {msg.raw_key}") from e
+        loop = asyncio.get_running_loop()
+        found: Extraction = await loop.run_in_executor(
+            self._executor, extract_message, raw, self.settings.limits)
+        del raw
+        rows = await self._record_pending(msg, found)
+        await self._store_objects(message_id, found)
+        await self._record_terminal(msg, found, rows)
+
+    async def _record_pending(self, msg: Message, found: Extraction) -> list[Attachment]:
+        """Write every attachment as `pending`, reusing ids from an earlier attempt."""
+        now = utcnow()
+        async with self._sessions() as session, translated_errors():
+            existing = {a.index: a for a in (await session.exec(
+                select(Attachment).where(Attachment.message_id == msg.id))).all()}
+            rows = []
+            for part in found.attachments:
+                row = existing.pop(part.index, None) or Attachment(
+                    id=new_attachment_id(), message_id=msg.id, index=part.index,
+                    status=PENDING, file_name="", content_type="", size=0, sha256="",
+                    path="", source="mime", created_at=now)
+                row.status = PENDING
+                row.file_name = part.file_name
+                row.original_file_name = part.original_file_name
+                row.content_type = part.content_type[:255]
+                row.detected_content_type = (part.detected_content_type or None)
+                row.content_type_mismatch = part.content_type_mismatch
+                row.disposition = part.disposition
+                row.content_id = part.content_id
+                row.size = part.size
+                row.sha256 = part.sha256
+                row.parent = part.parent
+                row.path = part.path[:255]
+                row.source = part.source
+                row.defects = json.dumps(list(part.defects))
+                row.error = None
+                row.object_key = None
+                row.ready_at = None
+                session.add(row)
+                rows.append(row)
+            for stale in existing.values():  # an earlier attempt saw more parts (code changed)
+                await session.delete(stale)
+            h = found.headers
+            msg.from_, msg.to, msg.cc, msg.subject = h.from_, h.to, h.cc, h.subject
+            msg.date, msg.message_id_header = h.date, h.message_id
+            msg.in_reply_to, msg.references = h.in_reply_to, h.references
+            msg.attachment_count = len(found.attachments)
+            msg.defects = json.dumps(list(found.defects))
+            session.add(msg)
+            await session.commit()
+        for row in rows:
+            log.info("attachment.state", message_id=msg.id, attachment_id=row.id,
+                     index=row.index, status=PENDING, size=row.size)
+        return rows
+
+    async def _store_objects(self, message_id: str, found: Extraction) -> None:
+        limit = asyncio.Semaphore(8)
+
+        async def put(key: str, data: bytes, content_type: str) -> None:
+            async with limit:
+                await self._store.put(key, data, content_type)
+
+        async with asyncio.TaskGroup() as tg:
+            for body in (found.text_body, found.html_body):
+                if body is not None:
+                    tg.create_task(put(body_key(message_id, body.kind),
+                                       body.text.encode("utf-8", "surrogatepass"),
+                                       f"{body.content_type}; charset=utf-8"))
+            for part in found.attachments:
+                if part.outcome != "rejected":
+                    tg.create_task(put(attachment_key(message_id, part.index), part.data,
+                                       part.content_type))
+
+    async def _record_terminal(self, msg: Message, found: Extraction,
+                               rows: Sequence[Attachment]) -> None:
+        now = utcnow()
+        statuses = []
+        async with self._sessions() as session, translated_errors():
+            for row, part in zip(rows, found.attachments, strict=True):
+                status, error = _part_status(part)
+                row.status, row.error = status, error
+                if part.outcome != "rejected":
+                    row.object_key = attachment_key(msg.id, part.index)
+                row.ready_at = now if status == READY else None
+                statuses.append(status)
+                session.add(row)
+            for body in (found.text_body, found.html_body):
+                if body is None:
+                    continue
+                if body.kind == "text":
+                    msg.text_key, msg.text_size = body_key(msg.id, "text"), body.size
+                else:
+                    msg.html_key, msg.html_size = body_key(msg.id, "html"), body.size
+            msg.status = READY if all(s == READY for s in statuses) else PARTIAL
+            msg.processed_at = now
+            msg.lease_owner = None
+            msg.lease_expires_at = None
+            msg.error = None
+            session.add(msg)
+            await session.commit()
+        for row in rows:
+            log.info("attachment.state", message_id=msg.id, attachment_id=row.id,
+                     index=row.index, status=row.status, size=row.size, error=row.error)
+        log.info("message.state", message_id=msg.id, status=msg.status,
+                 attachments=len(rows))

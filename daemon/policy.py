@@ -1,0 +1,71 @@
+"""SMTP policy as plain functions of the situation: who may deliver and what each refusal says.
+
+No sockets here, so every reply can be tested directly. The replies are the SPEC §4 table; a
+failure on our side is always 4xx, so a relay keeps the message and retries.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+REFUSED_UNTRUSTED = "554 5.7.1 Relay access denied: your address is not trusted"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
+UNKNOWN_RECIPIENT = "550 5.1.1 Recipient address rejected: no such mailbox"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
+TRY_LATER = "451 4.3.0 Temporary failure, please try again later"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+SENDER_OK = "250 2.1.0 Ok"
+RECIPIENT_OK = "250 2.1.5 Ok"
+
+
+def parse_networks(networks: Iterable[str]) -> tuple[Network, ...]:
+    """Parse the `smtp.trusted_networks` list."""
+    return tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+def is_trusted(peer_host: str | None, networks: Sequence[Network]) -> bool:
+    """True when the client's address lies in one of `networks` (IPv4-mapped IPv6 included)."""
+    if not peer_host:
+        return False
+    try:
+        ip = ipaddress.ip_address(peer_host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+def connection_refusal(peer_host: str | None, networks: Sequence[Network],
+                       open_connections: int, max_connections: int,
+                       draining: bool) -> str | None:
+    """The greeting that refuses this connection, or None to serve it."""
+    if draining:
+        return SHUTTING_DOWN
+    if not is_trusted(peer_host, networks):
+        return REFUSED_UNTRUSTED
+    if open_connections > max_connections:
+        return TOO_MANY_CONNECTIONS
+    return None
+
+
+def declared_size_refusal(mail_options: Sequence[str], max_size: int) -> str | None:
+    """552 when MAIL FROM declares SIZE above the limit; None otherwise."""
+    for opt in mail_options:
+        name, _, value = opt.partition("=")
+        if name.upper() == "SIZE" and value.isdigit() and int(value) > max_size:
+            return MESSAGE_TOO_BIG
+    return None
+
+
+def recipient_refusal(accepted_so_far: int, max_recipients: int, known: bool) -> str | None:
+    """The reply that refuses one RCPT, or None to accept it."""
+    if accepted_so_far >= max_recipients:
+        return TOO_MANY_RECIPIENTS
+    if not known:
+        return UNKNOWN_RECIPIENT
+    return None

@@ -1,0 +1,225 @@
+"""The daemon as one coroutine: SMTP, HTTP, extraction workers and the directory in one loop.
+
+`serve()` starts everything, announces the bound addresses, and on SIGTERM/SIGINT drains: it
+stops accepting, lets transactions already in DATA finish under a deadline, answers 421 to the
+rest, and leaves unfinished extraction to the leases. This module is the one place that owns
+signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import structlog
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from daemon.agents import AgentError, create_agent, find_agent
+from daemon.api import ApiContext, create_app
+from daemon.config import Config, parse_listen
+from daemon.directory import Directory
+from daemon.ingest import Ingest
+from daemon.leases import release_all_leases
+from daemon.pipeline import Notifier, Pipeline, PipelineSettings
+from daemon.policy import parse_networks
+from daemon.smtp import PostroomHandler, PostroomSMTP, SmtpCounters
+from extractors import Limits
+from storage.db import current_revision, head_revision, make_engine, make_sessions, upgrade_schema
+from storage.local import LocalStore, load_or_create_secret
+from storage.objects import ObjectStore
+from storage.presign import UrlSigner
+
+log = structlog.get_logger("postroom.server")
+
+DRAIN_DEADLINE = 30.0
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why."""
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: `serve()` owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a sqlite URL, None for other databases or memory."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    return None if not path or path.startswith(":memory:") else Path(path)
+
+
+def build_store(config: Config) -> ObjectStore:
+    """The object store the configuration names."""
+    if config.storage.backend != "local":
+        raise StartupError("storage.backend = 's3' is not available in this version")
+    secret = (config.storage.signing_key.encode() if config.storage.signing_key
+              else load_or_create_secret(config.storage.signing_key_file))
+    return LocalStore(config.storage.path, UrlSigner(secret), config.http.public_url)
+
+
+async def prepare_database(
+    config: Config,
+) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """Engine and sessions, with the schema current (SQLite upgrades itself; others must be)."""
+    path = sqlite_path(config.database.url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(config.database.url, config.database.busy_timeout)
+    if config.is_sqlite:
+        await upgrade_schema(engine)
+    else:
+        current, head = await current_revision(engine), head_revision()
+        if current != head:
+            await engine.dispose()
+            raise StartupError(f"database schema is at {current}, this version needs {head}: "
+                               "run `postroom db upgrade`")
+    return engine, make_sessions(engine)
+
+
+async def ensure_config_agents(config: Config,
+                               sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Create the agents config.toml declares; print a new agent's key once."""
+    for spec in config.agents:
+        if await find_agent(sessions, spec.name) is not None:
+            continue
+        key = config.agent_keys.get(spec.api_key_env) if spec.api_key_env else None
+        try:
+            info, api_key = await create_agent(sessions, spec.name, spec.addresses,
+                                               api_key=key)
+        except AgentError as e:
+            raise StartupError(f"agents: {e}") from e
+        log.info("agent.created", agent_id=info.id, name=info.name, addresses=list(info.addresses))
+        if key is None:
+            # Shown once, on the terminal, as SPEC §2 asks; never through the log pipeline.
+            print(f"\npostroom: created agent {info.name!r}\n"
+                  f"  address: {', '.join(info.addresses)}\n"
+                  f"  API key: {api_key}   (shown once; `postroom agent rotate-key {info.name}` "
+                  "makes a new one)\n", file=sys.stderr, flush=True)
+
+
+def _bind(listen: str) -> socket.socket:
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise StartupError(f"cannot listen on {listen}: {e.strerror}") from e
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _addr(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve(config: Config) -> int:
+    """Run the daemon until SIGTERM or SIGINT; returns the exit status."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    engine, sessions = await prepare_database(config)
+    store = build_store(config)
+    await ensure_config_agents(config, sessions)
+    if config.is_sqlite:
+        await release_all_leases(sessions)
+
+    node_id = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    directory = Directory(sessions, config.pipeline.directory_refresh)
+    await directory.reload()
+    notifier = Notifier()
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="extract")
+    p = config.pipeline
+    pipeline = Pipeline(
+        PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
+                         Limits(config.limits.max_attachment_size, config.limits.max_parts,
+                                config.limits.max_depth)),
+        sessions, store, executor, node_id, notifier)
+    ingest = Ingest(sessions, store, config.smtp.hostname, p.dedupe_window,
+                    on_accepted=pipeline.submit)
+    counters = SmtpCounters()
+    handler = PostroomHandler(directory, ingest, config.smtp.max_message_size,
+                              config.smtp.max_recipients,
+                              "LMTP" if config.smtp.protocol == "lmtp" else "ESMTP")
+    networks = parse_networks(config.smtp.trusted_networks)
+    connections: set[PostroomSMTP] = set()
+
+    def smtp_factory() -> PostroomSMTP:
+        proto = PostroomSMTP(handler, counters, networks, config.smtp.max_connections,
+                             connections=connections, hostname=config.smtp.hostname,
+                             timeout=config.smtp.timeout, enable_SMTPUTF8=True,
+                             data_size_limit=None, ident="postroom ESMTP", loop=loop)
+        return proto
+
+    smtp_socks = [_bind(listen) for listen in config.smtp.listen]
+    http_socks = [_bind(listen) for listen in config.http.listen]
+    smtp_servers = [await loop.create_server(smtp_factory, sock=s) for s in smtp_socks]
+    app = create_app(ApiContext(sessions, store, notifier, config.storage.presign_ttl,
+                                config.http.max_wait))
+    http = _QuietServer(uvicorn.Config(app, log_level="warning", access_log=False,
+                                       lifespan="off", timeout_graceful_shutdown=5,
+                                       server_header=False))
+    tasks = [
+        asyncio.create_task(http.serve(sockets=http_socks), name="http"),
+        asyncio.create_task(pipeline.run(), name="pipeline"),
+        asyncio.create_task(directory.run(), name="directory"),
+    ]
+    while not http.started and not tasks[0].done():
+        await asyncio.sleep(0.01)
+    log.info("daemon.ready", smtp=[_addr(s) for s in smtp_socks],
+             http=[_addr(s) for s in http_socks], node=node_id,
+             database="sqlite" if config.is_sqlite else "postgresql",
+             storage=config.storage.backend)
+
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    status = 0
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            log.error("daemon.task_failed", task=task.get_name(), exc_info=task.exception())
+            status = 1
+    log.info("daemon.stopping", open_connections=counters.open_connections)
+    counters.draining = True
+    for srv in smtp_servers:
+        srv.close()
+    deadline = loop.time() + DRAIN_DEADLINE
+    while counters.in_data and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    for conn in list(connections):
+        conn.close_for_shutdown()
+    http.should_exit = True
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(tasks[0], 10)
+    for task in tasks[1:]:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    stopper.cancel()
+    executor.shutdown(wait=False, cancel_futures=True)
+    await store.close()
+    await engine.dispose()
+    log.info("daemon.stopped", status=status)
+    return status

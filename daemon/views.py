@@ -1,0 +1,69 @@
+"""Rows → the JSON objects the API returns, with the SPEC's field names (SPEC §6)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from storage.models import Attachment, Message, Recipient
+
+
+def iso(dt: datetime | None) -> str | None:
+    """Stored naive-UTC timestamps as ISO 8601 with a Z."""
+    return None if dt is None else dt.isoformat(timespec="milliseconds") + "Z"
+
+
+def _json_list(text: str | None) -> list[Any]:
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def attachment_view(a: Attachment) -> dict[str, Any]:
+    """The attachment status object."""
+    return {
+        "id": a.id, "message_id": a.message_id, "index": a.index, "status": a.status,
+        "file_name": a.file_name, "original_file_name": a.original_file_name,
+        "content_type": a.content_type, "detected_content_type": a.detected_content_type,
+        "content_type_mismatch": a.content_type_mismatch, "disposition": a.disposition,
+        "content_id": a.content_id, "size": a.size, "sha256": a.sha256, "parent": a.parent,
+        "path": a.path, "source": a.source, "encrypted": a.encrypted,
+        "encryption": json.loads(a.encryption) if a.encryption else None,
+        "error": a.error, "defects": _json_list(a.defects),
+        "created_at": iso(a.created_at), "ready_at": iso(a.ready_at),
+    }
+
+
+def message_summary(m: Message, mine: list[Recipient]) -> dict[str, Any]:
+    """A message as listed: envelope, headers of note, status; no bodies."""
+    return {
+        "id": m.id, "status": m.status, "received_at": iso(m.received_at),
+        "processed_at": iso(m.processed_at), "mail_from": m.mail_from,
+        "recipients": [r.address for r in mine],
+        "tag": next((r.tag for r in mine if r.tag), None),
+        "from": m.from_, "to": m.to, "cc": m.cc, "subject": m.subject, "date": m.date,
+        "message_id": m.message_id_header, "in_reply_to": m.in_reply_to,
+        "references": m.references, "size": m.size,
+        "has_attachments": m.attachment_count > 0, "attachment_count": m.attachment_count,
+        "error": m.error,
+    }
+
+
+def message_view(m: Message, mine: list[Recipient], attachments: list[Attachment],
+                 text: str | None, html: str | None) -> dict[str, Any]:
+    """A message in full: the summary plus bodies, attachments and defects."""
+    out = message_summary(m, mine)
+    out.update({
+        "text": text, "html": html,
+        "body": {
+            "text": None if m.text_key is None else {"size": m.text_size},
+            "html": None if m.html_key is None else {"size": m.html_size},
+        },
+        "attachments": [attachment_view(a) for a in attachments],
+        "defects": _json_list(m.defects),
+        "pgp": None,
+    })
+    return out

@@ -1,0 +1,83 @@
+"""Frozen records that extraction hands to the daemon: limits in, parts and bodies out.
+
+These cross the boundary between the pure core and the I/O shell, so they carry only plain
+values (bytes, str, int, tuples). Nothing here may import from `daemon/` or `storage/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+PartSource = Literal["mime", "uuencode", "tnef"]
+PartOutcome = Literal["ok", "rejected", "failed"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds applied while walking one message (SPEC §3 `limits.*`)."""
+
+    max_attachment_size: int = 40 * 1024 * 1024
+    max_parts: int = 1000
+    max_depth: int = 32
+
+
+@dataclass(frozen=True)
+class Body:
+    """One body of the top message: the first text/plain or text/html that is not an attachment."""
+
+    kind: Literal["text", "html"]
+    content_type: str  # declared, lower-case "type/subtype"
+    charset: str | None  # declared charset, lower-case, None when absent
+    text: str  # transfer-decoded and charset-decoded; never raises on a bad charset
+    size: int  # len(text.encode("utf-8"))
+    path: str  # MIME part path, "1" for the first child of the top multipart, "" for the top part
+    defects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Part:
+    """One attachment-like leaf, in document order; `index` numbers them from 0."""
+
+    index: int
+    path: str  # MIME part path ("2", "2.1"); "" when the top message itself is the leaf
+    content_type: str  # declared, lower-case "type/subtype" (text/plain when absent)
+    detected_content_type: str | None  # sniffed from the bytes, None when unknown
+    content_type_mismatch: bool
+    disposition: str | None  # "attachment", "inline" or None
+    content_id: str | None  # without angle brackets
+    file_name: str  # safe: no path, no control characters, at most 255 bytes of UTF-8
+    original_file_name: str | None  # the decoded name as sent, None when the part had none
+    data: bytes  # decoded bytes; the raw transfer bytes when outcome is "failed"
+    size: int  # len(data)
+    sha256: str  # hex digest of data
+    parent: int | None = None  # index of the containing .eml / TNEF part, None at the top
+    source: PartSource = "mime"
+    outcome: PartOutcome = "ok"
+    reason: str | None = None  # "too_large", "part_limit", "depth_limit" or a decode error
+    defects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Headers:
+    """Headers of note of the top message, decoded to str (RFC 2047), None when absent."""
+
+    from_: str | None = None
+    to: str | None = None
+    cc: str | None = None
+    subject: str | None = None
+    date: str | None = None
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: str | None = None
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """Everything extraction found in one message."""
+
+    headers: Headers
+    text_body: Body | None
+    html_body: Body | None
+    attachments: tuple[Part, ...]
+    defects: tuple[str, ...] = field(default=())

@@ -1,0 +1,94 @@
+"""Database engine, sessions, schema versioning and the translation of database errors.
+
+SQLite runs in WAL mode with `synchronous=FULL`, so a committed row survives a power cut, and a
+bounded busy timeout, so a locked database becomes a 451 rather than a hang. SQLAlchemy errors
+are turned into `TransientError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.errors import TransientError
+
+
+class Conflict(Exception):
+    """A unique constraint said no (another writer got there first)."""
+
+
+def make_engine(url: str, busy_timeout: float = 5.0) -> AsyncEngine:
+    """An async engine for `url`; SQLite gets WAL, FULL sync and a busy timeout."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": busy_timeout}
+    else:
+        kwargs.update(pool_size=10, max_overflow=10, pool_timeout=busy_timeout,
+                      pool_pre_ping=True)
+    engine = create_async_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            cur.close()
+    return engine
+
+
+def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """The session factory every caller uses; objects stay readable after commit."""
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+@contextlib.asynccontextmanager
+async def translated_errors() -> AsyncIterator[None]:
+    """Turn SQLAlchemy failures into our own: unique violations → Conflict, the rest → Transient."""
+    try:
+        yield
+    except IntegrityError as e:
+        raise Conflict(str(e.orig)[:200]) from e
+    except (DBAPIError, SQLAlchemyError, OSError) as e:
+        raise TransientError(f"database: {type(e).__name__}: {str(e)[:200]}") from e
+
+
+def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(resources.files("storage") / "migrations"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str | None:
+    """The newest migration this code ships."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The migration the database is at, None when it has no schema yet."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(
+            lambda c: MigrationContext.configure(c).get_current_revision())
+
+
+async def upgrade_schema(engine: AsyncEngine) -> tuple[str | None, str | None]:
+    """Apply every pending migration; returns (before, after) revisions."""
+    before = await current_revision(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), "head"))
+    return before, await current_revision(engine)

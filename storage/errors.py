@@ -1,0 +1,28 @@
+"""Our own error types: every library exception is translated into one of these at one boundary.
+
+`TransientError` means "try again later" (SMTP 451, a retried job, HTTP 503); `PermanentError`
+means retrying cannot help (a recorded failure). Nothing outside `storage/` catches a botocore,
+SQLAlchemy or OS exception type.
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of the errors `storage/` raises."""
+
+
+class TransientError(StorageError):
+    """The store or database did not answer as it should; the same call may succeed later."""
+
+
+class PermanentError(StorageError):
+    """The request itself is wrong (bad key, missing object); retrying will not help."""
+
+
+class ObjectNotFound(PermanentError):
+    """No object under that key."""
+
+
+class InvalidKey(PermanentError):
+    """A key that is not one of ours, or that would escape the store's root."""

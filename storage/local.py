@@ -1,0 +1,156 @@
+"""The local object store: files under one root, written atomically and fsynced.
+
+`put` returns only after the file and its directory are fsynced, which is what lets SMTP say 250.
+Every key is checked before it becomes a path, so nothing can escape the root. Blocking file work
+runs in a small thread pool of its own, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from storage.errors import InvalidKey, ObjectNotFound, TransientError
+from storage.objects import PresignedGet, check_key
+from storage.presign import SignedGet, UrlSigner
+
+T = TypeVar("T")
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The HMAC key at `path`, created (0600) with 32 random bytes on first use."""
+    try:
+        data = path.read_bytes().strip()
+        if len(data) >= 32:
+            return data
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32).encode("ascii")
+    tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secret)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        # Two processes starting at once: the first link wins and both read the winner.
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_bytes().strip()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore:
+    """Objects as files under `root`; downloads via URLs signed for the daemon's own HTTP API."""
+
+    def __init__(self, root: Path, signer: UrlSigner, public_url: str, threads: int = 16) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.signer = signer
+        self.public_url = public_url.rstrip("/")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="localstore")
+
+    def path_for(self, key: str) -> Path:
+        """The file behind `key`; InvalidKey for anything that is not ours or escapes the root."""
+        check_key(key)
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise InvalidKey(f"key escapes the store root: {key[:80]!r}")
+        return path
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, fn, *args)
+        except (InvalidKey, ObjectNotFound):
+            raise
+        except OSError as e:
+            raise TransientError(f"local store: {e.strerror or e}") from e
+
+    def _put_sync(self, key: str, data: bytes) -> None:
+        path = self.path_for(key)
+        parent = path.parent
+        created = not parent.exists()
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(parent)
+        if created:
+            # A new directory is only durable once its own parent records it.
+            p = parent
+            while p != self.root:
+                p = p.parent
+                _fsync_dir(p)
+
+    def _get_sync(self, key: str) -> bytes:
+        try:
+            return self.path_for(key).read_bytes()
+        except FileNotFoundError as e:
+            raise ObjectNotFound(key) from e
+        except IsADirectoryError as e:
+            raise ObjectNotFound(key) from e
+
+    def _delete_sync(self, key: str) -> None:
+        self.path_for(key).unlink(missing_ok=True)
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        await self._run(self._put_sync, key, data)
+
+    async def get(self, key: str) -> bytes:
+        return await self._run(self._get_sync, key)
+
+    async def delete(self, key: str) -> None:
+        await self._run(self._delete_sync, key)
+
+    async def exists(self, key: str) -> bool:
+        return await self._run(lambda: self.path_for(key).is_file())
+
+    async def presign_get(
+        self, key: str, *, expires_in: float, file_name: str, content_type: str
+    ) -> PresignedGet:
+        check_key(key)
+        expires = int(time.time() + expires_in)
+        params = self.signer.sign(SignedGet(key, expires, file_name, content_type))
+        return PresignedGet(f"{self.public_url}/objects/{key}?{urlencode(params)}", float(expires))
+
+    def _check_sync(self) -> None:
+        probe = self.root / f".readyz.{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+
+    async def check(self) -> None:
+        await self._run(self._check_sync)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False)

@@ -1,0 +1,121 @@
+"""SQL tables (SQLModel): agents, addresses, messages, recipients, attachments.
+
+Field names are the SPEC's, so rows map onto API objects without renaming. Schema changes go
+through versioned migrations in `storage/migrations/`, never `create_all` on a live database.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# Message statuses (SPEC §5).
+RECEIVED, PROCESSING, READY, PARTIAL, FAILED, PURGED = (
+    "received", "processing", "ready", "partial", "failed", "purged")
+UNFINISHED = (RECEIVED, PROCESSING)
+# Attachment statuses.
+PENDING, REJECTED = "pending", "rejected"
+TERMINAL_ATTACHMENT = (READY, REJECTED, FAILED, PURGED)
+
+
+class Agent(SQLModel, table=True):
+    __tablename__ = "agents"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
+    key_hash: str = Field(max_length=64, index=True)
+    key_prefix: str = Field(max_length=16)
+    created_at: datetime
+    updated_at: datetime
+
+
+class Address(SQLModel, table=True):
+    __tablename__ = "addresses"
+
+    address: str = Field(primary_key=True, max_length=320)  # lower-case; "*@domain" is catch-all
+    agent_id: str = Field(foreign_key="agents.id", index=True, max_length=40)
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_unfinished", "status", "lease_expires_at"),)
+
+    seq: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                       primary_key=True, autoincrement=True))
+    id: str = Field(max_length=40, sa_column_kwargs={"unique": True})
+    dedupe_key: str | None = Field(default=None, max_length=64, sa_column_kwargs={"unique": True})
+    status: str = Field(max_length=16)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    mail_from: str = Field(sa_column=Column(Text, nullable=False))
+    peer: str = Field(max_length=100)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    raw_key: str = Field(max_length=200)
+    raw_sha256: str = Field(max_length=64)
+    received_at: datetime
+    processed_at: datetime | None = None
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = None
+    attempts: int = 0
+    # Filled by extraction.
+    from_: str | None = Field(default=None, sa_column=Column("from_header", Text))
+    to: str | None = Field(default=None, sa_column=Column("to_header", Text))
+    cc: str | None = Field(default=None, sa_column=Column("cc_header", Text))
+    subject: str | None = Field(default=None, sa_column=Column(Text))
+    date: str | None = Field(default=None, sa_column=Column("date_header", Text))
+    message_id_header: str | None = Field(default=None, sa_column=Column(Text))
+    in_reply_to: str | None = Field(default=None, sa_column=Column(Text))
+    references: str | None = Field(default=None, sa_column=Column("references_header", Text))
+    text_key: str | None = Field(default=None, max_length=200)
+    text_size: int | None = None
+    html_key: str | None = Field(default=None, max_length=200)
+    html_size: int | None = None
+    attachment_count: int = 0
+    defects: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list
+
+
+class Recipient(SQLModel, table=True):
+    __tablename__ = "recipients"
+    __table_args__ = (
+        UniqueConstraint("message_seq", "address"),
+        Index("ix_recipients_agent_seq", "agent_id", "message_seq"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_seq: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                              nullable=False))
+    message_id: str = Field(max_length=40, index=True)
+    agent_id: str = Field(max_length=40)
+    address: str = Field(max_length=320)  # as given in RCPT, lower-case
+    tag: str | None = Field(default=None, max_length=320)
+
+
+class Attachment(SQLModel, table=True):
+    __tablename__ = "attachments"
+    __table_args__ = (UniqueConstraint("message_id", "index"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    message_id: str = Field(max_length=40)
+    index: int
+    status: str = Field(max_length=16)
+    file_name: str = Field(sa_column=Column(Text, nullable=False))
+    original_file_name: str | None = Field(default=None, sa_column=Column(Text))
+    content_type: str = Field(max_length=255)
+    detected_content_type: str | None = Field(default=None, max_length=255)
+    content_type_mismatch: bool = False
+    disposition: str | None = Field(default=None, max_length=32)
+    content_id: str | None = Field(default=None, sa_column=Column(Text))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sha256: str = Field(max_length=64)
+    parent: int | None = None
+    path: str = Field(max_length=255)
+    source: str = Field(max_length=16)
+    encrypted: bool = False
+    encryption: str | None = Field(default=None, sa_column=Column(Text))  # JSON object
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    defects: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list
+    object_key: str | None = Field(default=None, max_length=200)
+    created_at: datetime
+    ready_at: datetime | None = None

@@ -1,0 +1,75 @@
+"""The object store interface: one protocol, a local and (later) an S3 implementation.
+
+The pipeline and the API only see `ObjectStore`; they never know which backend they hold.
+Keys are built by `object_keys`, from ids only: never from a name found in a message.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from storage.errors import InvalidKey
+
+# Keys are ours: ids, fixed words, digits, dots, dashes and slashes. No "..", no leading "/".
+_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*")
+
+
+def check_key(key: str) -> str:
+    """Return `key` if it is a well-formed object key, else raise InvalidKey."""
+    if len(key) > 900 or not _KEY_RE.fullmatch(key) or ".." in key.split("/") or "/../" in key:
+        raise InvalidKey(f"invalid object key {key[:80]!r}")
+    if any(seg in (".", "..") for seg in key.split("/")):
+        raise InvalidKey(f"invalid object key {key[:80]!r}")
+    return key
+
+
+@dataclass(frozen=True)
+class PresignedGet:
+    """A URL that fetches one object until `expires_at` (unix seconds)."""
+
+    url: str
+    expires_at: float
+
+
+class ObjectStore(Protocol):
+    """Where raw messages, bodies and attachments live."""
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Store `data` durably under `key`; returns only once it would survive a crash."""
+
+    async def get(self, key: str) -> bytes:
+        """Return the object's bytes; ObjectNotFound when absent."""
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; absent objects are not an error."""
+
+    async def exists(self, key: str) -> bool:
+        """True when an object is stored under `key`."""
+
+    async def presign_get(
+        self, key: str, *, expires_in: float, file_name: str, content_type: str
+    ) -> PresignedGet:
+        """A URL that serves the object as a download named `file_name`."""
+
+    async def check(self) -> None:
+        """Raise TransientError when the store does not answer (readiness)."""
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+
+def raw_key(message_id: str) -> str:
+    """Key of a message's raw bytes."""
+    return f"raw/{message_id}.eml"
+
+
+def attachment_key(message_id: str, index: int) -> str:
+    """Key of one extracted attachment."""
+    return f"inbound/{message_id}/{index}"
+
+
+def body_key(message_id: str, kind: str) -> str:
+    """Key of the text or html body."""
+    return f"inbound/{message_id}/body.{'txt' if kind == 'text' else 'html'}"
