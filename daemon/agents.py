@@ -34,8 +34,8 @@ def normalize_address(address: str) -> str:
 
 
 def utcnow() -> datetime:
-    """Naive UTC now: how every timestamp is stored."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Aware UTC now: how every timestamp is stored and compared."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ async def remove_agent(sessions: async_sessionmaker[AsyncSession], ref: str) -> 
     return info
 
 
-async def rotate_key(sessions: async_sessionmaker[AsyncSession], ref: str) -> tuple[AgentInfo, str]:
+async def rotate_key(sessions: async_sessionmaker[AsyncSession],
+                     ref: str) -> tuple[AgentInfo, str]:
     """Give the agent a new key; the old one stops working at once."""
     key = new_api_key()
     async with sessions() as session, translated_errors():
@@ -138,7 +139,8 @@ async def rotate_key(sessions: async_sessionmaker[AsyncSession], ref: str) -> tu
 async def agent_for_key(session: AsyncSession, key: str) -> Agent | None:
     """The agent whose key this is, None otherwise."""
     async with translated_errors():
-        return (await session.exec(select(Agent).where(Agent.key_hash == hash_api_key(key)))).first()
+        found = await session.exec(select(Agent).where(Agent.key_hash == hash_api_key(key)))
+        return found.first()
 
 
 __all__ = ["AgentError", "AgentInfo", "Conflict", "agent_for_key", "create_agent", "find_agent",

@@ -5,7 +5,6 @@ agent answers 404 exactly as a missing one does. Errors always have the SPEC's b
 stack trace. The local store's signed URLs are served here too, under `/objects/`.
 """
 
-from __future__ import annotations
 
 import time
 from dataclasses import dataclass
@@ -29,7 +28,13 @@ from storage.db import translated_errors
 from storage.errors import ObjectNotFound, StorageError, TransientError
 from storage.local import LocalStore
 from storage.models import (
-    READY, TERMINAL_ATTACHMENT, UNFINISHED, Agent, Attachment, Message, Recipient,
+    READY,
+    TERMINAL_ATTACHMENT,
+    UNFINISHED,
+    Agent,
+    Attachment,
+    Message,
+    Recipient,
 )
 from storage.objects import ObjectStore
 from storage.presign import content_disposition, download_content_type
@@ -90,8 +95,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(_error_body("invalid_request", f"{where}: {first.get('msg', 'invalid')}"),
-                            status_code=422)
+        detail = f"{where}: {first.get('msg', 'invalid')}"
+        return JSONResponse(_error_body("invalid_request", detail), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -111,7 +116,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     async def current_agent(request: Request) -> Agent:
         auth = request.headers.get("authorization", "")
-        key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
+        key = (auth[7:].strip() if auth[:7].lower() == "bearer "
+               else request.headers.get("x-api-key"))
         if not key:
             raise ApiError(401, "unauthorized", "missing API key")
         async with ctx.sessions() as session:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from daemon.agents import AgentError, AgentInfo, create_agent, list_agents, remove_agent, rotate_key
 from daemon.config import CONFIG_ENV, Config, ConfigError, load_config
 from daemon.logs import configure_logging
+from daemon.views import iso
 from daemon.server import StartupError, prepare_database, serve
 from storage.db import make_engine, upgrade_schema
 from storage.errors import TransientError
@@ -48,7 +49,7 @@ def _agent_json(info: AgentInfo, api_key: str | None = None) -> dict[str, Any]:
         out["api_key"] = api_key
     else:
         out["key_prefix"] = info.key_prefix
-        out["created_at"] = info.created_at.isoformat() + "Z"
+        out["created_at"] = iso(info.created_at)
     return out
 
 

@@ -49,7 +49,7 @@ async def renew_lease(sessions: async_sessionmaker[AsyncSession], message_id: st
     async with sessions() as session, translated_errors():
         result = await session.exec(
             update(Message)
-            .where(col(Message.id) == message_id, col(Message.lease_owner) == owner)  # type: ignore[arg-type]
+            .where(col(Message.id) == message_id, col(Message.lease_owner) == owner)
             .values(lease_expires_at=utcnow() + timedelta(seconds=lease)))
         await session.commit()
         return bool(result.rowcount == 1)
@@ -61,7 +61,7 @@ async def release_lease(sessions: async_sessionmaker[AsyncSession], message_id: 
     async with sessions() as session, translated_errors():
         await session.exec(
             update(Message)
-            .where(col(Message.id) == message_id, col(Message.lease_owner) == owner)  # type: ignore[arg-type]
+            .where(col(Message.id) == message_id, col(Message.lease_owner) == owner)
             .values(lease_owner=None, lease_expires_at=utcnow() + timedelta(seconds=retry_in)))
         await session.commit()
 
@@ -83,7 +83,7 @@ async def release_all_leases(sessions: async_sessionmaker[AsyncSession]) -> int:
     """Free every lease (SQLite start-up: one node per database file, so none can be live)."""
     async with sessions() as session, translated_errors():
         result = await session.exec(
-            update(Message).where(col(Message.status).in_(UNFINISHED))  # type: ignore[arg-type]
+            update(Message).where(col(Message.status).in_(UNFINISHED))
             .values(lease_owner=None, lease_expires_at=None))
         await session.commit()
         return int(result.rowcount or 0)

@@ -36,4 +36,4 @@ def configure_logging(fmt: str | None, level: str) -> None:
     # Libraries log through stdlib logging; keep them quiet unless they warn.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     for noisy in ("mail.log", "aiosmtpd", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL if noisy != "aiosmtpd" else logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)

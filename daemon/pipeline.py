@@ -28,7 +28,13 @@ from extractors import Extraction, Limits, Part, extract_message
 from storage.db import translated_errors
 from storage.errors import ObjectNotFound, PermanentError, TransientError
 from storage.models import (
-    FAILED, PARTIAL, PENDING, READY, REJECTED, Attachment, Message,
+    FAILED,
+    PARTIAL,
+    PENDING,
+    READY,
+    REJECTED,
+    Attachment,
+    Message,
 )
 from storage.objects import ObjectStore, attachment_key, body_key
 
@@ -46,11 +52,11 @@ class Notifier:
         if event is not None:
             event.set()
 
-    async def wait(self, message_id: str, timeout: float) -> None:
-        """Return when `message_id` changes here or after `timeout` (another node may change it)."""
+    async def wait(self, message_id: str, within: float) -> None:
+        """Return when `message_id` changes here, or after `within` s (another node may)."""
         event = self._events.setdefault(message_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(event.wait(), within)
 
 
 @dataclass(frozen=True)
@@ -175,10 +181,10 @@ class Pipeline:
     async def _fail(self, message_id: str, reason: str) -> None:
         try:
             async with self._sessions() as session, translated_errors():
-                await session.exec(update(Attachment).where(  # type: ignore[call-overload]
+                await session.exec(update(Attachment).where(
                     col(Attachment.message_id) == message_id, col(Attachment.status) == PENDING)
                     .values(status=FAILED, error=reason[:500]))
-                await session.exec(update(Message).where(  # type: ignore[call-overload]
+                await session.exec(update(Message).where(
                     col(Message.id) == message_id, col(Message.lease_owner) == self._node)
                     .values(status=FAILED, error=reason[:500], processed_at=utcnow(),
                             lease_owner=None, lease_expires_at=None))

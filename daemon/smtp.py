@@ -9,6 +9,7 @@ every chunk). Everything else (commands, EHLO, STARTTLS, AUTH) stays aiosmtpd's.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ class PostroomSMTP(SMTP):
                  connections: set[PostroomSMTP], **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         # aiosmtpd keeps this dict on the class and grows it on every EHLO; make it ours.
-        self.command_size_limits = dict.fromkeys(("MAIL", "RCPT"), 512 + 64)  # type: ignore[assignment]
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
         self._handler = handler
         self._counters = counters
         self._networks = networks
@@ -100,10 +101,6 @@ class PostroomSMTP(SMTP):
         self._refusal: str | None = None
         self._connections = connections
         self._in_data = False
-
-    @property
-    def max_command_size_limit(self) -> int:
-        return 512 + 64
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # a new connection, not the STARTTLS upgrade of one
@@ -219,5 +216,5 @@ class PostroomSMTP(SMTP):
         log.info("smtp.transaction", message_id=message_id, peer=peer_text, size=size,
                  recipients=len(self.envelope.rcpt_tos), result=code,
                  duration_ms=round((time.monotonic() - started) * 1000, 2))
-        self._set_post_data_state()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(reply)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from storage.models import Attachment, Message, Recipient
 
 
 def iso(dt: datetime | None) -> str | None:
-    """Stored naive-UTC timestamps as ISO 8601 with a Z."""
-    return None if dt is None else dt.isoformat(timespec="milliseconds") + "Z"
+    """A stored UTC timestamp as ISO 8601 with a Z."""
+    if dt is None:
+        return None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt.isoformat(timespec="milliseconds") + "Z"
 
 
 def _json_list(text: str | None) -> list[Any]:

@@ -23,7 +23,16 @@ _ALIASES = {
     "utf8mb4": "utf-8",
 }
 # Names meaning "the sender did not know": treated as undeclared.
-_UNDECLARED = {"", "unknown", "unknown-8bit", "x-unknown", "default", "charset", "us-ascii", "ascii"}
+_UNDECLARED = {
+    "",
+    "unknown",
+    "unknown-8bit",
+    "x-unknown",
+    "default",
+    "charset",
+    "us-ascii",
+    "ascii",
+}
 # A charset name longer than this is garbage; looking it up would only cost time.
 _MAX_CHARSET_NAME = 64
 _DECODE_ERRORS = (LookupError, ValueError, TypeError)

@@ -15,35 +15,46 @@ from extractors.transfer import decode_base64
 
 # charset[*language] ? B|Q ? text ?=   — the text may not hold "?", which keeps matching linear.
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,64})\?([bBqQ])\?([^?]*)\?=")
-_FOLD = re.compile(r"\r?\n(?=[ \t])|\r?\n")
+_LINE_BREAK = re.compile(r"\r?\n")
 
 
-def _decode_word(charset: str, encoding: str, text: str) -> str:
-    charset = charset.split("*", 1)[0]  # RFC 2231 §5 adds an optional "*language"
+def _word_bytes(encoding: str, text: str) -> bytes:
     raw = text.encode("ascii", "ignore")
     if encoding in "bB":
-        data, _ = decode_base64(raw)
-    else:
-        data = binascii.a2b_qp(raw, header=True)
-    decoded, _ = decode_text(data, charset)
-    return decoded
+        return decode_base64(raw)[0]
+    return binascii.a2b_qp(raw, header=True)
 
 
 def decode_encoded_words(text: str) -> str:
-    """Replace every RFC 2047 encoded word in text with its decoded characters."""
+    """Replace every RFC 2047 encoded word in text with its decoded characters.
+
+    Adjacent words in one charset are decoded together: many mailers split a multi-byte
+    character across two words, which RFC 2047 forbids but readers accept.
+    """
     if "=?" not in text:
         return text
     pieces: list[str] = []
+    run = bytearray()  # bytes of adjacent words sharing run_charset, not yet decoded
+    run_charset = ""
     pos = 0
     previous_was_word = False
     for match in _ENCODED_WORD.finditer(text):
         gap = text[pos : match.start()]
+        # RFC 2231 §5 lets a charset carry "*language"; it does not change the bytes.
+        charset = match.group(1).split("*", 1)[0].lower()
         # Whitespace between two adjacent encoded words is not part of the text (RFC 2047 §6.2).
-        if not (previous_was_word and not gap.strip()):
+        adjacent = previous_was_word and not gap.strip()
+        if run and (not adjacent or charset != run_charset):
+            pieces.append(decode_text(bytes(run), run_charset)[0])
+            run.clear()
+        if not adjacent:
             pieces.append(gap)
-        pieces.append(_decode_word(*match.groups()))
+        run += _word_bytes(match.group(2), match.group(3))
+        run_charset = charset
         pos = match.end()
         previous_was_word = True
+    if run:
+        pieces.append(decode_text(bytes(run), run_charset)[0])
     pieces.append(text[pos:])
     return "".join(pieces)
 
@@ -54,4 +65,4 @@ def decode_header_text(raw: str) -> str:
         # The value is a byte-for-byte Latin-1 view; raw 8-bit headers are mostly UTF-8.
         raw, _ = decode_fallback(raw.encode("latin-1", "replace"))
     text = decode_encoded_words(raw)
-    return scrub_surrogates(_FOLD.sub("", text)).strip()
+    return scrub_surrogates(_LINE_BREAK.sub("", text)).strip()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import binascii
 from dataclasses import dataclass
 
-_IDENTITY = {"", "7bit", "8bit", "binary", "7-bit", "8-bit", "none"}
+# Misspellings seen in real mail whose meaning is not in doubt.
+_IDENTITY = {"", "7bit", "8bit", "binary", "7-bit", "8-bit", "7bits", "8bits", "7", "8", "none"}
 _UUENCODE = {"x-uuencode", "uuencode", "x-uue", "uue"}
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 # bytes.translate(None, delete) with these leaves exactly the characters base64 must not hold.

@@ -11,9 +11,9 @@ import asyncio
 import os
 import secrets
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -124,7 +124,8 @@ class LocalStore:
     def _delete_sync(self, key: str) -> None:
         self.path_for(key).unlink(missing_ok=True)
 
-    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    async def put(self, key: str, data: bytes,
+                  content_type: str = "application/octet-stream") -> None:
         await self._run(self._put_sync, key, data)
 
     async def get(self, key: str) -> bytes:

@@ -36,7 +36,8 @@ class PresignedGet:
 class ObjectStore(Protocol):
     """Where raw messages, bodies and attachments live."""
 
-    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    async def put(self, key: str, data: bytes,
+                  content_type: str = "application/octet-stream") -> None:
         """Store `data` durably under `key`; returns only once it would survive a crash."""
 
     async def get(self, key: str) -> bytes:

@@ -35,7 +35,8 @@ def download_content_type(declared: str | None) -> str:
 def content_disposition(file_name: str) -> str:
     """`attachment` with an ASCII fallback and the exact UTF-8 name (RFC 6266 / RFC 5987)."""
     ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;%' else "_" for c in file_name)
-    return f"attachment; filename=\"{ascii_name or 'download'}\"; filename*=UTF-8''{quote(file_name, safe='')}"
+    encoded = quote(file_name, safe="")
+    return f"attachment; filename=\"{ascii_name or 'download'}\"; filename*=UTF-8''{encoded}"
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class UrlSigner:
 
     def verify(self, key: str, params: dict[str, str], method: str = "GET",
                now: float | None = None) -> SignedGet | None:
-        """The signed fields when `params` carry a valid, unexpired signature for `key`, else None."""
+        """The signed fields if `params` carry a valid, unexpired signature for `key`."""
         try:
             g = SignedGet(
                 key=key,

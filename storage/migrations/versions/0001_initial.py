@@ -23,8 +23,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(200), nullable=False, unique=True),
         sa.Column("key_hash", sa.String(64), nullable=False),
         sa.Column("key_prefix", sa.String(16), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_agents_key_hash", "agents", ["key_hash"])
     op.create_table(
@@ -45,10 +45,10 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("raw_key", sa.String(200), nullable=False),
         sa.Column("raw_sha256", sa.String(64), nullable=False),
-        sa.Column("received_at", sa.DateTime(), nullable=False),
-        sa.Column("processed_at", sa.DateTime(), nullable=True),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("lease_owner", sa.String(64), nullable=True),
-        sa.Column("lease_expires_at", sa.DateTime(), nullable=True),
+        sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("from_header", sa.Text(), nullable=True),
         sa.Column("to_header", sa.Text(), nullable=True),
@@ -102,8 +102,8 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("defects", sa.Text(), nullable=False, server_default="[]"),
         sa.Column("object_key", sa.String(200), nullable=True),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("ready_at", sa.DateTime(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ready_at", sa.DateTime(timezone=True), nullable=True),
         sa.UniqueConstraint("message_id", "index"),
     )
 

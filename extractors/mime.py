@@ -1,0 +1,194 @@
+"""extract_message: one message's bytes in, its bodies and attachment records out.
+
+Pure and total: no I/O, no logging, and no input makes it raise (MemoryError aside); what
+cannot be decoded is kept raw with a reason, what was repaired is listed in `defects`. Paths
+are IMAP part numbers; a single-part message's content is part "1" (as IMAP numbers it).
+Rejected parts carry `data=b""`: `too_large` keeps the decoded size and sha256; the one summary
+part that stands for everything beyond `max_parts` has size 0 and sha256 "".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from extractors.charsets import decode_text
+from extractors.encoded_words import decode_header_text
+from extractors.filenames import safe_file_name
+from extractors.headers import message_headers, parse_header_block
+from extractors.records import Body, Extraction, Headers, Limits, Part, PartOutcome
+from extractors.sniff import detect_content_type, is_mismatch
+from extractors.transfer import Decoded, decode_transfer
+from extractors.walk import EMBEDDED_MESSAGE_TYPES, Leaf, MimeWalk
+
+_BODY_KINDS: dict[str, Literal["text", "html"]] = {"text/plain": "text", "text/html": "html"}
+
+
+def _decode_leaf(leaf: Leaf) -> Decoded:
+    if leaf.opaque:
+        return Decoded(leaf.buf[leaf.start : leaf.end])
+    return decode_transfer(leaf.buf[leaf.body_start : leaf.end], leaf.entity.transfer_encoding)
+
+
+def _embedded_subject_name(content: bytes) -> str | None:
+    subject = parse_header_block(content, 0, len(content)).get("subject")
+    if subject is None:
+        return None
+    # A subject is not a path: its slashes must not be read as directories.
+    text = decode_header_text(subject).replace("/", "_").replace("\\", "_").strip()
+    return f"{text}.eml" if text else None
+
+
+class _Collector:
+    """Accumulates the records of one extraction; lives only inside one call."""
+
+    def __init__(self, limits: Limits, walk: MimeWalk) -> None:
+        self.limits = limits
+        self.walk = walk
+        self.parts: list[Part] = []
+        self.bodies: dict[str, Body] = {}
+        self.taken: set[tuple[int, str]] = set()  # (scope, body kind) already chosen
+        self.dropped = 0
+        self.first_dropped_path = ""
+
+    def add(self, leaf: Leaf) -> None:
+        """Record one leaf as a body of its message, or as an attachment."""
+        name = leaf.entity.file_name()
+        kind = _BODY_KINDS.get(leaf.entity.content_type)
+        is_body = (
+            kind is not None
+            and leaf.body_candidate
+            and (leaf.scope, kind) not in self.taken
+            and not leaf.entity.is_attachment(name)
+        )
+        if kind is not None and is_body:
+            self.taken.add((leaf.scope, kind))
+            if leaf.scope == 0:
+                self.bodies[kind] = self._body(leaf, kind)
+            return  # an embedded message's bodies stay inside its .eml
+        if len(self.parts) >= self.limits.max_parts:
+            if not self.dropped:
+                self.first_dropped_path = leaf.path
+            self.dropped += 1
+            return
+        self._attachment(leaf, name)
+
+    def _body(self, leaf: Leaf, kind: Literal["text", "html"]) -> Body:
+        decoded = _decode_leaf(leaf)
+        text, charset_defects = decode_text(decoded.data, leaf.entity.charset)
+        return Body(
+            kind=kind,
+            content_type=leaf.entity.content_type,
+            charset=leaf.entity.charset,
+            text=text,
+            size=len(text.encode("utf-8")),
+            path=leaf.path,
+            defects=(*leaf.defects, *decoded.defects, *charset_defects),
+        )
+
+    def _attachment(self, leaf: Leaf, name: str | None) -> None:
+        entity = leaf.entity
+        index = len(self.parts)
+        decoded = _decode_leaf(leaf)
+        data = decoded.data
+        defects = [*leaf.defects, *decoded.defects]
+        embedded = entity.content_type in EMBEDDED_MESSAGE_TYPES and decoded.failure is None
+        shown_name = name
+        if shown_name is None and embedded:
+            shown_name = _embedded_subject_name(data)
+        outcome: PartOutcome = "ok"
+        reason = decoded.failure
+        detected = None if decoded.failure else detect_content_type(data)
+        size, digest = len(data), hashlib.sha256(data).hexdigest()
+        if decoded.failure:
+            outcome = "failed"
+        elif size > self.limits.max_attachment_size:
+            outcome, reason = "rejected", "too_large"
+        if embedded and not leaf.can_descend:
+            defects.append("depth_limit")
+        self.parts.append(
+            Part(
+                index=index,
+                path=leaf.path,
+                content_type=entity.content_type,
+                detected_content_type=detected,
+                content_type_mismatch=is_mismatch(entity.content_type, detected),
+                disposition=entity.disposition,
+                content_id=entity.content_id,
+                file_name=safe_file_name(shown_name, index, entity.content_type),
+                original_file_name=name,
+                data=b"" if outcome == "rejected" else data,
+                size=size,
+                sha256=digest,
+                parent=leaf.parent,
+                outcome=outcome,
+                reason=reason,
+                defects=tuple(defects),
+            )
+        )
+        if embedded and leaf.can_descend:
+            self.walk.enter_message(leaf, data, index)
+
+    def summary_of_dropped(self) -> Part | None:
+        """One rejected part standing for every part beyond max_parts, so none vanish silently."""
+        if not self.dropped:
+            return None
+        index = len(self.parts)
+        return Part(
+            index=index,
+            path=self.first_dropped_path,
+            content_type="application/octet-stream",
+            detected_content_type=None,
+            content_type_mismatch=False,
+            disposition=None,
+            content_id=None,
+            file_name=f"part-{index}.bin",
+            original_file_name=None,
+            data=b"",
+            size=0,
+            sha256="",
+            outcome="rejected",
+            reason="part_limit",
+            defects=(f"part_limit: {self.dropped} parts not listed",),
+        )
+
+
+def extract_message(raw: bytes, limits: Limits) -> Extraction:
+    """Extract the headers, text/html bodies and attachment parts of one raw message."""
+    walk = MimeWalk(raw, limits.max_depth)
+    collector = _Collector(limits, walk)
+    defects: list[str] = []
+    try:
+        for leaf in walk.leaves():
+            try:
+                collector.add(leaf)
+            except MemoryError:
+                raise
+            except Exception as exc:  # the contract is total: one bad part must not lose the rest
+                defects.append(f"internal error at part {leaf.path}: {type(exc).__name__}")
+    except MemoryError:
+        raise
+    except Exception as exc:  # a walker bug: keep every part found so far
+        defects.append(f"internal error while walking: {type(exc).__name__}")
+    headers = Headers()
+    try:
+        headers = message_headers(walk.top) if walk.top is not None else headers
+    except MemoryError:
+        raise
+    except Exception as exc:  # same contract for the header fields
+        defects.append(f"internal error in headers: {type(exc).__name__}")
+    summary = collector.summary_of_dropped()
+    if summary is not None:
+        collector.parts.append(summary)
+        defects.append(
+            f"part_limit: {collector.dropped} parts beyond {limits.max_parts} not listed"
+        )
+    if not raw or raw.isspace():
+        defects.append("message: empty")
+    return Extraction(
+        headers=headers,
+        text_body=collector.bodies.get("text"),
+        html_body=collector.bodies.get("html"),
+        attachments=tuple(collector.parts),
+        defects=(*walk.defects, *defects),
+    )

@@ -1,0 +1,137 @@
+"""Content sniffing: what the bytes of a part look like, and whether that contradicts the label.
+
+A small table of magic numbers answers for the common types before puremagic is asked, because
+puremagic walks its whole database in Python for each call (about half a millisecond) and calls
+some zip files Word documents. A mismatch is only reported where it matters to an agent opening
+the file: an executable behind any other label, or one specific format posing as another.
+"""
+
+from __future__ import annotations
+
+import puremagic
+
+_HEAD = 4096
+_PE = "application/vnd.microsoft.portable-executable"
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-", "application/pdf"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+    (b"PK\x03\x04", "application/zip"),
+    (b"PK\x05\x06", "application/zip"),
+    (b"\x1f\x8b", "application/gzip"),
+    (b"Rar!\x1a\x07", "application/vnd.rar"),
+    (b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "application/x-ole-storage"),
+    (b"\x7fELF", "application/x-executable"),
+    (b"\xcf\xfa\xed\xfe", "application/x-mach-binary"),
+    (b"\xce\xfa\xed\xfe", "application/x-mach-binary"),
+    (b"{\\rtf", "application/rtf"),
+    (b"-----BEGIN PGP ", "application/pgp-encrypted"),
+)
+_EXECUTABLES = {
+    _PE,
+    "application/x-msdownload",
+    "application/x-dosexec",
+    "application/x-executable",
+    "application/x-elf",
+    "application/x-sharedlib",
+    "application/x-mach-binary",
+    "application/x-msdos-program",
+    "application/x-ms-installer",
+    "application/x-msi",
+    "application/exe",
+    "application/x-exe",
+}
+# Formats that are zip or OLE containers: a .docx is a zip, a .doc is OLE; labels mix them freely.
+_CONTAINERS = {
+    "application/zip",
+    "application/x-zip-compressed",
+    "application/gzip",
+    "application/x-gzip",
+    "application/x-tar",
+    "application/vnd.rar",
+    "application/x-rar-compressed",
+    "application/x-7z-compressed",
+    "application/java-archive",
+    "application/epub+zip",
+    "application/x-ole-storage",
+    "application/msword",
+    "application/vnd.ms-excel",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.ms-outlook",
+}
+_CONTAINER_PREFIXES = ("application/vnd.openxmlformats-", "application/vnd.oasis.opendocument.")
+
+
+def _magic(head: bytes) -> str | None:
+    for prefix, content_type in _MAGIC:
+        if head.startswith(prefix):
+            return content_type
+    if head.startswith(b"MZ") and len(head) >= 64:
+        # "MZ" alone also starts text; a PE file points at its "PE\0\0" header from 0x3C.
+        offset = int.from_bytes(head[0x3C:0x40], "little")
+        if head[offset : offset + 4] == b"PE\x00\x00":
+            return _PE
+    return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the end of the head is still text.
+        return exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"
+    return True
+
+
+def detect_content_type(data: bytes) -> str | None:
+    """Return the content type the bytes look like, None when unknown or empty."""
+    head = data[:_HEAD]
+    if not head:
+        return None
+    found = _magic(head)
+    if found is not None:
+        return found
+    if _looks_like_text(head):
+        return (
+            "text/plain"  # text formats are not worth a puremagic call: no mismatch rides on them
+        )
+    try:
+        guessed = puremagic.from_string(head, mime=True)
+    except Exception:  # puremagic raises its own and assorted errors on odd input
+        return None
+    return guessed.lower() if isinstance(guessed, str) and "/" in guessed else None
+
+
+def _family(content_type: str) -> str | None:
+    if content_type in _EXECUTABLES:
+        return "executable"
+    if content_type in ("application/pdf", "application/x-pdf"):
+        return "pdf"
+    if content_type in _CONTAINERS or content_type.startswith(_CONTAINER_PREFIXES):
+        return "container"
+    maintype = content_type.partition("/")[0]
+    if maintype in ("image", "audio", "video"):
+        # image/png labelled image/jpeg is common and harmless: one family.
+        return maintype
+    return None  # text, octet-stream and the rest: labels that promise no specific format
+
+
+def is_mismatch(declared: str, detected: str | None) -> bool:
+    """True when the sniffed type contradicts the declared one in a way that matters."""
+    if detected is None or declared in ("application/octet-stream", "binary/octet-stream"):
+        return False
+    declared_family, detected_family = _family(declared), _family(detected)
+    if detected_family == "executable":
+        return declared_family != "executable"
+    return (
+        declared_family is not None
+        and detected_family is not None
+        and declared_family != detected_family
+    )

@@ -1,0 +1,238 @@
+"""A bytes-level MIME walker: yields the leaf entities of a message in document order.
+
+Containers are opened with an explicit stack (never recursion), boundaries are found with
+`bytes.find` from line starts, and each multipart is split lazily, so the walk is linear in the
+message size for each nesting level and never deeper than `max_depth`. It never decodes bodies
+and never raises on malformed structure: a missing final boundary or an unsplittable multipart
+becomes a defect. Paths follow IMAP: a single-part message's content is part "1".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from extractors.entity import Entity, read_entity
+from extractors.headers import HeaderBlock, parse_header_block
+
+# After "--boundary": an optional "--" (the close delimiter), transport padding, end of line.
+_DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r?\n|\Z)")
+EMBEDDED_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global", "message/news"})
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One leaf entity: where its bytes are, what its headers say, and where it sits."""
+
+    buf: bytes
+    start: int  # start of the entity's header block in buf
+    body_start: int
+    end: int
+    entity: Entity
+    path: str
+    depth: int  # number of enclosing containers (multiparts and messages)
+    scope: int  # 0 for the top message, then one number per embedded message
+    parent: int | None  # attachment index of the enclosing .eml, None in the top message
+    body_candidate: (
+        bool  # in a place where a body may be: alternative, related root, first of mixed
+    )
+    opaque: bool = False  # a container kept whole because it is nested beyond max_depth
+    can_descend: bool = False  # an embedded message whose content may still be walked
+    defects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An entity whose header block has not been read yet."""
+
+    buf: bytes
+    start: int
+    end: int
+    path: str  # own path; for a message root, the path of the message that holds it
+    depth: int
+    scope: int
+    parent: int | None
+    body_candidate: bool
+    default_type: str = "text/plain"
+    message_root: bool = False
+
+
+def _join(path: str, number: int) -> str:
+    return f"{path}.{number}" if path else str(number)
+
+
+def find_delimiter(
+    buf: bytes, delimiter: bytes, pos: int, end: int
+) -> tuple[int, int, bool] | None:
+    """Find the next delimiter line at or after line start pos: (start, next line, is_close)."""
+    search = pos
+    while True:
+        hit = buf.find(delimiter, search, end)
+        if hit < 0:
+            return None
+        if hit == pos or buf[hit - 1] == 0x0A:
+            tail = _DELIMITER_TAIL.match(buf, hit + len(delimiter), end)
+            if tail is not None:
+                return hit, tail.end(), tail.group(1) is not None
+        search = hit + 1
+
+
+def _content_end(buf: bytes, start: int, delimiter_start: int) -> int:
+    # The line break before a delimiter belongs to the delimiter (RFC 2046 §5.1.1).
+    end = delimiter_start
+    if end > start and buf[end - 1] == 0x0A:
+        end -= 1
+        if end > start and buf[end - 1] == 0x0D:
+            end -= 1
+    return end
+
+
+class _Frame:
+    """An open multipart on the walk stack, handing out its children one at a time."""
+
+    def __init__(self, owner: _Pending, entity: Entity, body_start: int, delimiter: bytes) -> None:
+        self.owner = owner
+        self.delimiter = delimiter
+        self.subtype = entity.content_type.partition("/")[2]
+        self.child_type = "message/rfc822" if self.subtype == "digest" else "text/plain"
+        self.pos = body_start
+        self.count = 0
+        self.done = False
+        self.defects: list[str] = []
+        self.root = (
+            self._related_root(entity.params.get("start")) if self.subtype == "related" else 0
+        )
+
+    def first_delimiter(self) -> bool:
+        """Skip the preamble; False when no delimiter line exists at all."""
+        found = find_delimiter(self.owner.buf, self.delimiter, self.pos, self.owner.end)
+        if found is None:
+            return False
+        self.pos, self.done = found[1], found[2]
+        if self.done:
+            self.defects.append("multipart: no parts before the close delimiter")
+        return True
+
+    def _related_root(self, start: str | None) -> int:
+        # RFC 2387: the root is the part whose Content-ID is `start`, else the first part.
+        wanted = (start or "").strip().removeprefix("<").removesuffix(">").strip()
+        if not wanted:
+            return 0
+        buf, end = self.owner.buf, self.owner.end
+        found = find_delimiter(buf, self.delimiter, self.pos, end)
+        number = 0
+        while found is not None and not found[2]:
+            child_start = found[1]
+            found = find_delimiter(buf, self.delimiter, child_start, end)
+            child_end = end if found is None else _content_end(buf, child_start, found[0])
+            block = parse_header_block(buf, child_start, child_end)
+            if read_entity(block).content_id == wanted:
+                return number
+            number += 1
+        return 0
+
+    def next_child(self) -> _Pending | None:
+        """Return the next child entity, or None when the multipart is exhausted."""
+        if self.done:
+            return None
+        owner = self.owner
+        start = self.pos
+        found = find_delimiter(owner.buf, self.delimiter, start, owner.end)
+        if found is None:
+            self.done = True
+            self.defects.append("multipart: missing final boundary")
+            end = owner.end
+            if start >= end:
+                return None
+        else:
+            end = _content_end(owner.buf, start, found[0])
+            self.pos, self.done = found[1], found[2]
+        number = self.count
+        self.count += 1
+        candidate = owner.body_candidate and (self.subtype == "alternative" or number == self.root)
+        return _Pending(
+            owner.buf, start, end, _join(owner.path, number + 1), owner.depth + 1,
+            owner.scope, owner.parent, candidate, self.child_type,
+        )  # fmt: skip
+
+
+class MimeWalk:
+    """Walks one message; `leaves()` yields its leaves, `enter_message` walks into a .eml."""
+
+    def __init__(self, raw: bytes, max_depth: int) -> None:
+        self._max_depth = max_depth
+        root = _Pending(raw, 0, len(raw), "", 0, 0, None, True, message_root=True)
+        self._stack: list[_Frame | _Pending] = [root]
+        self._scopes = 0
+        self.top: HeaderBlock | None = None
+        self.defects: list[str] = []
+
+    def _defect(self, path: str, defect: str) -> None:
+        self.defects.append(f"{path}: {defect}" if path else defect)
+
+    def leaves(self) -> Iterator[Leaf]:
+        """Yield every leaf in document order; enter_message may be called between yields."""
+        while self._stack:
+            item = self._stack[-1]
+            if isinstance(item, _Frame):
+                child = item.next_child()
+                if child is None:
+                    self._stack.pop()
+                    for defect in item.defects:
+                        self._defect(item.owner.path, defect)
+                    continue
+            else:
+                self._stack.pop()
+                child = item
+            leaf = self._open(child)
+            if leaf is not None:
+                yield leaf
+
+    def enter_message(self, leaf: Leaf, content: bytes, parent: int) -> None:
+        """Walk the content of an embedded message next, its parts numbered under leaf.path."""
+        self._scopes += 1
+        self._stack.append(
+            _Pending(content, 0, len(content), leaf.path, leaf.depth + 1, self._scopes, parent,
+                     True, message_root=True)
+        )  # fmt: skip
+
+    def _open(self, item: _Pending) -> Leaf | None:
+        block = parse_header_block(item.buf, item.start, item.end, top=item.message_root)
+        defects = block.defects
+        if item.message_root:
+            if self.top is None:
+                self.top = block
+            for defect in block.defects:
+                self._defect(item.path, defect)
+            defects = ()
+        entity = read_entity(block, item.default_type)
+        path = _join(item.path, 1) if item.message_root else item.path
+        if entity.maintype == "multipart":
+            if item.depth >= self._max_depth:
+                return Leaf(item.buf, item.start, item.start, item.end, entity, path, item.depth,
+                            item.scope, item.parent, False, opaque=True,
+                            defects=(*defects, *entity.defects, "depth_limit"))  # fmt: skip
+            boundary = entity.params.get("boundary", "").rstrip(" \t")
+            frame = _Frame(
+                item, entity, block.body_start, b"--" + boundary.encode("latin-1", "replace")
+            )
+            if boundary and frame.first_delimiter():
+                for defect in (*defects, *entity.defects):
+                    self._defect(item.path, defect)
+                self._stack.append(frame)
+                return None
+            why = "boundary not found" if boundary else "no boundary parameter"
+            defect = f"{entity.content_type}: {why}, kept as text/plain"
+            if item.message_root:
+                self._defect(item.path, defect)
+            entity = dataclasses.replace(
+                entity, content_type="text/plain", defects=(*entity.defects, defect)
+            )
+        can_descend = entity.content_type in EMBEDDED_MESSAGE_TYPES and item.depth < self._max_depth
+        return Leaf(
+            item.buf, item.start, block.body_start, item.end, entity, path, item.depth, item.scope,
+            item.parent, item.body_candidate, can_descend=can_descend,
+            defects=(*defects, *entity.defects),
+        )  # fmt: skip

@@ -1,0 +1,242 @@
+"""`running_daemon()`: the real `postroom serve` in a subprocess, on ephemeral loopback ports.
+
+Each daemon gets a temp directory with its own config.toml, SQLite file and object store. The
+harness reads the daemon's JSON log lines to learn the bound ports and keeps every line for
+tests that check the logs. Stopping sends SIGTERM and expects exit status 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+BASE_CONFIG = """
+[smtp]
+listen = "127.0.0.1:0"
+hostname = "mx.test.example"
+{smtp}
+
+[http]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:{{HTTP_PORT}}"
+
+[pipeline]
+lease = "3s"
+sweep_interval = "0.5s"
+{pipeline}
+
+[log]
+format = "json"
+level = "info"
+
+{extra}
+"""
+
+
+@dataclass
+class Daemon:
+    """A running `postroom serve` and what the tests need to talk to it."""
+
+    root: Path
+    config_path: Path
+    proc: subprocess.Popen[bytes]
+    smtp_port: int = 0
+    http_port: int = 0
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    pumps: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `postroom ARGS --config <this daemon's config>`."""
+        return subprocess.run(
+            [sys.executable, "-m", "daemon", *args, "--config", str(self.config_path)],
+            capture_output=True, text=True, check=check, cwd=self.root, env=self.env,
+            timeout=60)
+
+    def add_agent(self, name: str, *addresses: str) -> dict[str, Any]:
+        """Create an agent through the CLI and wait (≤ 5 s, SPEC §7) until RCPT accepts it."""
+        args = ["agent", "add", name]
+        for a in addresses:
+            args += ["--address", a]
+        out: dict[str, Any] = json.loads(self.cli(*args, "--json").stdout)
+        probe = addresses[0].replace("*@", "probe@")
+        self.wait_for(lambda: self.rcpt_code(probe) == 250, 5.0, f"RCPT of {probe}")
+        return out
+
+    def rcpt_code(self, address: str) -> int:
+        """The reply code RCPT TO:<address> gets now."""
+        with self.smtp() as s:
+            s.ehlo("probe.example")
+            s.mail("probe@example.org")
+            return int(s.rcpt(address)[0])
+
+    def api(self, key: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"},
+                            timeout=40)
+
+    def smtp(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)
+
+    def send(self, msg: EmailMessage | bytes, rcpts: list[str],
+             sender: str = "sender@example.org") -> str:
+        """Deliver over SMTP; returns the queued message id from the 250 reply."""
+        data = msg.as_bytes() if isinstance(msg, EmailMessage) else msg
+        with self.smtp() as s:
+            s.ehlo("client.example")
+            s.mail(sender)
+            for r in rcpts:
+                code, resp = s.rcpt(r)
+                assert code == 250, (code, resp)
+            code, resp = s.data(data)
+        assert code == 250, (code, resp)
+        return queued_id(resp)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in list(self.logs) if e.get("event") == name]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0,
+                 what: str = "condition") -> Any:
+        """Poll `predicate` until it returns something truthy or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def wait_message(self, key: str, message_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        """Poll GET /v1/messages/{id} until its status is terminal."""
+        with self.api(key) as client:
+            def done() -> dict[str, Any] | None:
+                r = client.get(f"/v1/messages/{message_id}")
+                if r.status_code == 200 and r.json()["status"] not in ("received", "processing"):
+                    return dict(r.json())
+                return None
+            result: dict[str, Any] = self.wait_for(done, timeout, f"message {message_id}")
+            return result
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("daemon did not stop within the deadline") from None
+        finally:
+            self.close_pipes()
+
+    def close_pipes(self) -> None:
+        for t in self.pumps:
+            t.join(5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def queued_id(reply: bytes | str) -> str:
+    text = reply.decode() if isinstance(reply, bytes) else reply
+    assert "queued as " in text, text
+    return text.rsplit("queued as ", 1)[1].strip()
+
+
+def write_config(root: Path, smtp: str = "", pipeline: str = "", extra: str = "") -> Path:
+    path = root / "config.toml"
+    path.write_text(BASE_CONFIG.format(smtp=smtp, pipeline=pipeline, extra=extra))
+    return path
+
+
+def _pump(stream: Any, sink: list[Any], parse: bool, ready: threading.Event) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        if not parse:
+            sink.append(line)
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = {"event": "unparsed", "line": line}
+        sink.append(event)
+        if event.get("event") == "daemon.ready":
+            ready.set()
+    ready.set()
+
+
+def start_daemon(root: Path, config_path: Path, env: dict[str, str] | None = None,
+                 timeout: float = 60.0) -> Daemon:
+    """Start `postroom serve`, wait for its ready line, fill in ports."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # The public URL must name the HTTP port, which is only known once bound: a fixed free port.
+    text = config_path.read_text()
+    if "{HTTP_PORT}" in text:
+        port = _free_port()
+        text = text.replace("{HTTP_PORT}", str(port)).replace(
+            'listen = "127.0.0.1:0"\npublic_url', f'listen = "127.0.0.1:{port}"\npublic_url')
+        config_path.write_text(text)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "serve", "--config", str(config_path)],
+        cwd=root, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    d = Daemon(root=root, config_path=config_path, proc=proc, env=full_env)
+    ready = threading.Event()
+    d.pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, d.logs, True, ready), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, d.stderr, False, threading.Event()),
+                         daemon=True),
+    ]
+    for t in d.pumps:
+        t.start()
+    if not ready.wait(timeout) or proc.poll() is not None:
+        proc.kill()
+        proc.wait()
+        d.close_pipes()
+        raise AssertionError("daemon did not start:\n" + "\n".join(d.stderr[-40:]) +
+                             "\n" + "\n".join(json.dumps(e) for e in d.logs[-20:]))
+    info = next(e for e in d.logs if e.get("event") == "daemon.ready")
+    d.smtp_port = int(info["smtp"][0].rsplit(":", 1)[1])
+    d.http_port = int(info["http"][0].rsplit(":", 1)[1])
+    return d
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_daemon(root: Path, smtp: str = "", pipeline: str = "", extra: str = "",
+                   env: dict[str, str] | None = None) -> Iterator[Daemon]:
+    """Start a daemon in `root` and stop it cleanly (SIGTERM → exit 0) afterwards."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = write_config(root, smtp, pipeline, extra)
+    d = start_daemon(root, config, env)
+    try:
+        yield d
+    finally:
+        status = d.stop()
+        assert status == 0, f"daemon exited {status}:\n" + "\n".join(d.stderr[-40:])

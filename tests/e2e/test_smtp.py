@@ -1,0 +1,205 @@
+"""SMTP policy and framing through a real socket: replies, limits, long lines, timers, dedupe."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import Daemon, queued_id, running_daemon
+from tests.e2e.mail import plain
+
+
+class Raw:
+    """A hand-driven SMTP client for what smtplib will not do (pipelining, slow DATA)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.buf = b""
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        out, self.buf = self.buf.split(b"\r\n", 1)
+        return out
+
+    def reply(self) -> bytes:
+        """One whole (possibly multi-line) reply."""
+        while True:
+            ln = self.line()
+            if ln[3:4] != b"-":
+                return ln
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_ehlo_advertises_the_extensions(daemon: Daemon) -> None:
+    with daemon.smtp() as s:
+        code, text = s.ehlo("client.example")
+    assert code == 250
+    lines = text.decode().splitlines()
+    for ext in ["SIZE 52428800", "8BITMIME", "SMTPUTF8", "PIPELINING", "ENHANCEDSTATUSCODES"]:
+        assert ext in lines, lines
+
+
+def test_unknown_recipient_is_rejected_at_rcpt(daemon: Daemon, alice: dict[str, Any]) -> None:
+    with daemon.smtp() as s:
+        s.ehlo("client.example")
+        s.mail("sender@example.org")
+        code, text = s.rcpt("nobody@agents.test")
+        assert (code, text[:5]) == (550, b"5.1.1")
+        assert s.rcpt("alice@agents.test")[0] == 250
+
+
+def test_declared_size_over_the_limit_is_refused(daemon: Daemon, alice: dict[str, Any]) -> None:
+    with daemon.smtp() as s:
+        s.ehlo("client.example")
+        code, text = s.mail("sender@example.org", options=[f"SIZE={60 * 1024 * 1024}"])
+    assert (code, text[:5]) == (552, b"5.3.4")
+
+
+def test_data_over_the_limit_is_refused_and_nothing_kept(fresh_root: Path) -> None:
+    with running_daemon(fresh_root, smtp='max_message_size = "100kB"') as d:
+        agent = d.add_agent("a", "a@t.test")
+        big = plain("a@t.test", text="x" * 200_000).as_bytes()
+        with d.smtp() as s:
+            s.ehlo("client.example")
+            s.mail("sender@example.org")
+            s.rcpt("a@t.test")
+            code, text = s.data(big)
+            assert (code, text[:5]) == (552, b"5.3.4")
+            # The connection stays usable for the next, smaller message.
+            s.mail("sender@example.org")
+            s.rcpt("a@t.test")
+            code, text = s.data(plain("a@t.test").as_bytes())
+            assert code == 250
+        with d.api(agent["api_key"]) as api:
+            assert len(api.get("/v1/messages").json()["messages"]) == 1
+        assert len(list((fresh_root / "var" / "objects" / "raw").iterdir())) == 1
+
+
+def test_too_many_recipients_get_452(fresh_root: Path) -> None:
+    with running_daemon(fresh_root, smtp="max_recipients = 2") as d:
+        d.add_agent("a", "*@t.test")
+        with d.smtp() as s:
+            s.ehlo("client.example")
+            s.mail("sender@example.org")
+            assert s.rcpt("1@t.test")[0] == 250
+            assert s.rcpt("2@t.test")[0] == 250
+            code, text = s.rcpt("3@t.test")
+            assert (code, text[:5]) == (452, b"4.5.3")
+            code, _ = s.data(plain("1@t.test").as_bytes())
+            assert code == 250
+
+
+def test_client_outside_trusted_networks_is_refused(fresh_root: Path) -> None:
+    with running_daemon(fresh_root, smtp='trusted_networks = ["192.0.2.0/24"]') as d:
+        c = Raw(d.smtp_port)
+        assert c.reply().startswith(b"554 5.7.1")
+        c.close()
+
+
+def test_long_lines_in_data_are_accepted(daemon: Daemon, alice: dict[str, Any]) -> None:
+    line = b"y" * 300_000
+    body = (b"From: s@example.org\r\nTo: alice@agents.test\r\nSubject: long\r\n\r\n" + line
+            + b"\r\n")
+    msg_id = daemon.send(body, ["alice@agents.test"])
+    message = daemon.wait_message(alice["api_key"], msg_id)
+    assert message["status"] == "ready"
+    assert message["body"]["text"]["size"] >= 300_000
+
+
+def test_dot_stuffing_and_pipelined_commands_after_data(daemon: Daemon,
+                                                        alice: dict[str, Any]) -> None:
+    c = Raw(daemon.smtp_port)
+    assert c.reply().startswith(b"220")
+    c.send(b"EHLO client.example\r\n")
+    assert c.reply().startswith(b"250")
+    body = (b"Subject: dots\r\n\r\n..leading dot\r\n.\r\n")  # the client stuffed ".leading dot"
+    # Everything pipelined: two transactions and QUIT in one write.
+    c.send(b"MAIL FROM:<s@example.org>\r\nRCPT TO:<alice@agents.test>\r\nDATA\r\n")
+    assert c.reply().startswith(b"250")
+    assert c.reply().startswith(b"250")
+    assert c.reply().startswith(b"354")
+    c.send(body + b"MAIL FROM:<>\r\nRCPT TO:<alice@agents.test>\r\nDATA\r\n")
+    first = c.reply()
+    assert first.startswith(b"250 2.0.0"), first
+    assert c.reply().startswith(b"250")
+    assert c.reply().startswith(b"250")
+    assert c.reply().startswith(b"354")
+    c.send(b"Subject: second\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    second = c.reply()
+    assert second.startswith(b"250 2.0.0")
+    assert c.reply().startswith(b"221")
+    c.close()
+    m = daemon.wait_message(alice["api_key"], queued_id(first))
+    assert m["text"].startswith(".leading dot")
+    second_msg = daemon.wait_message(alice["api_key"], queued_id(second))
+    assert second_msg["mail_from"] == ""
+
+
+def test_slow_but_moving_data_is_not_cut_off_by_the_idle_timer(fresh_root: Path) -> None:
+    with running_daemon(fresh_root, smtp='timeout = "1s"') as d:
+        d.add_agent("a", "a@t.test")
+        c = Raw(d.smtp_port)
+        assert c.reply().startswith(b"220")
+        c.send(b"EHLO c\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<a@t.test>\r\nDATA\r\n")
+        for _ in range(3):
+            c.reply()
+        assert c.reply().startswith(b"354")
+        c.send(b"Subject: slow\r\n\r\n")
+        for _ in range(6):  # 3 s of DATA, a chunk every 0.5 s, each gap under the 1 s timer
+            time.sleep(0.5)
+            c.send(b"z" * 10_000 + b"\r\n")
+        c.send(b".\r\n")
+        assert c.reply().startswith(b"250 2.0.0")
+        c.close()
+
+
+def test_an_idle_connection_is_closed_after_the_timeout(fresh_root: Path) -> None:
+    with running_daemon(fresh_root, smtp='timeout = "1s"') as d:
+        c = Raw(d.smtp_port)
+        assert c.reply().startswith(b"220")
+        start = time.monotonic()
+        with pytest.raises(ConnectionError):
+            c.line()
+        assert time.monotonic() - start < 5
+        c.close()
+
+
+def test_identical_redelivery_gets_the_same_id_and_creates_nothing(
+        daemon: Daemon, alice: dict[str, Any], bob: dict[str, Any]) -> None:
+    data = plain("alice@agents.test").as_bytes()
+    first = daemon.send(data, ["alice@agents.test"])
+    again = daemon.send(data, ["alice@agents.test"])
+    assert again == first
+    other = daemon.send(data, ["alice@agents.test", "bob@agents.test"])
+    assert other != first  # different envelope recipients: a different delivery
+    with daemon.api(alice["api_key"]) as api:
+        ids = []
+        after = None
+        while True:
+            params: dict[str, Any] = {"limit": 200}
+            if after:
+                params["after"] = after
+            page = api.get("/v1/messages", params=params).json()
+            ids += [m["id"] for m in page["messages"]]
+            after = page["next_cursor"]
+            if not page["has_more"]:
+                break
+    assert ids.count(first) == 1
+
+
+def test_null_sender_is_accepted(daemon: Daemon, alice: dict[str, Any]) -> None:
+    msg_id = daemon.send(plain("alice@agents.test"), ["alice@agents.test"], sender="<>")
+    assert daemon.wait_message(alice["api_key"], msg_id)["mail_from"] == ""
