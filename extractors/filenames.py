@@ -124,6 +124,8 @@ def _drop_unsafe_characters(name: str) -> str:
     if len(name) > _MAX_SCANNED_CHARS:
         # The result fits in 255 bytes anyway; keep the start and the end that holds the extension.
         name = name[: _MAX_SCANNED_CHARS // 2] + name[-_MAX_EXTENSION_CHARS * 2 :]
+    if name.isprintable():
+        return name
     return "".join(_safe_character(ch) for ch in name)
 
 

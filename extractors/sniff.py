@@ -30,8 +30,15 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xcf\xfa\xed\xfe", "application/x-mach-binary"),
     (b"\xce\xfa\xed\xfe", "application/x-mach-binary"),
     (b"{\\rtf", "application/rtf"),
-    (b"-----BEGIN PGP ", "application/pgp-encrypted"),
+    (b"-----BEGIN PGP MESSAGE-----", "application/pgp-encrypted"),
+    (b"-----BEGIN PGP SIGNATURE-----", "application/pgp-signature"),
+    (b"-----BEGIN PGP PUBLIC KEY BLOCK-----", "application/pgp-keys"),
 )
+# Indexed by first byte so a part costs one dict lookup, not a loop over every signature.
+_MAGIC_BY_FIRST_BYTE: dict[int, tuple[tuple[bytes, str], ...]] = {
+    first: tuple(entry for entry in _MAGIC if entry[0][0] == first)
+    for first in {prefix[0] for prefix, _ in _MAGIC}
+}
 _EXECUTABLES = {
     _PE,
     "application/x-msdownload",
@@ -68,7 +75,7 @@ _CONTAINER_PREFIXES = ("application/vnd.openxmlformats-", "application/vnd.oasis
 
 
 def _magic(head: bytes) -> str | None:
-    for prefix, content_type in _MAGIC:
+    for prefix, content_type in _MAGIC_BY_FIRST_BYTE.get(head[0], ()):
         if head.startswith(prefix):
             return content_type
     if head.startswith(b"MZ") and len(head) >= 64:

