@@ -17,7 +17,6 @@ import sys
 import uuid
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import structlog
 import uvicorn
@@ -56,14 +55,6 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The file behind a sqlite URL, None for other databases or memory."""
-    if not url.startswith("sqlite"):
-        return None
-    path = url.split(":///", 1)[1] if ":///" in url else ""
-    return None if not path or path.startswith(":memory:") else Path(path)
-
-
 def build_store(config: Config) -> ObjectStore:
     """The object store the configuration names."""
     if config.storage.backend != "local":
@@ -77,9 +68,6 @@ async def prepare_database(
     config: Config,
 ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
     """Engine and sessions, with the schema current (SQLite upgrades itself; others must be)."""
-    path = sqlite_path(config.database.url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
     engine = make_engine(config.database.url, config.database.busy_timeout)
     if config.is_sqlite:
         await upgrade_schema(engine)

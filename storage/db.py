@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -29,9 +30,20 @@ class Conflict(Exception):
     """A unique constraint said no (another writer got there first)."""
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a sqlite URL, None for other databases or an in-memory one."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    return None if not path or path.startswith(":memory:") else Path(path)
+
+
 def make_engine(url: str, busy_timeout: float = 5.0) -> AsyncEngine:
-    """An async engine for `url`; SQLite gets WAL, FULL sync and a busy timeout."""
+    """An async engine for `url`; SQLite gets its folder, WAL, FULL sync and a busy timeout."""
     kwargs: dict[str, Any] = {}
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": busy_timeout}
     else:
@@ -81,7 +93,7 @@ def head_revision() -> str | None:
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The migration the database is at, None when it has no schema yet."""
-    async with engine.connect() as conn:
+    async with translated_errors(), engine.connect() as conn:
         return await conn.run_sync(
             lambda c: MigrationContext.configure(c).get_current_revision())
 
@@ -89,6 +101,6 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 async def upgrade_schema(engine: AsyncEngine) -> tuple[str | None, str | None]:
     """Apply every pending migration; returns (before, after) revisions."""
     before = await current_revision(engine)
-    async with engine.begin() as conn:
+    async with translated_errors(), engine.begin() as conn:
         await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), "head"))
     return before, await current_revision(engine)

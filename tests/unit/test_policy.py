@@ -1,0 +1,49 @@
+"""SMTP policy as plain functions: trust, connection limits, declared size, recipients."""
+
+from __future__ import annotations
+
+from daemon import policy
+
+NETS = policy.parse_networks(["127.0.0.0/8", "::1/128", "10.1.0.0/16"])
+
+
+def test_trusted_networks_cover_ipv4_ipv6_and_mapped_addresses() -> None:
+    assert policy.is_trusted("127.0.0.1", NETS)
+    assert policy.is_trusted("::1", NETS)
+    assert policy.is_trusted("::ffff:10.1.2.3", NETS)
+    assert not policy.is_trusted("10.2.0.1", NETS)
+    assert not policy.is_trusted("2001:db8::1", NETS)
+    assert not policy.is_trusted("garbage", NETS)
+    assert not policy.is_trusted(None, NETS)
+
+
+def test_connection_refusals() -> None:
+    assert policy.connection_refusal("127.0.0.1", NETS, 1, 10, False) is None
+    assert policy.connection_refusal("192.0.2.1", NETS, 1, 10, False) == policy.REFUSED_UNTRUSTED
+    assert policy.connection_refusal("127.0.0.1", NETS, 11, 10, False) == \
+        policy.TOO_MANY_CONNECTIONS
+    assert policy.connection_refusal("127.0.0.1", NETS, 1, 10, True) == policy.SHUTTING_DOWN
+    assert policy.REFUSED_UNTRUSTED.startswith("554 5.7.1")
+    assert policy.TOO_MANY_CONNECTIONS.startswith("421 4.7.0")
+
+
+def test_declared_size() -> None:
+    assert policy.declared_size_refusal(["SIZE=100"], 100) is None
+    assert policy.declared_size_refusal(["BODY=8BITMIME", "SIZE=101"], 100) == \
+        policy.MESSAGE_TOO_BIG
+    assert policy.declared_size_refusal(["size=999"], 100) == policy.MESSAGE_TOO_BIG
+    assert policy.declared_size_refusal([], 100) is None
+    assert policy.MESSAGE_TOO_BIG.startswith("552 5.3.4")
+
+
+def test_recipient_refusals_and_their_codes() -> None:
+    assert policy.recipient_refusal(0, 2, True) is None
+    assert policy.recipient_refusal(2, 2, True) == policy.TOO_MANY_RECIPIENTS
+    assert policy.recipient_refusal(0, 2, False) == policy.UNKNOWN_RECIPIENT
+    assert policy.TOO_MANY_RECIPIENTS.startswith("452 4.5.3")
+    assert policy.UNKNOWN_RECIPIENT.startswith("550 5.1.1")
+
+
+def test_every_failure_of_ours_is_temporary() -> None:
+    assert policy.TRY_LATER.startswith("451 4.3.0")
+    assert policy.SHUTTING_DOWN.startswith("421")

@@ -1,0 +1,85 @@
+"""Signed local-store URLs, object keys and download headers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from storage.errors import InvalidKey
+from storage.objects import attachment_key, body_key, check_key, raw_key
+from storage.presign import SignedGet, UrlSigner, content_disposition, download_content_type
+
+SIGNER = UrlSigner(b"k" * 32)
+
+
+def _signed(expires: int) -> tuple[SignedGet, dict[str, str]]:
+    g = SignedGet("inbound/msg_1/0", expires, "Résumé.pdf", "application/pdf")
+    return g, SIGNER.sign(g)
+
+
+def test_a_valid_signature_verifies_and_round_trips_the_fields() -> None:
+    g, params = _signed(int(time.time()) + 60)
+    assert SIGNER.verify("inbound/msg_1/0", params) == g
+
+
+@pytest.mark.parametrize("field", ["exp", "fn", "ct", "sig"])
+def test_changing_any_field_breaks_the_signature(field: str) -> None:
+    _, params = _signed(int(time.time()) + 60)
+    changed = dict(params)
+    changed[field] = changed[field][:-1] + ("A" if not changed[field].endswith("A") else "B")
+    assert SIGNER.verify("inbound/msg_1/0", changed) is None
+
+
+def test_the_key_method_and_secret_are_bound() -> None:
+    _, params = _signed(int(time.time()) + 60)
+    assert SIGNER.verify("inbound/msg_1/1", params) is None
+    assert SIGNER.verify("inbound/msg_1/0", params, method="PUT") is None
+    assert UrlSigner(b"j" * 32).verify("inbound/msg_1/0", params) is None
+
+
+def test_expired_and_malformed_urls_are_refused() -> None:
+    _, params = _signed(int(time.time()) - 1)
+    assert SIGNER.verify("inbound/msg_1/0", params) is None
+    assert SIGNER.verify("inbound/msg_1/0", {}) is None
+    assert SIGNER.verify("inbound/msg_1/0", {"exp": "x", "fn": "!", "ct": "", "sig": ""}) is None
+
+
+def test_short_secrets_are_refused() -> None:
+    with pytest.raises(ValueError):
+        UrlSigner(b"short")
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../b", "a//b", "", "a/./b",
+                                 "inbound/x/\x00", "name with space", "x" * 1000, ".hidden"])
+def test_keys_that_could_escape_or_are_not_ours_are_refused(key: str) -> None:
+    with pytest.raises(InvalidKey):
+        check_key(key)
+
+
+def test_our_keys_are_valid() -> None:
+    for key in (raw_key("msg_01"), attachment_key("msg_01", 3), body_key("msg_01", "text"),
+                body_key("msg_01", "html")):
+        assert check_key(key) == key
+    assert raw_key("m") == "raw/m.eml"
+    assert attachment_key("m", 2) == "inbound/m/2"
+    assert body_key("m", "html") == "inbound/m/body.html"
+
+
+@pytest.mark.parametrize(("declared", "served"), [
+    ("application/pdf", "application/pdf"), ("image/png", "image/png"),
+    ("text/html", "application/octet-stream"), ("image/svg+xml", "application/octet-stream"),
+    ("application/javascript", "application/octet-stream"),
+    ("application/xhtml+xml", "application/octet-stream"),
+    ("TEXT/HTML; charset=utf-8", "application/octet-stream"),
+    ("garbage", "application/octet-stream"), (None, "application/octet-stream"),
+    ("text/plain", "text/plain"),
+])
+def test_active_types_are_served_as_octet_stream(declared: str | None, served: str) -> None:
+    assert download_content_type(declared) == served
+
+
+def test_content_disposition_carries_the_utf8_name_and_an_ascii_fallback() -> None:
+    h = content_disposition('Résumé "final";.pdf')
+    assert h.startswith('attachment; filename="R_sum_ _final__.pdf"')
+    assert "filename*=UTF-8''R%C3%A9sum%C3%A9%20%22final%22%3B.pdf" in h
