@@ -29,6 +29,7 @@ from daemon.config import Config, parse_listen
 from daemon.directory import Directory
 from daemon.ingest import Ingest
 from daemon.leases import release_all_leases
+from daemon.notify import Notifier as SystemdNotifier
 from daemon.pipeline import Notifier, Pipeline, PipelineSettings
 from daemon.policy import parse_networks
 from daemon.smtp import PostroomHandler, PostroomSMTP, SmtpCounters
@@ -127,6 +128,7 @@ async def serve(config: Config) -> int:
     """Run the daemon until SIGTERM or SIGINT; returns the exit status."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    systemd = SystemdNotifier()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
@@ -176,12 +178,15 @@ async def serve(config: Config) -> int:
         asyncio.create_task(pipeline.run(), name="pipeline"),
         asyncio.create_task(directory.run(), name="directory"),
     ]
+    if systemd.watchdog_interval is not None:
+        tasks.append(asyncio.create_task(systemd.watchdog(), name="watchdog"))
     while not http.started and not tasks[0].done():  # noqa: ASYNC110 - uvicorn offers no event
         await asyncio.sleep(0.01)
     log.info("daemon.ready", smtp=[_addr(s) for s in smtp_socks],
              http=[_addr(s) for s in http_socks], node=node_id,
              database="sqlite" if config.is_sqlite else "postgresql",
              storage=config.storage.backend)
+    systemd.send("READY=1", f"STATUS=accepting mail on {', '.join(_addr(s) for s in smtp_socks)}")
 
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -191,6 +196,7 @@ async def serve(config: Config) -> int:
             log.error("daemon.task_failed", task=task.get_name(), exc_info=task.exception())
             status = 1
     log.info("daemon.stopping", open_connections=counters.open_connections)
+    systemd.send("STOPPING=1", "STATUS=draining")
     counters.draining = True
     for srv in smtp_servers:
         srv.close()
