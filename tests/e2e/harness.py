@@ -194,9 +194,9 @@ def start_daemon(root: Path, config_path: Path, env: dict[str, str] | None = Non
     text = config_path.read_text()
     if "{HTTP_PORT}" in text:
         port = _free_port()
-        text = text.replace("{HTTP_PORT}", str(port)).replace(
-            'listen = "127.0.0.1:0"\npublic_url', f'listen = "127.0.0.1:{port}"\npublic_url')
-        config_path.write_text(text)
+        text = text.replace('listen = "127.0.0.1:0"\npublic_url',
+                            'listen = "127.0.0.1:{HTTP_PORT}"\npublic_url')
+        config_path.write_text(text.replace("{HTTP_PORT}", str(port)))
     proc = subprocess.Popen(
         [sys.executable, "-m", "daemon", "serve", "--config", str(config_path)],
         cwd=root, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -240,3 +240,19 @@ def running_daemon(root: Path, smtp: str = "", pipeline: str = "", extra: str = 
     finally:
         status = d.stop()
         assert status == 0, f"daemon exited {status}:\n" + "\n".join(d.stderr[-40:])
+
+
+def start_demo_daemon(root: Path) -> tuple[Daemon, str | None]:
+    """The repository's own config.toml on ephemeral ports; returns the daemon and the demo key
+    it printed (None when the agent existed already)."""
+    root.mkdir(parents=True, exist_ok=True)
+    text = (REPO / "config.toml").read_text()
+    text = text.replace('listen = "127.0.0.1:2525"', 'listen = "127.0.0.1:0"')
+    text = text.replace('listen = "127.0.0.1:8025"', 'listen = "127.0.0.1:{HTTP_PORT}"')
+    text = text.replace('public_url = "http://127.0.0.1:8025"',
+                        'public_url = "http://127.0.0.1:{HTTP_PORT}"')
+    (root / "config.toml").write_text(text)
+    d = start_daemon(root, root / "config.toml")
+    printed = "\n".join(d.stderr)
+    key = printed.split("API key:", 1)[1].split()[0] if "API key:" in printed else None
+    return d, key

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import aiosmtplib
 
-from tests.e2e.harness import queued_id, running_daemon, start_daemon, write_config
+from tests.e2e.harness import (
+    queued_id,
+    running_daemon,
+    start_daemon,
+    start_demo_daemon,
+    write_config,
+)
 from tests.e2e.mail import plain, with_attachment
 
 
@@ -120,24 +126,16 @@ def test_sigterm_exits_zero_and_logs_the_stop(fresh_root: Path) -> None:
 
 
 def test_demo_agent_of_config_toml_is_created_and_printed_once(fresh_root: Path) -> None:
-    fresh_root.mkdir(parents=True)
-    repo_config = Path(__file__).resolve().parents[2] / "config.toml"
-    text = repo_config.read_text()
-    text = text.replace('listen = "127.0.0.1:2525"', 'listen = "127.0.0.1:0"')
-    text = text.replace('listen = "127.0.0.1:8025"', 'listen = "127.0.0.1:0"')
-    (fresh_root / "config.toml").write_text(text)
-    d = start_daemon(fresh_root, fresh_root / "config.toml")
+    d, key = start_demo_daemon(fresh_root)
     try:
-        printed = "\n".join(d.stderr)
-        assert "demo@postroom.localhost" in printed
-        key = printed.split("API key:", 1)[1].split()[0]
+        assert key is not None and "demo@postroom.localhost" in "\n".join(d.stderr)
         msg_id = d.send(plain("demo@postroom.localhost"), ["demo@postroom.localhost"])
         assert d.wait_message(key, msg_id)["status"] == "ready"
         assert key not in json.dumps(d.logs)
     finally:
         assert d.stop() == 0
-    again = start_daemon(fresh_root, fresh_root / "config.toml")
+    again, again_key = start_demo_daemon(fresh_root)
     try:
-        assert "API key:" not in "\n".join(again.stderr)
+        assert again_key is None, "the key must be printed only when the agent is created"
     finally:
         assert again.stop() == 0
