@@ -20,6 +20,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: lint
+	bash scripts/install-test-deps.sh
 	$(VENV)/bin/pytest
 
 unit: $(STAMP)

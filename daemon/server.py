@@ -195,7 +195,8 @@ async def serve(config: Config) -> int:
         if task is not stopper and task.exception() is not None:
             log.error("daemon.task_failed", task=task.get_name(), exc_info=task.exception())
             status = 1
-    log.info("daemon.stopping", open_connections=counters.open_connections)
+    log.info("daemon.stopping", open_connections=counters.open_connections,
+             in_data=counters.in_data)
     systemd.send("STOPPING=1", "STATUS=draining")
     counters.draining = True
     for srv in smtp_servers:

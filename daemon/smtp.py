@@ -182,14 +182,21 @@ class PostroomSMTP(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        # Counted until the reply is out, so a drain never cuts a transaction between its last
+        # byte and its 250.
+        self._counters.in_data += 1
+        try:
+            await self._finish_transaction()
+        finally:
+            self._counters.in_data -= 1
+
+    async def _finish_transaction(self) -> None:
+        """Read the message, make it durable, reply (one SMTP reply for the whole envelope)."""
+        assert self.envelope is not None and self.session is not None
         started = time.monotonic()
         peer = self.session.peer
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self._counters.in_data += 1
-        try:
-            content, size = await self._read_data(self._handler.max_size)
-        finally:
-            self._counters.in_data -= 1
+        content, size = await self._read_data(self._handler.max_size)
         self._counters.bytes_received += size
         message_id = None
         if content is None:

@@ -1,0 +1,110 @@
+"""What agents see of hard parts: rejected by policy, undecodable, nested, nameless."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from tests.e2e.harness import queued_id, running_daemon
+from tests.e2e.mail import with_attachment
+from tests.e2e.test_smtp import Raw
+
+BAD_BASE64 = (
+    b"From: s@example.org\r\nTo: a@t.test\r\nSubject: broken\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n"
+    b"--XX\r\nContent-Type: text/plain\r\n\r\nbody text\r\n"
+    b"--XX\r\nContent-Type: application/pdf; name=a.pdf\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\n!!!! not base64 at all ****\r\n\x00\xff\r\n"
+    b"--XX\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+    b"\r\naGVsbG8=\r\n--XX--\r\n"
+)
+
+
+def test_oversized_part_is_rejected_and_the_rest_kept(fresh_root: Path) -> None:
+    with running_daemon(fresh_root, extra='[limits]\nmax_attachment_size = "10kB"') as d:
+        agent = d.add_agent("a", "a@t.test")
+        msg = with_attachment("a@t.test", os.urandom(50_000), file_name="big.bin",
+                              content_type="application/octet-stream")
+        msg.add_attachment(b"small one", maintype="text", subtype="plain", filename="s.txt")
+        msg_id = d.send(msg, ["a@t.test"])
+        m = d.wait_message(agent["api_key"], msg_id)
+        assert m["status"] == "partial"
+        big, small = m["attachments"]
+        assert (big["status"], big["error"]) == ("rejected", "too_large")
+        assert small["status"] == "ready" and small["file_name"] == "s.txt"
+        with d.api(agent["api_key"]) as api:
+            r = api.post(f"/v1/messages/{msg_id}/attachments/0/download")
+            assert r.status_code == 409 and r.json()["error"]["code"] == "not_ready"
+            assert api.post(f"/v1/messages/{msg_id}/attachments/1/download").status_code == 200
+        assert any(e["status"] == "rejected" for e in d.events("attachment.state"))
+
+
+def test_undecodable_part_is_recorded_never_dropped(fresh_root: Path) -> None:
+    with running_daemon(fresh_root) as d:
+        agent = d.add_agent("a", "a@t.test")
+        msg_id = d.send(BAD_BASE64, ["a@t.test"])
+        m = d.wait_message(agent["api_key"], msg_id)
+        assert m["text"].startswith("body text")
+        names = [a["file_name"] for a in m["attachments"]]
+        assert len(m["attachments"]) == 2, names
+        broken = m["attachments"][0]
+        assert broken["file_name"] == "a.pdf"
+        assert broken["status"] == "failed" or broken["defects"], broken
+        ok = m["attachments"][1]
+        assert ok["status"] == "ready" and ok["size"] == 5
+        assert ok["file_name"].startswith("part-1")
+
+
+def test_nested_message_is_listed_with_its_own_attachment(fresh_root: Path) -> None:
+    inner = with_attachment("x@example.org", b"inner bytes", file_name="inner.txt",
+                            content_type="text/plain", subject="Forwarded thing")
+    outer = with_attachment("a@t.test", b"%PDF-1.4 outer", file_name="outer.pdf")
+    outer.add_attachment(inner)
+    with running_daemon(fresh_root) as d:
+        agent = d.add_agent("a", "a@t.test")
+        m = d.wait_message(agent["api_key"], d.send(outer, ["a@t.test"]))
+        atts = m["attachments"]
+        assert [a["file_name"] for a in atts][:2] == ["outer.pdf", "Forwarded thing.eml"]
+        eml = atts[1]
+        assert eml["content_type"] == "message/rfc822"
+        child = next(a for a in atts if a["file_name"] == "inner.txt")
+        assert child["parent"] == eml["index"]
+        assert child["path"].startswith(eml["path"] + ".")
+        assert m["status"] == "ready"
+
+
+def test_sigterm_lets_a_transfer_in_progress_finish(fresh_root: Path) -> None:
+    with running_daemon(fresh_root) as d:
+        agent = d.add_agent("a", "a@t.test")
+        c = Raw(d.smtp_port)
+        assert c.reply().startswith(b"220")
+        c.send(b"EHLO c\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<a@t.test>\r\nDATA\r\n")
+        for _ in range(3):
+            c.reply()
+        assert c.reply().startswith(b"354")
+        c.send(b"Subject: in flight\r\n\r\n" + b"x" * 100_000 + b"\r\n")
+        d.wait_for(lambda: d.proc.poll() is None, 1)
+        stopper = threading.Thread(target=d.proc.terminate)
+        stopper.start()
+        d.wait_for(lambda: d.events("daemon.stopping"), 10, "drain to start")
+        late = Raw.__new__(Raw)
+        try:
+            Raw.__init__(late, d.smtp_port)
+            refused = late.reply()
+            assert refused.startswith(b"421"), refused
+            late.close()
+        except (ConnectionError, OSError):
+            pass  # the listener is already closed: also a refusal
+        time.sleep(0.2)
+        c.send(b"y" * 1000 + b"\r\n.\r\n")
+        reply = c.reply()
+        assert reply.startswith(b"250 2.0.0"), reply
+        c.close()
+        stopper.join()
+        assert d.proc.wait(30) == 0
+        d2_id = queued_id(reply)
+    # The message accepted during the drain is there after a restart.
+    with running_daemon(fresh_root) as d2:
+        assert d2.wait_message(agent["api_key"], d2_id)["status"] == "ready"
