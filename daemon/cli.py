@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 from daemon.agents import AgentError, AgentInfo, create_agent, list_agents, remove_agent, rotate_key
 from daemon.config import CONFIG_ENV, Config, ConfigError, load_config
 from daemon.logs import configure_logging
-from daemon.views import iso
 from daemon.server import StartupError, prepare_database, serve
+from daemon.views import iso
 from storage.db import make_engine, upgrade_schema
 from storage.errors import TransientError
 

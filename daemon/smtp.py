@@ -51,6 +51,11 @@ class PostroomHandler:
         self.max_recipients = max_recipients
         self.protocol_name = protocol_name
 
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's fallback would answer a permanent 500; an error of ours is always 451."""
+        log.error("smtp.unexpected_error", exc_info=error)
+        return policy.TRY_LATER
+
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname

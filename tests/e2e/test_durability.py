@@ -29,8 +29,9 @@ async def _burst(port: int, rcpt: str, count: int, concurrency: int) -> list[str
         await client.connect()
         try:
             for i in range(n):
-                msg = with_attachment(rcpt, f"payload {i} {n}".encode() * 500,
-                                      file_name=f"f{i}.bin", content_type="application/octet-stream")
+                payload = f"payload {i} {n}".encode() * 500
+                msg = with_attachment(rcpt, payload, file_name=f"f{i}.bin",
+                                      content_type="application/octet-stream")
                 errors, reply = await client.send_message(msg, sender="s@example.org",
                                                           recipients=[rcpt])
                 assert not errors

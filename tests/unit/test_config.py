@@ -68,7 +68,8 @@ def test_relative_paths_resolve_against_the_files_folder(tmp_path: Path) -> None
 def test_environment_overrides_file_values(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[smtp]\nmax_recipients = 5\n')
-    env = {"POSTROOM_SMTP__MAX_RECIPIENTS": "7", "POSTROOM_SMTP__TRUSTED_NETWORKS": '["10.0.0.0/8"]',
+    env = {"POSTROOM_SMTP__MAX_RECIPIENTS": "7",
+           "POSTROOM_SMTP__TRUSTED_NETWORKS": '["10.0.0.0/8"]',
            "POSTROOM_SMTP__REQUIRE_TLS": "true", "UNRELATED": "x"}
     c = load_config(cfg, env=env)
     assert c.smtp.max_recipients == 7

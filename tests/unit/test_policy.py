@@ -47,3 +47,10 @@ def test_recipient_refusals_and_their_codes() -> None:
 def test_every_failure_of_ours_is_temporary() -> None:
     assert policy.TRY_LATER.startswith("451 4.3.0")
     assert policy.SHUTTING_DOWN.startswith("421")
+
+
+async def test_an_exception_in_a_hook_becomes_451() -> None:
+    from daemon.smtp import PostroomHandler
+
+    handler = PostroomHandler(None, None, 100, 10, "ESMTP")  # type: ignore[arg-type]
+    assert (await handler.handle_exception(RuntimeError("boom"))).startswith("451 4.3.0")
