@@ -200,16 +200,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
         except ValueError:
             raise ApiError(400, "invalid_cursor", "after is not a cursor from this API") from None
         async with ctx.sessions() as session, translated_errors():
-            recs = list((await session.exec(
-                select(Recipient).where(Recipient.agent_id == agent.id,
-                                        col(Recipient.message_seq) > after_seq)
-                .order_by(col(Recipient.message_seq)).limit(limit * 4 + 1))).all())
-            by_seq: dict[int, list[Recipient]] = {}
-            for r in recs:
-                by_seq.setdefault(r.message_seq, []).append(r)
-            seqs = sorted(by_seq)[: limit + 1]
+            seqs = list((await session.exec(
+                select(Recipient.message_seq).distinct()
+                .where(Recipient.agent_id == agent.id, col(Recipient.message_seq) > after_seq)
+                .order_by(col(Recipient.message_seq)).limit(limit + 1))).all())
             has_more = len(seqs) > limit
             seqs = seqs[:limit]
+            by_seq: dict[int, list[Recipient]] = {}
+            for r in (await session.exec(select(Recipient).where(
+                    Recipient.agent_id == agent.id, col(Recipient.message_seq).in_(seqs)))).all():
+                by_seq.setdefault(r.message_seq, []).append(r)
             msgs = {m.seq: m for m in (await session.exec(
                 select(Message).where(col(Message.seq).in_(seqs)))).all()}
         items = [message_summary(msgs[s], by_seq[s]) for s in seqs if s in msgs]

@@ -178,6 +178,20 @@ def test_listing_pages_with_a_cursor_newest_last(daemon: Daemon) -> None:
     assert seen == ids
 
 
+def test_listing_counts_messages_not_recipients(daemon: Daemon) -> None:
+    frank = daemon.add_agent("frank", "frank@agents.test")
+    rcpts = ["frank@agents.test"] + [f"frank+t{i}@agents.test" for i in range(6)]
+    ids = [daemon.send(plain("frank@agents.test"), rcpts) for _ in range(3)]
+    with daemon.api(frank["api_key"]) as api:
+        page = api.get("/v1/messages", params={"limit": 2}).json()
+        assert [m["id"] for m in page["messages"]] == ids[:2] and page["has_more"] is True
+        assert len(page["messages"][0]["recipients"]) == 7
+        rest = api.get("/v1/messages", params={"limit": 2, "after": page["next_cursor"]}).json()
+        assert [m["id"] for m in rest["messages"]] == ids[2:] and rest["has_more"] is False
+        bad = api.get("/v1/messages", params={"after": "not-a-cursor"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor"
+
+
 def test_plus_tag_and_catch_all_reach_their_agents(daemon: Daemon, alice: dict[str, Any],
                                                    bob: dict[str, Any]) -> None:
     tagged = daemon.send(plain("alice+invoices@agents.test"), ["Alice+Invoices@Agents.Test"])
