@@ -56,7 +56,7 @@ def find_codec(charset: str | None) -> str | None:
     name = _ALIASES.get(name, name)
     try:
         info = codecs.lookup(name)
-    except LookupError:
+    except _DECODE_ERRORS:  # LookupError, and ValueError for a NUL inside the name
         return None
     # base64, rot13, zlib … are registered codecs but not text encodings.
     if not getattr(info, "_is_text_encoding", True):

@@ -1,15 +1,14 @@
 """Finding one header block (top message or MIME part) and the fields extraction reads from it.
 
-The block's end and the wanted fields are found with compiled searches anchored on "\n", so the
-work per line happens in C: a 1 MB header line or millions of header lines stay linear and fast.
-Values are kept as a byte-for-byte Latin-1 view, so 8-bit bytes survive until a caller knows
-which charset to try. Fields nobody reads are skipped, not stored. Nothing here may raise.
+The block's end and the wanted fields are found by compiled searches anchored on "\n", so a 1 MB
+line or a million header lines stay linear and the per-line work happens in C. Values stay a
+byte-for-byte Latin-1 view until a caller knows which charset to try. Never raises.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from extractors.encoded_words import decode_header_text
 from extractors.records import Headers
@@ -50,15 +49,10 @@ class HeaderBlock:
     fields: tuple[tuple[str, str], ...]  # (lower-case name, unfolded Latin-1 view of the value)
     body_start: int
     defects: tuple[str, ...] = ()
-    _first: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        for name, value in self.fields:
-            self._first.setdefault(name, value)
 
     def get(self, name: str) -> str | None:
         """Return the first value of a wanted field (name in lower case), None when absent."""
-        return self._first.get(name)
+        return next((value for key, value in self.fields if key == name), None)
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of a wanted field, in order."""

@@ -1,10 +1,8 @@
 """extract_message: one message's bytes in, its bodies and attachment records out.
 
-Pure and total: no I/O, no logging, and no input makes it raise (MemoryError aside); what
-cannot be decoded is kept raw with a reason, what was repaired is listed in `defects`. Paths
-are IMAP part numbers; a single-part message's content is part "1" (as IMAP numbers it).
-Rejected parts carry `data=b""`: `too_large` keeps the decoded size and sha256; the one summary
-part that stands for everything beyond `max_parts` has size 0 and sha256 "".
+Pure and total: no I/O, no logging, no input makes it raise (MemoryError aside). Paths are IMAP
+part numbers ("1" for a single-part message). Rejected parts carry `data=b""`: `too_large` keeps
+the decoded size and sha256; the one summary part standing for all beyond `max_parts` has 0, "".
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from extractors.filenames import safe_file_name
 from extractors.headers import message_headers, parse_header_block
 from extractors.records import Body, Extraction, Headers, Limits, Part, PartOutcome
 from extractors.sniff import detect_content_type, is_mismatch
-from extractors.transfer import Decoded, decode_transfer
+from extractors.transfer import Decoded, decode_transfer, is_identity
 from extractors.walk import EMBEDDED_MESSAGE_TYPES, Leaf, MimeWalk
 
 _BODY_KINDS: dict[str, Literal["text", "html"]] = {"text/plain": "text", "text/html": "html"}
@@ -53,15 +51,13 @@ class _Collector:
 
     def add(self, leaf: Leaf) -> None:
         """Record one leaf as a body of its message, or as an attachment."""
-        name = leaf.entity.file_name()
         kind = _BODY_KINDS.get(leaf.entity.content_type)
-        is_body = (
+        if (
             kind is not None
             and leaf.body_candidate
             and (leaf.scope, kind) not in self.taken
-            and not leaf.entity.is_attachment(name)
-        )
-        if kind is not None and is_body:
+            and not leaf.entity.is_attachment(leaf.entity.file_name())
+        ):
             self.taken.add((leaf.scope, kind))
             if leaf.scope == 0:
                 self.bodies[kind] = self._body(leaf, kind)
@@ -71,7 +67,7 @@ class _Collector:
                 self.first_dropped_path = leaf.path
             self.dropped += 1
             return
-        self._attachment(leaf, name)
+        self._attachment(leaf)
 
     def _body(self, leaf: Leaf, kind: Literal["text", "html"]) -> Body:
         decoded = _decode_leaf(leaf)
@@ -86,8 +82,9 @@ class _Collector:
             defects=(*leaf.defects, *decoded.defects, *charset_defects),
         )
 
-    def _attachment(self, leaf: Leaf, name: str | None) -> None:
+    def _attachment(self, leaf: Leaf) -> None:
         entity = leaf.entity
+        name = entity.file_name()
         index = len(self.parts)
         decoded = _decode_leaf(leaf)
         data = decoded.data
@@ -127,7 +124,8 @@ class _Collector:
             )
         )
         if embedded and leaf.can_descend:
-            self.walk.enter_message(leaf, data, index)
+            in_place = is_identity(entity.transfer_encoding)
+            self.walk.enter_message(leaf, None if in_place else data, index)
 
     def summary_of_dropped(self) -> Part | None:
         """One rejected part standing for every part beyond max_parts, so none vanish silently."""

@@ -91,7 +91,7 @@ def _rfc2231_sections(params: dict[str, str], name: str) -> list[tuple[str, bool
             continue
         suffix = key[len(prefix) :]
         digits = suffix.rstrip("*")
-        if digits.isdigit() and len(digits) <= _MAX_SECTION_DIGITS:
+        if digits.isascii() and digits.isdigit() and len(digits) <= _MAX_SECTION_DIGITS:
             sections.setdefault(int(digits), (value, suffix.endswith("*")))
     if 0 not in sections:
         return None

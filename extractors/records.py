@@ -31,7 +31,7 @@ class Body:
     charset: str | None  # declared charset, lower-case, None when absent
     text: str  # transfer-decoded and charset-decoded; never raises on a bad charset
     size: int  # len(text.encode("utf-8"))
-    path: str  # MIME part path, "1" for the first child of the top multipart, "" for the top part
+    path: str  # IMAP-style MIME part path: "1" for the first child, or for a single-part message
     defects: tuple[str, ...] = ()
 
 
@@ -40,7 +40,7 @@ class Part:
     """One attachment-like leaf, in document order; `index` numbers them from 0."""
 
     index: int
-    path: str  # MIME part path ("2", "2.1"); "" when the top message itself is the leaf
+    path: str  # IMAP-style MIME part path ("2", "2.1"); "1" when the message is a single part
     content_type: str  # declared, lower-case "type/subtype" (text/plain when absent)
     detected_content_type: str | None  # sniffed from the bytes, None when unknown
     content_type_mismatch: bool

@@ -38,6 +38,11 @@ def normalize_encoding(value: str | None) -> str:
     return token
 
 
+def is_identity(encoding: str | None) -> bool:
+    """True when the encoding leaves the bytes as they are (7bit, 8bit, binary or none)."""
+    return normalize_encoding(encoding) in _IDENTITY
+
+
 def decode_base64(data: bytes) -> tuple[bytes, tuple[str, ...]]:
     """Decode base64 leniently: skip non-alphabet bytes, repair padding; never raises."""
     defects: list[str] = []
@@ -93,9 +98,9 @@ def decode_uuencode(data: bytes) -> Decoded:
 
 def decode_transfer(data: bytes, encoding: str | None) -> Decoded:
     """Undo the Content-Transfer-Encoding of one part's body bytes."""
-    name = normalize_encoding(encoding)
-    if name in _IDENTITY:
+    if is_identity(encoding):
         return Decoded(data)
+    name = normalize_encoding(encoding)
     if name == "base64":
         decoded, defects = decode_base64(data)
         return Decoded(decoded, defects)

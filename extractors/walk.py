@@ -1,10 +1,8 @@
 """A bytes-level MIME walker: yields the leaf entities of a message in document order.
 
-Containers are opened with an explicit stack (never recursion), boundaries are found with
-`bytes.find` from line starts, and each multipart is split lazily, so the walk is linear in the
-message size for each nesting level and never deeper than `max_depth`. It never decodes bodies
-and never raises on malformed structure: a missing final boundary or an unsplittable multipart
-becomes a defect. Paths follow IMAP: a single-part message's content is part "1".
+An explicit stack (never recursion) and `bytes.find` for delimiter lines keep it linear per
+nesting level, never deeper than `max_depth`. It never decodes bodies and never raises: broken
+structure becomes a defect. Paths follow IMAP; a single-part message's content is part "1".
 """
 
 from __future__ import annotations
@@ -35,9 +33,8 @@ class Leaf:
     depth: int  # number of enclosing containers (multiparts and messages)
     scope: int  # 0 for the top message, then one number per embedded message
     parent: int | None  # attachment index of the enclosing .eml, None in the top message
-    body_candidate: (
-        bool  # in a place where a body may be: alternative, related root, first of mixed
-    )
+    # Where a body may be: any part of an alternative, a related root, the first part of mixed.
+    body_candidate: bool
     opaque: bool = False  # a container kept whole because it is nested beyond max_depth
     can_descend: bool = False  # an embedded message whose content may still be walked
     defects: tuple[str, ...] = ()
@@ -57,6 +54,12 @@ class _Pending:
     body_candidate: bool
     default_type: str = "text/plain"
     message_root: bool = False
+
+
+def _message_root(
+    buf: bytes, start: int, end: int, path: str, depth: int, scope: int, parent: int | None
+) -> _Pending:
+    return _Pending(buf, start, end, path, depth, scope, parent, True, message_root=True)
 
 
 def _join(path: str, number: int) -> str:
@@ -152,10 +155,16 @@ class _Frame:
         number = self.count
         self.count += 1
         candidate = owner.body_candidate and (self.subtype == "alternative" or number == self.root)
-        return _Pending(
-            owner.buf, start, end, _join(owner.path, number + 1), owner.depth + 1,
-            owner.scope, owner.parent, candidate, self.child_type,
-        )  # fmt: skip
+        return dataclasses.replace(
+            owner,
+            start=start,
+            end=end,
+            path=_join(owner.path, number + 1),
+            depth=owner.depth + 1,
+            body_candidate=candidate,
+            default_type=self.child_type,
+            message_root=False,
+        )
 
 
 class MimeWalk:
@@ -163,8 +172,7 @@ class MimeWalk:
 
     def __init__(self, raw: bytes, max_depth: int) -> None:
         self._max_depth = max_depth
-        root = _Pending(raw, 0, len(raw), "", 0, 0, None, True, message_root=True)
-        self._stack: list[_Frame | _Pending] = [root]
+        self._stack: list[_Frame | _Pending] = [_message_root(raw, 0, len(raw), "", 0, 0, None)]
         self._scopes = 0
         self.top: HeaderBlock | None = None
         self.defects: list[str] = []
@@ -190,13 +198,21 @@ class MimeWalk:
             if leaf is not None:
                 yield leaf
 
-    def enter_message(self, leaf: Leaf, content: bytes, parent: int) -> None:
-        """Walk the content of an embedded message next, its parts numbered under leaf.path."""
+    def enter_message(self, leaf: Leaf, content: bytes | None, parent: int) -> None:
+        """Walk an embedded message next, its parts numbered under leaf.path.
+
+        `content` is its transfer-decoded bytes; None walks the leaf's body where it lies,
+        which spares a copy per nesting level when the transfer encoding is the identity.
+        """
         self._scopes += 1
-        self._stack.append(
-            _Pending(content, 0, len(content), leaf.path, leaf.depth + 1, self._scopes, parent,
-                     True, message_root=True)
-        )  # fmt: skip
+        depth = leaf.depth + 1
+        if content is None:
+            root = _message_root(
+                leaf.buf, leaf.body_start, leaf.end, leaf.path, depth, self._scopes, parent
+            )
+        else:
+            root = _message_root(content, 0, len(content), leaf.path, depth, self._scopes, parent)
+        self._stack.append(root)
 
     def _open(self, item: _Pending) -> Leaf | None:
         block = parse_header_block(item.buf, item.start, item.end, top=item.message_root)
@@ -211,18 +227,17 @@ class MimeWalk:
         path = _join(item.path, 1) if item.message_root else item.path
         if entity.maintype == "multipart":
             if item.depth >= self._max_depth:
-                return Leaf(item.buf, item.start, item.start, item.end, entity, path, item.depth,
-                            item.scope, item.parent, False, opaque=True,
-                            defects=(*defects, *entity.defects, "depth_limit"))  # fmt: skip
+                # The whole entity, headers included, so the kept bytes can still be parsed.
+                return self._leaf(item, item.start, entity, path, (*defects, "depth_limit"), True)
             boundary = entity.params.get("boundary", "").rstrip(" \t")
-            frame = _Frame(
-                item, entity, block.body_start, b"--" + boundary.encode("latin-1", "replace")
-            )
-            if boundary and frame.first_delimiter():
-                for defect in (*defects, *entity.defects):
-                    self._defect(item.path, defect)
-                self._stack.append(frame)
-                return None
+            if boundary:
+                delimiter = b"--" + boundary.encode("latin-1", "replace")
+                frame = _Frame(item, entity, block.body_start, delimiter)
+                if frame.first_delimiter():
+                    for defect in (*defects, *entity.defects):
+                        self._defect(item.path, defect)
+                    self._stack.append(frame)
+                    return None
             why = "boundary not found" if boundary else "no boundary parameter"
             defect = f"{entity.content_type}: {why}, kept as text/plain"
             if item.message_root:
@@ -230,9 +245,31 @@ class MimeWalk:
             entity = dataclasses.replace(
                 entity, content_type="text/plain", defects=(*entity.defects, defect)
             )
-        can_descend = entity.content_type in EMBEDDED_MESSAGE_TYPES and item.depth < self._max_depth
+        return self._leaf(item, block.body_start, entity, path, defects, False)
+
+    def _leaf(
+        self,
+        item: _Pending,
+        body_start: int,
+        entity: Entity,
+        path: str,
+        defects: tuple[str, ...],
+        opaque: bool,
+    ) -> Leaf:
         return Leaf(
-            item.buf, item.start, block.body_start, item.end, entity, path, item.depth, item.scope,
-            item.parent, item.body_candidate, can_descend=can_descend,
+            buf=item.buf,
+            start=item.start,
+            body_start=body_start,
+            end=item.end,
+            entity=entity,
+            path=path,
+            depth=item.depth,
+            scope=item.scope,
+            parent=item.parent,
+            body_candidate=item.body_candidate and not opaque,
+            opaque=opaque,
+            can_descend=(
+                entity.content_type in EMBEDDED_MESSAGE_TYPES and item.depth < self._max_depth
+            ),
             defects=(*defects, *entity.defects),
-        )  # fmt: skip
+        )

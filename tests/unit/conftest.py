@@ -11,14 +11,11 @@ from extractors import Extraction, Limits, extract_message
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-Extract = Callable[..., Extraction]
-Build = Callable[..., bytes]
-
 
 def _multipart(*parts: bytes, subtype: str = "mixed", boundary: str = "b") -> bytes:
     delimiter = f"--{boundary}\r\n".encode()
     body = b"".join(delimiter + part + b"\r\n" for part in parts)
-    head = f"Subject: built\r\nContent-Type: multipart/{subtype}; boundary=\"{boundary}\"\r\n\r\n"
+    head = f'Subject: built\r\nContent-Type: multipart/{subtype}; boundary="{boundary}"\r\n\r\n'
     return head.encode() + body + f"--{boundary}--\r\n".encode()
 
 
@@ -28,7 +25,7 @@ def _part(headers: str, body: bytes = b"data") -> bytes:
 
 
 @pytest.fixture
-def extract_fixture() -> Extract:
+def extract_fixture() -> Callable[..., Extraction]:
     """Extract one of the .eml files in fixtures/."""
 
     def run(name: str, limits: Limits | None = None) -> Extraction:
@@ -38,19 +35,19 @@ def extract_fixture() -> Extract:
 
 
 @pytest.fixture
-def multipart() -> Build:
+def multipart() -> Callable[..., bytes]:
     """Build a multipart message from already-built parts."""
     return _multipart
 
 
 @pytest.fixture
-def part() -> Build:
+def part() -> Callable[..., bytes]:
     """Build one MIME part from header lines and body bytes."""
     return _part
 
 
 @pytest.fixture
-def one_attachment() -> Build:
+def one_attachment() -> Callable[..., bytes]:
     """Build multipart/mixed with a text body and one part with the given headers."""
 
     def build(headers: str, body: bytes = b"data") -> bytes:

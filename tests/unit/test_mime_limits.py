@@ -1,0 +1,181 @@
+"""Limits and hostile input: every bound is crossed once, and nothing makes extraction raise."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from extractors import Extraction, Limits, extract_message
+
+Build = Callable[..., bytes]
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
+GENEROUS_SECONDS = 5.0
+
+
+def _timed(raw: bytes, limits: Limits) -> tuple[Extraction, float]:
+    started = time.perf_counter()
+    result = extract_message(raw, limits)
+    return result, time.perf_counter() - started
+
+
+def _nested_multiparts(depth: int) -> bytes:
+    opening = b"".join(
+        b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (level, level + 1)
+        for level in range(depth)
+    )
+    closing = b"".join(b"\r\n--b%d--" % level for level in reversed(range(depth + 1)))
+    leaf = b"--b%d\r\nContent-Type: application/pdf\r\n\r\n" % depth + PDF
+    return b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n" + opening + leaf + closing
+
+
+def _nested_messages(depth: int) -> bytes:
+    message = b"Content-Type: application/pdf\r\n\r\n" + PDF
+    for level in range(depth):
+        message = b"Subject: level %d\r\nContent-Type: message/rfc822\r\n\r\n" % level + message
+    return message
+
+
+def test_part_over_the_size_limit_is_rejected_as_too_large(one_attachment: Build) -> None:
+    raw = one_attachment("Content-Type: application/pdf; name=big.pdf", PDF)
+    [part] = extract_message(raw, Limits(max_attachment_size=len(PDF) - 1)).attachments
+    assert (part.outcome, part.reason, part.data) == ("rejected", "too_large", b"")
+    assert part.size == len(PDF)
+    assert part.sha256 == hashlib.sha256(PDF).hexdigest()
+
+
+def test_part_at_the_size_limit_is_kept(one_attachment: Build) -> None:
+    raw = one_attachment("Content-Type: application/pdf; name=big.pdf", PDF)
+    [part] = extract_message(raw, Limits(max_attachment_size=len(PDF))).attachments
+    assert (part.outcome, part.data) == ("ok", PDF)
+
+
+def test_parts_beyond_the_part_limit_are_summed_up_in_one_rejected_part(
+    multipart: Build, part: Build
+) -> None:
+    files = [part(f"Content-Type: application/pdf; name={n}.pdf", PDF) for n in range(5)]
+    result = extract_message(
+        multipart(part("Content-Type: text/plain", b"body"), *files), Limits(max_parts=2)
+    )
+    assert [(p.index, p.file_name, p.outcome) for p in result.attachments] == [
+        (0, "0.pdf", "ok"),
+        (1, "1.pdf", "ok"),
+        (2, "part-2.bin", "rejected"),
+    ]
+    summary = result.attachments[2]
+    assert (summary.reason, summary.path, summary.data) == ("part_limit", "4", b"")
+    assert summary.defects == ("part_limit: 3 parts not listed",)
+    assert "part_limit: 3 parts beyond 2 not listed" in result.defects
+
+
+def test_multipart_nested_beyond_the_depth_limit_is_kept_whole() -> None:
+    result = extract_message(_nested_multiparts(4), Limits(max_depth=2))
+    [opaque] = result.attachments
+    assert (opaque.outcome, opaque.path, opaque.content_type) == ("ok", "1.1", "multipart/mixed")
+    assert "depth_limit" in opaque.defects
+    assert opaque.data.startswith(b"Content-Type: multipart/mixed; boundary=b2")
+    assert PDF in opaque.data
+    assert opaque.file_name == "part-0.eml"
+
+
+def test_message_nested_beyond_the_depth_limit_is_not_opened() -> None:
+    result = extract_message(_nested_messages(3), Limits(max_depth=1))
+    assert [(p.path, p.content_type, p.parent) for p in result.attachments] == [
+        ("1", "message/rfc822", None),
+        ("1.1", "message/rfc822", 0),
+    ]
+    assert "depth_limit" in result.attachments[1].defects
+
+
+def test_5000_part_message_completes_quickly(multipart: Build, part: Build) -> None:
+    files = [part(f"Content-Type: text/plain; name=f{n}.txt", b"x") for n in range(5000)]
+    result, seconds = _timed(multipart(*files), Limits(max_parts=10_000))
+    assert len(result.attachments) == 5000
+    assert result.attachments[-1].file_name == "f4999.txt"
+    assert seconds < GENEROUS_SECONDS
+
+
+def test_20000_part_message_lists_only_up_to_the_limit(multipart: Build, part: Build) -> None:
+    files = [part("Content-Type: application/octet-stream", b"x")] * 20_000
+    result, seconds = _timed(multipart(*files), Limits(max_parts=1000))
+    assert len(result.attachments) == 1001
+    assert result.attachments[-1].defects == ("part_limit: 19000 parts not listed",)
+    assert seconds < GENEROUS_SECONDS
+
+
+@pytest.mark.parametrize("max_depth", [32, 5000])
+def test_1000_deep_multipart_nesting_completes_without_recursion(max_depth: int) -> None:
+    result, seconds = _timed(_nested_multiparts(1000), Limits(max_depth=max_depth))
+    [part] = result.attachments
+    assert part.defects == (("depth_limit",) if max_depth == 32 else ())
+    assert seconds < GENEROUS_SECONDS
+
+
+@pytest.mark.parametrize("max_depth", [32, 5000])
+def test_1000_deep_message_nesting_completes_without_recursion(max_depth: int) -> None:
+    result, seconds = _timed(_nested_messages(1000), Limits(max_depth=max_depth, max_parts=5000))
+    # Messages at depth 0..max_depth are listed; without a limit, the innermost PDF too.
+    assert len(result.attachments) == (33 if max_depth == 32 else 1001)
+    assert result.attachments[-1].parent == len(result.attachments) - 2
+    assert seconds < GENEROUS_SECONDS
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Subject: " + b"x" * 1_000_000,
+        b"Subject: " + b"=?utf-8?q?a?= " * 70_000,
+        b"Subject: " + b"=?" * 500_000,
+        b"X-Long: " + b"y" * 1_000_000,
+        b"Content-Type: text/plain; " + b"a;" * 500_000,
+        b'Content-Type: text/plain; name="' + b'\\"' * 500_000,
+        b"Content-Disposition: attachment; filename=" + b"n" * 1_000_000,
+        b"Subject: a\r\n" + b" folded\r\n" * 100_000,
+        b"z" * 1_000_000,
+    ],
+)
+def test_1mb_header_line_completes_quickly(header: bytes) -> None:
+    result, seconds = _timed(header + b"\r\n\r\nbody\r\n", Limits())
+    assert not [d for d in result.defects if d.startswith("internal")]
+    assert seconds < GENEROUS_SECONDS
+
+
+def test_rfc2231_name_in_10000_sections_completes_quickly(one_attachment: Build) -> None:
+    sections = "".join(f"filename*{n}*=%41;" for n in range(10_000))
+    result, seconds = _timed(
+        one_attachment(f"Content-Disposition: attachment; {sections}"), Limits()
+    )
+    [part] = result.attachments
+    assert part.original_file_name == "A" * 10_000
+    assert len(part.file_name) == 255
+    assert seconds < GENEROUS_SECONDS
+
+
+def test_mutated_messages_never_raise_and_never_hit_an_internal_error() -> None:
+    rng = random.Random(20250106)
+    originals = [path.read_bytes() for path in sorted(FIXTURES.glob("*.eml"))]
+    for _ in range(1500):
+        raw = bytearray(rng.choice(originals))
+        for _ in range(rng.randint(1, 8)):
+            if not raw:
+                break
+            where = rng.randrange(len(raw))
+            action = rng.randrange(4)
+            if action == 0:
+                raw[where] = rng.randrange(256)
+            elif action == 1:
+                del raw[where : where + rng.randint(1, 40)]
+            elif action == 2:
+                raw[where:where] = rng.choice(
+                    [b"\r\n", b"--", b"=?", b";", b'"', b"\x00", b"\n--b\n"]
+                )
+            else:
+                raw = raw[:where]
+        result = extract_message(bytes(raw), Limits(max_parts=5, max_depth=3))
+        assert not [d for d in result.defects if d.startswith("internal")], bytes(raw)
