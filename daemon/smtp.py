@@ -40,6 +40,16 @@ class SmtpCounters:
     in_data: int = 0
 
 
+def _peer_text(session: Session) -> str:
+    peer = session.peer
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+
+def _log_refusal(command: str, session: Session, reply: str) -> None:
+    """One event per refused command: who and what code, never the addresses or content."""
+    log.info("smtp.refused", command=command, peer=_peer_text(session), result=reply[:3])
+
+
 class PostroomHandler:
     """aiosmtpd hooks: EHLO extensions, MAIL size, RCPT resolution."""
 
@@ -67,6 +77,7 @@ class PostroomHandler:
                           address: str, mail_options: list[str]) -> str:
         refusal = policy.declared_size_refusal(mail_options, self.max_size)
         if refusal:
+            _log_refusal("MAIL", session, refusal)
             return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -79,9 +90,11 @@ class PostroomHandler:
         try:
             found = await self.directory.lookup(address)
         except TransientError:
+            _log_refusal("RCPT", session, policy.TRY_LATER)
             return policy.TRY_LATER
         refusal = policy.recipient_refusal(len(resolved), self.max_recipients, found is not None)
         if refusal:
+            _log_refusal("RCPT", session, refusal)
             return refusal
         assert found is not None
         resolved.append(found)
@@ -199,8 +212,7 @@ class PostroomSMTP(SMTP):
         """Read the message, make it durable, reply (one SMTP reply for the whole envelope)."""
         assert self.envelope is not None and self.session is not None
         started = time.monotonic()
-        peer = self.session.peer
-        peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        peer_text = _peer_text(self.session)
         content, size = await self._read_data(self._handler.max_size)
         self._counters.bytes_received += size
         message_id = None

@@ -59,6 +59,9 @@ def test_unknown_recipient_is_rejected_at_rcpt(daemon: Daemon, alice: dict[str, 
         code, text = s.rcpt("nobody@agents.test")
         assert (code, text[:5]) == (550, b"5.1.1")
         assert s.rcpt("alice@agents.test")[0] == 250
+    refused = daemon.wait_for(lambda: [e for e in daemon.events("smtp.refused")
+                                       if e["result"] == "550"], 5, "refusal logged")
+    assert refused[0]["command"] == "RCPT" and "nobody" not in str(refused)
 
 
 def test_declared_size_over_the_limit_is_refused(daemon: Daemon, alice: dict[str, Any]) -> None:
