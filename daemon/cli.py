@@ -178,16 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.fn(args)
         return status
-    except ConfigError as e:
+    except (ConfigError, StartupError) as e:  # the operator must change something: exit 2
         print(f"postroom: {e}", file=sys.stderr)
         return 2
-    except StartupError as e:
-        print(f"postroom: cannot start: {e}", file=sys.stderr)
-        return 2
-    except AgentError as e:
-        print(f"postroom: {e}", file=sys.stderr)
-        return 1
-    except TransientError as e:
+    except (AgentError, TransientError) as e:  # a refusal or an outage: exit 1
         print(f"postroom: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -47,6 +47,9 @@ DRAIN_DEADLINE = 30.0
 class StartupError(Exception):
     """The daemon cannot start; the message says why."""
 
+    def __str__(self) -> str:
+        return f"cannot start: {super().__str__()}"
+
 
 class _QuietServer(uvicorn.Server):
     """uvicorn without its own signal handlers: `serve()` owns signals."""

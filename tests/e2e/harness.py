@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -47,6 +48,48 @@ level = "info"
 
 {extra}
 """
+
+
+class Raw:
+    """A hand-driven SMTP client for what smtplib will not do (pipelining, slow DATA)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.buf = b""
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        out, self.buf = self.buf.split(b"\r\n", 1)
+        return out
+
+    def reply(self) -> bytes:
+        """One whole (possibly multi-line) reply."""
+        while True:
+            ln = self.line()
+            if ln[3:4] != b"-":
+                return ln
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    @classmethod
+    def in_data(cls, port: int, rcpt: str) -> Raw:
+        """A connection that has said EHLO, MAIL, RCPT and DATA and got 354."""
+        c = cls(port)
+        assert c.reply().startswith(b"220")
+        c.send(f"EHLO c\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+        for expected in (b"250", b"250", b"250", b"354"):
+            reply = c.reply()
+            assert reply.startswith(expected), reply
+        return c
+
 
 
 @dataclass
@@ -111,6 +154,30 @@ class Daemon:
             code, resp = s.data(data)
         assert code == 250, (code, resp)
         return queued_id(resp)
+
+    def try_send(self, data: bytes, rcpt: str) -> tuple[int, bytes]:
+        """One transaction to one recipient; the reply to DATA, whatever it is."""
+        with self.smtp() as s:
+            s.ehlo("client.example")
+            s.mail("s@example.org")
+            s.rcpt(rcpt)
+            code, text = s.data(data)
+        return code, text
+
+    def message_ids(self, key: str, page: int = 200) -> list[str]:
+        """Every message id the agent can list, following the cursor."""
+        ids: list[str] = []
+        after = None
+        with self.api(key) as api:
+            while True:
+                params: dict[str, Any] = {"limit": page}
+                if after:
+                    params["after"] = after
+                body = api.get("/v1/messages", params=params).json()
+                ids += [m["id"] for m in body["messages"]]
+                after = body["next_cursor"]
+                if not body["has_more"]:
+                    return ids
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [e for e in list(self.logs) if e.get("event") == name]
@@ -222,7 +289,6 @@ def start_daemon(root: Path, config_path: Path, env: dict[str, str] | None = Non
 
 
 def _free_port() -> int:
-    import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -163,19 +163,7 @@ def test_listing_pages_with_a_cursor_newest_last(daemon: Daemon) -> None:
     carol = daemon.add_agent("carol", "carol@agents.test")
     ids = [daemon.send(plain("carol@agents.test", subject=f"n{i}"), ["carol@agents.test"])
            for i in range(5)]
-    seen: list[str] = []
-    after = None
-    with daemon.api(carol["api_key"]) as api:
-        while True:
-            params: dict[str, Any] = {"limit": 2}
-            if after:
-                params["after"] = after
-            page = api.get("/v1/messages", params=params).json()
-            seen += [m["id"] for m in page["messages"]]
-            after = page["next_cursor"]
-            if not page["has_more"]:
-                break
-    assert seen == ids
+    assert daemon.message_ids(carol["api_key"], page=2) == ids
 
 
 def test_listing_counts_messages_not_recipients(daemon: Daemon) -> None:

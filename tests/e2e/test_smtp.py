@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Daemon, queued_id, running_daemon
+from tests.e2e.harness import Daemon, Raw, queued_id, running_daemon
 from tests.e2e.mail import plain
-
-
-class Raw:
-    """A hand-driven SMTP client for what smtplib will not do (pipelining, slow DATA)."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.buf = b""
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-        out, self.buf = self.buf.split(b"\r\n", 1)
-        return out
-
-    def reply(self) -> bytes:
-        """One whole (possibly multi-line) reply."""
-        while True:
-            ln = self.line()
-            if ln[3:4] != b"-":
-                return ln
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_ehlo_advertises_the_extensions(daemon: Daemon) -> None:
@@ -154,12 +123,7 @@ def test_dot_stuffing_and_pipelined_commands_after_data(daemon: Daemon,
 def test_slow_but_moving_data_is_not_cut_off_by_the_idle_timer(fresh_root: Path) -> None:
     with running_daemon(fresh_root, smtp='timeout = "1s"') as d:
         d.add_agent("a", "a@t.test")
-        c = Raw(d.smtp_port)
-        assert c.reply().startswith(b"220")
-        c.send(b"EHLO c\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<a@t.test>\r\nDATA\r\n")
-        for _ in range(3):
-            c.reply()
-        assert c.reply().startswith(b"354")
+        c = Raw.in_data(d.smtp_port, "a@t.test")
         c.send(b"Subject: slow\r\n\r\n")
         for _ in range(6):  # 3 s of DATA, a chunk every 0.5 s, each gap under the 1 s timer
             time.sleep(0.5)
@@ -188,21 +152,31 @@ def test_identical_redelivery_gets_the_same_id_and_creates_nothing(
     assert again == first
     other = daemon.send(data, ["alice@agents.test", "bob@agents.test"])
     assert other != first  # different envelope recipients: a different delivery
-    with daemon.api(alice["api_key"]) as api:
-        ids = []
-        after = None
-        while True:
-            params: dict[str, Any] = {"limit": 200}
-            if after:
-                params["after"] = after
-            page = api.get("/v1/messages", params=params).json()
-            ids += [m["id"] for m in page["messages"]]
-            after = page["next_cursor"]
-            if not page["has_more"]:
-                break
-    assert ids.count(first) == 1
+    assert daemon.message_ids(alice["api_key"]).count(first) == 1
 
 
 def test_null_sender_is_accepted(daemon: Daemon, alice: dict[str, Any]) -> None:
     msg_id = daemon.send(plain("alice@agents.test"), ["alice@agents.test"], sender="<>")
     assert daemon.wait_message(alice["api_key"], msg_id)["mail_from"] == ""
+
+
+def test_connections_beyond_the_limit_get_421_and_a_freed_slot_serves_again(
+        fresh_root: Path) -> None:
+    with running_daemon(fresh_root, smtp="max_connections = 2") as d:
+        held = [Raw(d.smtp_port), Raw(d.smtp_port)]
+        for c in held:
+            assert c.reply().startswith(b"220")
+        extra = Raw(d.smtp_port)
+        assert extra.reply().startswith(b"421 4.7.0")
+        extra.close()
+        held.pop().close()
+
+        def served() -> bool:
+            c = Raw(d.smtp_port)
+            try:
+                return c.reply().startswith(b"220")
+            finally:
+                c.close()
+        d.wait_for(served, 5, "a freed connection slot")
+        for c in held:
+            c.close()
