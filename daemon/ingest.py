@@ -8,11 +8,12 @@ same recipients within the dedupe window returns the first message's id and writ
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import structlog
@@ -66,7 +67,6 @@ def received_header(delivery: Delivery, hostname: str, message_id: str, when: fl
              f"\tby {_header_safe(hostname)} (postroom) with {delivery.protocol} id {message_id}"]
     if len(delivery.recipients) == 1:
         lines.append(f"\tfor <{_header_safe(delivery.recipients[0].address, 320)}>")
-    from datetime import UTC, datetime
     lines[-1] += "; " + format_datetime(datetime.fromtimestamp(when, UTC))
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
 
@@ -82,6 +82,24 @@ class Ingest:
         self._hostname = hostname
         self._window = dedupe_window
         self._on_accepted = on_accepted
+        self._inflight: set[asyncio.Task[Accepted]] = set()
+
+    async def accept(self, delivery: Delivery, content: bytes) -> Accepted:
+        """Make `content` durable for `delivery`; raises TransientError when we cannot.
+
+        The work runs in a task of its own, shielded from the caller: a client that hangs up, an
+        idle timer or a drain deadline may cancel the SMTP side, but never a half-done durable
+        write (which would leave a committed row without its raw object, or the reverse).
+        """
+        task = asyncio.create_task(self._accept(delivery, content))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    async def wait_idle(self, within: float) -> None:
+        """Wait for accepts still running (their clients may be gone) before shutting down."""
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=within)
 
     async def _existing(self, key: str) -> str | None:
         """The id of a message already accepted with this dedupe key inside the window."""
@@ -91,16 +109,21 @@ class Ingest:
             if row is None:
                 return None
             msg_id, received_at = row
-            if utcnow() - received_at <= timedelta(seconds=self._window):
+            if utcnow() - received_at <= timedelta(seconds=self._window) and \
+                    await self._store.exists(raw_key(msg_id)):
                 return msg_id
-            # Outside the window: the old message gives up its key so this one can take it.
+            # Outside the window (or its raw object is gone): the old message gives up its key.
             await session.exec(update(Message).where(Message.id == msg_id)  # type: ignore[arg-type]
                                .values(dedupe_key=None))
             await session.commit()
             return None
 
-    async def accept(self, delivery: Delivery, content: bytes) -> Accepted:
-        """Make `content` durable for `delivery`; raises TransientError when we cannot."""
+    async def _row_exists(self, message_id: str) -> bool:
+        async with self._sessions() as session, translated_errors():
+            found = await session.exec(select(Message.seq).where(Message.id == message_id))
+            return found.first() is not None
+
+    async def _accept(self, delivery: Delivery, content: bytes) -> Accepted:
         key = dedupe_key(content, delivery.recipients)
         existing = await self._existing(key)
         if existing:
@@ -109,7 +132,7 @@ class Ingest:
         now = time.time()
         raw = received_header(delivery, self._hostname, message_id, now) + content
         rkey = raw_key(message_id)
-        await self._store.put(rkey, raw, "message/rfc822")
+        await self._store.put(rkey, raw, "message/rfc822")  # fails clean: temp file, then rename
         mail_from = "" if delivery.mail_from == "<>" else delivery.mail_from
         received_at = utcnow()
         try:
@@ -136,10 +159,12 @@ class Ingest:
             if existing is None:
                 raise
             return Accepted(existing, duplicate=True)
-        except BaseException:
-            # No row points at the object: remove it so nothing half-written lingers.
+        except Exception:
+            # Remove the object only when we know no row points at it: a commit whose outcome is
+            # unknown (a connection lost during COMMIT) may have succeeded.
             try:
-                await self._store.delete(rkey)
+                if not await self._row_exists(message_id):
+                    await self._store.delete(rkey)
             except Exception:
                 log.warning("ingest.orphan_raw", message_id=message_id)
             raise

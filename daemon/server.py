@@ -212,6 +212,7 @@ async def serve(config: Config) -> int:
     http.should_exit = True
     with contextlib.suppress(Exception):
         await asyncio.wait_for(tasks[0], 10)
+    await ingest.wait_idle(10)  # accepts whose clients hung up still finish their durable write
     for task in tasks[1:]:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

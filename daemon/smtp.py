@@ -213,7 +213,13 @@ class PostroomSMTP(SMTP):
         assert self.envelope is not None and self.session is not None
         started = time.monotonic()
         peer_text = _peer_text(self.session)
-        content, size = await self._read_data(self._handler.max_size)
+        try:
+            content, size = await self._read_data(self._handler.max_size)
+        except (asyncio.CancelledError, ConnectionError):
+            log.info("smtp.transaction", message_id=None, peer=peer_text, size=None,
+                     recipients=len(self.envelope.rcpt_tos), result="aborted",
+                     duration_ms=round((time.monotonic() - started) * 1000, 2))
+            raise
         self._counters.bytes_received += size
         message_id = None
         if content is None:
@@ -228,6 +234,13 @@ class PostroomSMTP(SMTP):
                 accepted = await self._handler.ingest.accept(delivery, content)
                 message_id = accepted.message_id
                 reply = f"250 2.0.0 Ok: queued as {message_id}"
+            except asyncio.CancelledError:
+                # The client went away while we were storing; the store finishes on its own and
+                # a retry of the same bytes is recognised as a redelivery.
+                log.info("smtp.transaction", message_id=None, peer=peer_text, size=size,
+                         recipients=len(self.envelope.rcpt_tos), result="aborted",
+                         duration_ms=round((time.monotonic() - started) * 1000, 2))
+                raise
             except TransientError as e:
                 log.warning("smtp.store_failed", peer=peer_text, error=str(e))
                 reply = policy.TRY_LATER

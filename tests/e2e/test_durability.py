@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import sqlite3
+import struct
+import time
 from pathlib import Path
 
 import aiosmtplib
 
 from tests.e2e.harness import (
+    Raw,
     queued_id,
     running_daemon,
     start_daemon,
@@ -130,3 +134,26 @@ def test_demo_agent_of_config_toml_is_created_and_printed_once(fresh_root: Path)
         assert again_key is None, "the key must be printed only when the agent is created"
     finally:
         assert again.stop() == 0
+
+
+def test_client_hanging_up_after_the_final_dot_loses_nothing(fresh_root: Path) -> None:
+    """A relay that drops the connection before reading the reply retries; every retry must end
+    in a ready message (never a committed row without its raw object, or the reverse)."""
+    with running_daemon(fresh_root) as d:
+        agent = d.add_agent("a", "a@t.test")
+        bodies = [plain("a@t.test").as_bytes().replace(b"\n", b"\r\n") for _ in range(60)]
+        for i, body in enumerate(bodies):
+            c = Raw.in_data(d.smtp_port, "a@t.test")
+            c.send(body + b".\r\n")
+            time.sleep(0.002 * (i % 8))  # hang up at different moments of the store
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()  # RST: the reply is never read
+        retried = [d.send(body, ["a@t.test"]) for body in bodies]
+        for msg_id in retried:
+            assert d.wait_message(agent["api_key"], msg_id)["status"] == "ready"
+        rows = _statuses(fresh_root / "var" / "postroom.db")
+        assert all(s == "ready" for s in rows.values()), rows
+        assert len(rows) == len(bodies)
+        raws = {p.stem for p in (fresh_root / "var" / "objects" / "raw").glob("*.eml")}
+        assert raws == set(rows), "raw objects and rows must match one to one"
+        assert any(e["result"] == "aborted" for e in d.events("smtp.transaction"))
