@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import structlog
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,8 +65,13 @@ class ApiContext:
     max_wait: float
 
 
+MessageId = Annotated[str, Path(min_length=1, max_length=64)]
+Index = Annotated[int, Path(ge=0, le=2**31 - 1)]
+MAX_CURSOR = 2**63 - 1
+
+
 class DownloadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     expires_in: Annotated[int | None, Field(ge=1, le=7 * 86400)] = None
 
 
@@ -140,7 +145,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise not_found()
         return msg, mine
 
-    async def load_attachment(agent: Agent, message_id: str, index: int,
+    async def load_attachment(agent: Agent, message_id: MessageId, index: Index,
                               wait: float = 0.0) -> tuple[Message, Attachment]:
         deadline = time.monotonic() + min(wait, ctx.max_wait)
         while True:
@@ -195,10 +200,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> dict[str, Any]:
         """The agent's messages, oldest first (newest last), from a cursor."""
-        try:
-            after_seq = int(after) if after else 0
-        except ValueError:
-            raise ApiError(400, "invalid_cursor", "after is not a cursor from this API") from None
+        after_seq = int(after) if after and after.isdigit() and after.isascii() else -1
+        if after and not 0 <= after_seq <= MAX_CURSOR:
+            raise ApiError(400, "invalid_cursor", "after is not a cursor from this API")
+        after_seq = max(after_seq, 0)
         async with ctx.sessions() as session, translated_errors():
             seqs = list((await session.exec(
                 select(Recipient.message_seq).distinct()
@@ -217,7 +222,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 "has_more": has_more}
 
     @app.get("/v1/messages/{message_id}", tags=["messages"])
-    async def get_message(agent: AgentDep, message_id: str) -> dict[str, Any]:
+    async def get_message(agent: AgentDep, message_id: MessageId) -> dict[str, Any]:
         """One message: envelope, headers of note, bodies, attachments."""
         async with ctx.sessions() as session:
             msg, mine = await load_message(session, agent, message_id)
@@ -236,7 +241,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/v1/messages/{message_id}/attachments/{index}", tags=["attachments"])
     async def get_attachment_status(
-        agent: AgentDep, message_id: str, index: int,
+        agent: AgentDep, message_id: MessageId, index: Index,
         wait: Annotated[float, Query(ge=0, le=30)] = 0,
     ) -> dict[str, Any]:
         """The attachment status object; `?wait=` holds until it is terminal (≤ 30 s)."""
@@ -244,7 +249,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return attachment_view(att)
 
     @app.post("/v1/messages/{message_id}/attachments/{index}/download", tags=["attachments"])
-    async def download_attachment(agent: AgentDep, message_id: str, index: int,
+    async def download_attachment(agent: AgentDep, message_id: MessageId, index: Index,
                                   body: DownloadRequest | None = None) -> DownloadResponse:
         """A presigned URL for a `ready` attachment; 409 otherwise."""
         _, att = await load_attachment(agent, message_id, index)
@@ -258,7 +263,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
                                 sha256=att.sha256)
 
     @app.post("/v1/messages/{message_id}/raw/download", tags=["messages"])
-    async def download_raw(agent: AgentDep, message_id: str,
+    async def download_raw(agent: AgentDep, message_id: MessageId,
                            body: DownloadRequest | None = None) -> DownloadResponse:
         """A presigned URL of the raw message as received (with our Received header)."""
         async with ctx.sessions() as session:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from daemon.agents import AgentError, AgentInfo, create_agent, list_agents, remove_agent, rotate_key
 from daemon.config import CONFIG_ENV, Config, ConfigError, load_config
 from daemon.logs import configure_logging
-from daemon.server import StartupError, prepare_database, serve
+from daemon.server import StartupError, check_supported, prepare_database, serve
 from daemon.views import iso
 from storage.db import make_engine, upgrade_schema
 from storage.errors import TransientError
@@ -69,6 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _config(args)
+    check_supported(config)
     summary = {
         "smtp": config.smtp.listen, "protocol": config.smtp.protocol,
         "http": config.http.listen, "database": config.database.url.split("://")[0],

@@ -67,6 +67,8 @@ def parse_duration(value: object) -> float:
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveSize = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -100,7 +102,7 @@ class SmtpConfig(_Section):
     listen: Annotated[list[str], BeforeValidator(_listen_list)] = ["127.0.0.1:2525"]
     protocol: Literal["smtp", "lmtp"] = "smtp"
     hostname: str = Field(default_factory=socket.getfqdn)
-    max_message_size: Size = 50 * 1024**2
+    max_message_size: PositiveSize = 50 * 1024**2
     max_recipients: int = Field(default=100, ge=1)
     trusted_networks: list[str] = ["127.0.0.0/8", "::1/128"]
     tls_cert: Path | None = None
@@ -108,7 +110,7 @@ class SmtpConfig(_Section):
     require_tls: bool = False
     auth_users: dict[str, str] | None = None
     proxy_protocol: bool = False
-    timeout: Duration = 300.0
+    timeout: PositiveDuration = 300.0
     max_connections: int = Field(default=500, ge=1)
 
     @field_validator("trusted_networks")
@@ -123,12 +125,13 @@ class HttpConfig(_Section):
     listen: Annotated[list[str], BeforeValidator(_listen_list)] = ["127.0.0.1:8025"]
     public_url: str = "http://127.0.0.1:8025"
     max_wait: Duration = 30.0
+    max_body: Annotated[int, BeforeValidator(parse_size), Field(ge=1024)] = 64 * 1024
 
 
 class DatabaseConfig(_Section):
     url: str = "sqlite+aiosqlite:///var/postroom.db"
     # How long a writer waits for SQLite's lock (or a pool connection) before we answer 451.
-    busy_timeout: Duration = 5.0
+    busy_timeout: PositiveDuration = 5.0
 
 
 class StorageConfig(_Section):
@@ -138,13 +141,13 @@ class StorageConfig(_Section):
     endpoint_url: str | None = None
     region: str | None = None
     prefix: str = ""
-    presign_ttl: Duration = 900.0
-    signing_key: str | None = None
+    presign_ttl: Annotated[float, BeforeValidator(parse_duration), Field(ge=1)] = 900.0
+    signing_key: str | None = Field(default=None, min_length=32, repr=False)
     signing_key_file: Path = Path("var/signing.key")
 
 
 class LimitsConfig(_Section):
-    max_attachment_size: Size = 40 * 1024**2
+    max_attachment_size: PositiveSize = 40 * 1024**2
     max_parts: int = Field(default=1000, ge=1)
     max_depth: int = Field(default=32, ge=1)
 
@@ -152,15 +155,15 @@ class LimitsConfig(_Section):
 class PipelineConfig(_Section):
     workers: int = Field(default=4, ge=1, le=256)
     queue_size: int = Field(default=10000, ge=1)
-    lease: Duration = 60.0
-    sweep_interval: Duration = 5.0
+    lease: Annotated[float, BeforeValidator(parse_duration), Field(ge=1)] = 60.0
+    sweep_interval: PositiveDuration = 5.0
     max_attempts: int = Field(default=5, ge=1)
     dedupe_window: Duration = 7 * 86400.0
-    directory_refresh: Duration = 2.0
+    directory_refresh: PositiveDuration = 2.0
 
 
 class UploadsConfig(_Section):
-    max_bytes: Size = 10 * 1024**2
+    max_bytes: PositiveSize = 10 * 1024**2
 
 
 class EncryptionConfig(_Section):
@@ -204,6 +207,27 @@ class Config(_Section):
     @property
     def is_sqlite(self) -> bool:
         return self.database.url.startswith("sqlite")
+
+
+def unsupported(config: Config) -> list[str]:
+    """Settings this version cannot honour yet: refused at start rather than silently ignored."""
+    found = []
+    smtp = config.smtp
+    if config.storage.backend == "s3":
+        found.append('storage.backend = "s3"')
+    if smtp.protocol == "lmtp":
+        found.append('smtp.protocol = "lmtp"')
+    for key in ("tls_cert", "tls_key", "auth_users"):
+        if getattr(smtp, key) is not None:
+            found.append(f"smtp.{key}")
+    for key in ("require_tls", "proxy_protocol"):
+        if getattr(smtp, key):
+            found.append(f"smtp.{key}")
+    if config.encryption.at_rest == "required":
+        found.append('encryption.at_rest = "required"')
+    found += [f"agents.{i}.openpgp_public_key_file" for i, a in enumerate(config.agents)
+              if a.openpgp_public_key_file is not None]
+    return found
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:

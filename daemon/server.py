@@ -25,7 +25,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import AgentError, create_agent, find_agent
 from daemon.api import ApiContext, create_app
-from daemon.config import Config, parse_listen
+from daemon.bodylimit import BodyLimit
+from daemon.config import Config, parse_listen, unsupported
 from daemon.directory import Directory
 from daemon.ingest import Ingest
 from daemon.leases import release_all_leases
@@ -59,10 +60,15 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
+def check_supported(config: Config) -> None:
+    """Refuse settings this version would otherwise silently ignore."""
+    missing = unsupported(config)
+    if missing:
+        raise StartupError("not available in this version: " + ", ".join(missing))
+
+
 def build_store(config: Config) -> ObjectStore:
     """The object store the configuration names."""
-    if config.storage.backend != "local":
-        raise StartupError("storage.backend = 's3' is not available in this version")
     secret = (config.storage.signing_key.encode() if config.storage.signing_key
               else load_or_create_secret(config.storage.signing_key_file))
     return LocalStore(config.storage.path, UrlSigner(secret), config.http.public_url)
@@ -129,6 +135,7 @@ def _addr(sock: socket.socket) -> str:
 
 async def serve(config: Config) -> int:
     """Run the daemon until SIGTERM or SIGINT; returns the exit status."""
+    check_supported(config)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     systemd = SystemdNotifier()
@@ -173,9 +180,9 @@ async def serve(config: Config) -> int:
     smtp_servers = [await loop.create_server(smtp_factory, sock=s) for s in smtp_socks]
     app = create_app(ApiContext(sessions, store, notifier, config.storage.presign_ttl,
                                 config.http.max_wait))
-    http = _QuietServer(uvicorn.Config(app, log_level="warning", access_log=False,
-                                       lifespan="off", timeout_graceful_shutdown=5,
-                                       server_header=False))
+    http = _QuietServer(uvicorn.Config(BodyLimit(app, config.http.max_body), log_level="warning",
+                                       access_log=False, lifespan="off",
+                                       timeout_graceful_shutdown=5, server_header=False))
     tasks = [
         asyncio.create_task(http.serve(sockets=http_socks), name="http"),
         asyncio.create_task(pipeline.run(), name="pipeline"),

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import ConfigError, load_config, parse_duration, parse_listen, parse_size
+from daemon.config import (
+    ConfigError,
+    load_config,
+    parse_duration,
+    parse_listen,
+    parse_size,
+    unsupported,
+)
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -93,6 +100,12 @@ def test_config_env_variable_names_the_file(tmp_path: Path) -> None:
     ('[storage]\npresign_ttl = "soon"\n', "storage.presign_ttl"),
     ('[limits]\nmax_parts = 0\n', "limits.max_parts"),
     ('[[agents]]\nname = "x"\n', "agents.0.addresses"),
+    ('[smtp]\ntimeout = 0\n', "smtp.timeout"),
+    ('[smtp]\nmax_message_size = 0\n', "smtp.max_message_size"),
+    ('[pipeline]\nlease = "0s"\n', "pipeline.lease"),
+    ('[pipeline]\nsweep_interval = 0\n', "pipeline.sweep_interval"),
+    ('[storage]\nsigning_key = "short"\n', "storage.signing_key"),
+    ('[http]\nmax_body = 10\n', "http.max_body"),
 ])
 def test_errors_name_the_offending_key(tmp_path: Path, toml: str, key: str) -> None:
     cfg = tmp_path / "c.toml"
@@ -117,3 +130,24 @@ def test_only_the_named_agent_key_variables_are_kept(tmp_path: Path) -> None:
     c = load_config(cfg, env={"A_KEY": "pr_secret", "AWS_SECRET_ACCESS_KEY": "nope"})
     assert c.agent_keys == {"A_KEY": "pr_secret"}
     assert "pr_secret" not in repr(c)
+
+
+@pytest.mark.parametrize(("toml", "named"), [
+    ('[smtp]\nprotocol = "lmtp"\n', "smtp.protocol"),
+    ('[smtp]\nrequire_tls = true\n', "smtp.require_tls"),
+    ('[smtp]\ntls_cert = "c.pem"\ntls_key = "k.pem"\n', "smtp.tls_cert"),
+    ('[smtp]\nproxy_protocol = true\n', "smtp.proxy_protocol"),
+    ('[smtp.auth_users]\nrelay = "x"\n', "smtp.auth_users"),
+    ('[storage]\nbackend = "s3"\n', "storage.backend"),
+    ('[encryption]\nat_rest = "required"\n', "encryption.at_rest"),
+])
+def test_settings_this_version_cannot_honour_are_named(tmp_path: Path, toml: str,
+                                                      named: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    assert any(named in item for item in unsupported(load_config(cfg, env={})))
+
+
+def test_the_shipped_config_needs_nothing_unsupported() -> None:
+    shipped = Path(__file__).resolve().parents[2] / "config.toml"
+    assert unsupported(load_config(shipped, env={})) == []
