@@ -148,10 +148,24 @@ class Pipeline:
             return
         if attempt is None:
             return
-        renewer = asyncio.create_task(self._renew(message_id))
+        if attempt > self.settings.max_attempts:
+            # Earlier attempts never reported back: the process died on this message (out of
+            # memory, killed). Stop here rather than crash every node that picks it up.
+            await self._fail(message_id, f"gave up after {attempt - 1} attempts that never "
+                             "finished (the process died while extracting)")
+            self._notifier.changed(message_id)
+            return
+        job = asyncio.create_task(self._extract_and_store(message_id))
+        renewer = asyncio.create_task(self._renew(message_id, job))
         started = time.monotonic()
         try:
-            await self._extract_and_store(message_id)
+            try:
+                await job
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # this node is shutting down; the lease will expire
+                return  # the lease went to another node, which now owns the message
             log.info("pipeline.extracted", message_id=message_id, attempt=attempt,
                      duration_ms=round((time.monotonic() - started) * 1000, 2))
         except PermanentError as e:
@@ -172,11 +186,19 @@ class Pipeline:
             renewer.cancel()
             self._notifier.changed(message_id)
 
-    async def _renew(self, message_id: str) -> None:
+    async def _renew(self, message_id: str, work: asyncio.Task[None]) -> None:
+        """Keep the lease while `work` runs; if another node took it, stop the work."""
         while True:
             await asyncio.sleep(self.settings.lease / 3)
-            with contextlib.suppress(TransientError):
-                await renew_lease(self._sessions, message_id, self._node, self.settings.lease)
+            try:
+                still_ours = await renew_lease(self._sessions, message_id, self._node,
+                                               self.settings.lease)
+            except TransientError:
+                continue
+            if not still_ours:
+                log.warning("pipeline.lease_lost", message_id=message_id)
+                work.cancel()
+                return
 
     async def _fail(self, message_id: str, reason: str) -> None:
         try:

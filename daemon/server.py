@@ -164,7 +164,7 @@ async def serve(config: Config) -> int:
     counters = SmtpCounters()
     handler = PostroomHandler(directory, ingest, config.smtp.max_message_size,
                               config.smtp.max_recipients,
-                              "LMTP" if config.smtp.protocol == "lmtp" else "ESMTP")
+                              "LMTP" if config.smtp.protocol == "lmtp" else "ESMTP", counters)
     networks = parse_networks(config.smtp.trusted_networks)
     connections: set[PostroomSMTP] = set()
 

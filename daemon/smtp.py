@@ -54,7 +54,8 @@ class PostroomHandler:
     """aiosmtpd hooks: EHLO extensions, MAIL size, RCPT resolution."""
 
     def __init__(self, directory: Directory, ingest: Ingest, max_size: int, max_recipients: int,
-                 protocol_name: str) -> None:
+                 protocol_name: str, counters: SmtpCounters) -> None:
+        self.counters = counters
         self.directory = directory
         self.ingest = ingest
         self.max_size = max_size
@@ -75,6 +76,11 @@ class PostroomHandler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
+        if self.counters.draining:
+            # No new transactions once the drain started; close after the reply is written.
+            if server.transport is not None:
+                asyncio.get_running_loop().call_soon(server.transport.close)
+            return policy.SHUTTING_DOWN
         refusal = policy.declared_size_refusal(mail_options, self.max_size)
         if refusal:
             _log_refusal("MAIL", session, refusal)

@@ -55,7 +55,9 @@ def _statuses(db: Path) -> dict[str, str]:
 
 def test_kill_9_after_a_burst_loses_nothing(fresh_root: Path) -> None:
     fresh_root.mkdir(parents=True)
-    first = start_daemon(fresh_root, write_config(fresh_root))
+    # One worker and a one-slot queue: most accepted messages are still unextracted at the kill.
+    slow = write_config(fresh_root, pipeline="workers = 1\nqueue_size = 1")
+    first = start_daemon(fresh_root, slow)
     agent = first.add_agent("a", "a@t.test")
     ids = asyncio.run(_burst(first.smtp_port, "a@t.test", 60, 6))
     first.proc.send_signal(signal.SIGKILL)  # straight after the last 250, work in flight
@@ -64,8 +66,8 @@ def test_kill_9_after_a_burst_loses_nothing(fresh_root: Path) -> None:
     before = _statuses(fresh_root / "var" / "postroom.db")
     assert set(ids) <= set(before), "a 250 was given for a message with no committed row"
     unfinished = sum(1 for s in before.values() if s != "ready")
-    print(f"kill -9 left {unfinished} of {len(ids)} accepted messages unfinished")
-    second = start_daemon(fresh_root, fresh_root / "config.toml")
+    assert unfinished >= 10, f"only {unfinished} unfinished: the test would not test recovery"
+    second = start_daemon(fresh_root, write_config(fresh_root))
     try:
         for msg_id in ids:
             message = second.wait_message(agent["api_key"], msg_id, timeout=60)
@@ -157,3 +159,19 @@ def test_client_hanging_up_after_the_final_dot_loses_nothing(fresh_root: Path) -
         raws = {p.stem for p in (fresh_root / "var" / "objects" / "raw").glob("*.eml")}
         assert raws == set(rows), "raw objects and rows must match one to one"
         assert any(e["result"] == "aborted" for e in d.events("smtp.transaction"))
+
+
+def test_a_message_that_keeps_killing_extraction_is_failed_not_retried_forever(
+        fresh_root: Path) -> None:
+    with running_daemon(fresh_root, pipeline="max_attempts = 2") as d:
+        agent = d.add_agent("a", "a@t.test")
+        msg_id = d.send(plain("a@t.test"), ["a@t.test"])
+        d.wait_message(agent["api_key"], msg_id)
+    with sqlite3.connect(fresh_root / "var" / "postroom.db") as db:
+        # As if two processes had died mid-extraction: claimed twice, never finished.
+        db.execute("UPDATE messages SET status = 'processing', attempts = 2, lease_owner = 'gone',"
+                   " lease_expires_at = NULL WHERE id = ?", (msg_id,))
+    with running_daemon(fresh_root, pipeline="max_attempts = 2") as d:
+        m = d.wait_message(agent["api_key"], msg_id)
+        assert m["status"] == "failed"
+        assert "never finished" in m["error"]

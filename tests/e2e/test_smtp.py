@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.harness import Daemon, Raw, queued_id, running_daemon
@@ -180,3 +181,49 @@ def test_connections_beyond_the_limit_get_421_and_a_freed_slot_serves_again(
         d.wait_for(served, 5, "a freed connection slot")
         for c in held:
             c.close()
+
+
+def test_rset_abandons_the_transaction(daemon: Daemon, alice: dict[str, Any]) -> None:
+    before = daemon.message_ids(alice["api_key"])
+    with daemon.smtp() as s:
+        s.ehlo("client.example")
+        s.mail("s@example.org")
+        s.rcpt("alice@agents.test")
+        assert s.rset()[0] == 250
+        assert s.docmd("DATA")[0] == 503  # no envelope any more
+        s.mail("s@example.org")
+        s.rcpt("alice@agents.test")
+        assert s.data(plain("alice@agents.test").as_bytes())[0] == 250
+    assert len(daemon.message_ids(alice["api_key"])) == len(before) + 1
+
+
+def test_bare_lf_nul_and_8bit_bytes_are_kept_exactly(daemon: Daemon,
+                                                     alice: dict[str, Any]) -> None:
+    body = (b"From: s@example.org\nTo: alice@agents.test\nSubject: caf\xc3\xa9 \xff\n\n"
+            b"line one\nNUL here:\x00 and 8-bit \xe9\n.\nnot the end (bare LF dot)\n")
+    c = Raw.in_data(daemon.smtp_port, "alice@agents.test")
+    # SMTP lines end in CRLF only: a dot after a bare LF is content (never stuffed, never an end).
+    c.send(body + b"\r\n.\r\n")
+    reply = c.reply()
+    assert reply.startswith(b"250 2.0.0"), reply
+    c.close()
+    msg_id = queued_id(reply)
+    message = daemon.wait_message(alice["api_key"], msg_id)
+    assert message["status"] in ("ready", "partial")
+    with daemon.api(alice["api_key"]) as api:
+        link = api.post(f"/v1/messages/{msg_id}/raw/download").json()
+    raw = httpx.get(link["url"]).content
+    assert raw.endswith(body + b"\r\n"), raw[-120:]
+
+
+def test_disconnect_mid_data_keeps_nothing(fresh_root: Path) -> None:
+    with running_daemon(fresh_root) as d:
+        agent = d.add_agent("a", "a@t.test")
+        c = Raw.in_data(d.smtp_port, "a@t.test")
+        c.send(b"Subject: cut\r\n\r\n" + b"x" * 50_000)
+        c.close()
+        d.wait_for(lambda: [e for e in d.events("smtp.transaction")
+                            if e["result"] == "aborted"], 5, "the aborted transaction")
+        assert d.message_ids(agent["api_key"]) == []
+        assert list((fresh_root / "var" / "objects" / "raw").glob("*")) == []
+        assert d.rcpt_code("a@t.test") == 250  # and the daemon serves the next client
