@@ -58,6 +58,8 @@ async def _addresses(session: AsyncSession, agent_id: str) -> tuple[str, ...]:
 async def create_agent(sessions: async_sessionmaker[AsyncSession], name: str,
                        addresses: list[str], api_key: str | None = None) -> tuple[AgentInfo, str]:
     """Create an agent owning `addresses`; returns it and its API key (shown once)."""
+    if name.startswith("agt_") or not name.strip() or len(name) > 200:
+        raise AgentError(f"invalid agent name {name!r} (1–200 characters, not starting with agt_)")
     addrs = sorted({normalize_address(a) for a in addresses})
     if not addrs:
         raise AgentError("an agent needs at least one address")
@@ -86,7 +88,7 @@ async def find_agent(sessions: async_sessionmaker[AsyncSession], ref: str) -> Ag
     """The agent with this id or name."""
     async with sessions() as session, translated_errors():
         agent = (await session.exec(select(Agent).where(
-            (Agent.id == ref) | (Agent.name == ref)))).first()
+            Agent.id == ref if ref.startswith("agt_") else Agent.name == ref))).first()
         if agent is None:
             return None
         return AgentInfo(agent.id, agent.name, await _addresses(session, agent.id),
@@ -123,7 +125,7 @@ async def rotate_key(sessions: async_sessionmaker[AsyncSession],
     key = new_api_key()
     async with sessions() as session, translated_errors():
         agent = (await session.exec(select(Agent).where(
-            (Agent.id == ref) | (Agent.name == ref)))).first()
+            Agent.id == ref if ref.startswith("agt_") else Agent.name == ref))).first()
         if agent is None:
             raise AgentError(f"no agent {ref!r}")
         agent.key_hash = hash_api_key(key)

@@ -278,8 +278,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     if isinstance(ctx.store, LocalStore):
         local: LocalStore = ctx.store
 
-        @app.get("/objects/{key:path}", include_in_schema=False)
+        @app.api_route("/objects/{key:path}", methods=["GET", "HEAD"], include_in_schema=False)
         async def signed_object(key: str, request: Request) -> FileResponse:
+            # A HEAD is checked against the signature of the GET it stands for.
             signed = local.signer.verify(key, dict(request.query_params))
             if signed is None:
                 raise ApiError(403, "forbidden", "the URL is expired or its signature is invalid")

@@ -8,6 +8,7 @@ as sent with a failure reason. Nothing here may raise; base64 is one binascii ca
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass
 
 # Misspellings seen in real mail whose meaning is not in doubt.
@@ -17,6 +18,8 @@ _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 # bytes.translate(None, delete) with these leaves exactly the characters base64 must not hold.
 _B64_ALLOWED = _B64_ALPHABET + b"= \t\r\n"
 _NOT_B64 = bytes(b for b in range(256) if b not in _B64_ALPHABET)
+# "=" that starts neither a hex escape nor a soft line break (trailing blanks allowed).
+_BAD_QP = re.compile(rb"=(?![0-9A-Fa-f]{2}|[ \t]*\r?\n|[ \t]*\Z)")
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,9 @@ def decode_transfer(data: bytes, encoding: str | None) -> Decoded:
         decoded, defects = decode_base64(data)
         return Decoded(decoded, defects)
     if name in ("quoted-printable", "quoted_printable"):
-        return Decoded(binascii.a2b_qp(data))
+        bad = _BAD_QP.search(data) is not None
+        return Decoded(binascii.a2b_qp(data),
+                       ("quoted-printable: invalid escapes kept as sent",) if bad else ())
     if name in _UUENCODE:
         return decode_uuencode(data)
     reason = f"unknown transfer encoding {name[:40]!r}"

@@ -40,7 +40,8 @@ def sqlite_path(url: str) -> Path | None:
 
 def make_engine(url: str, busy_timeout: float = 5.0) -> AsyncEngine:
     """An async engine for `url`; SQLite gets its folder, WAL, FULL sync and a busy timeout."""
-    kwargs: dict[str, Any] = {}
+    # Bound values (addresses, ids) never appear in exception text, so never in logs.
+    kwargs: dict[str, Any] = {"hide_parameters": True}
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,9 +74,15 @@ async def translated_errors() -> AsyncIterator[None]:
     try:
         yield
     except IntegrityError as e:
-        raise Conflict(str(e.orig)[:200]) from e
+        raise Conflict(_driver_message(e)) from e
     except (DBAPIError, SQLAlchemyError, OSError) as e:
-        raise TransientError(f"database: {type(e).__name__}: {str(e)[:200]}") from e
+        raise TransientError(f"database: {_driver_message(e)}") from e
+
+
+def _driver_message(e: BaseException) -> str:
+    """The driver's own words (not SQLAlchemy's, which quote the statement)."""
+    orig = getattr(e, "orig", None) or e
+    return f"{type(orig).__name__}: {str(orig).splitlines()[0][:160] if str(orig) else ''}"
 
 
 def _alembic_config(connection: Connection | None = None) -> AlembicConfig:

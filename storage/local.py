@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +69,10 @@ class LocalStore:
         self.signer = signer
         self.public_url = public_url.rstrip("/")
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="localstore")
+        self._dir_lock = threading.Lock()
+        self._durable: dict[Path, None] = {}  # insertion-ordered: oldest evicted first
+        for top in ("raw", "inbound"):
+            self._durable_dir(self.root / top)
 
     def path_for(self, key: str) -> Path:
         """The file behind `key`; InvalidKey for anything that is not ours or escapes the root."""
@@ -86,11 +91,30 @@ class LocalStore:
         except OSError as e:
             raise TransientError(f"local store: {e.strerror or e}") from e
 
+    def _durable_dir(self, directory: Path) -> None:
+        """Make `directory` exist and be recorded durably in every parent up to the root.
+
+        Under one lock, so a put never returns while another thread's new directory entry is
+        still only in the page cache.
+        """
+        if directory in self._durable:
+            return
+        with self._dir_lock:
+            if directory in self._durable:
+                return
+            directory.mkdir(parents=True, exist_ok=True)
+            p = directory
+            while p != self.root:
+                p = p.parent
+                _fsync_dir(p)
+            self._durable[directory] = None
+            if len(self._durable) > 4096:
+                self._durable.pop(next(iter(self._durable)))
+
     def _put_sync(self, key: str, data: bytes) -> None:
         path = self.path_for(key)
         parent = path.parent
-        created = not parent.exists()
-        parent.mkdir(parents=True, exist_ok=True)
+        self._durable_dir(parent)
         tmp = parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
@@ -106,12 +130,6 @@ class LocalStore:
         os.close(fd)
         os.replace(tmp, path)
         _fsync_dir(parent)
-        if created:
-            # A new directory is only durable once its own parent records it.
-            p = parent
-            while p != self.root:
-                p = p.parent
-                _fsync_dir(p)
 
     def _get_sync(self, key: str) -> bytes:
         try:

@@ -91,7 +91,7 @@ class UrlSigner:
             given = params["sig"]
         except (KeyError, ValueError, UnicodeDecodeError):
             return None
-        if not hmac.compare_digest(self._mac(method, g), given):
+        if not hmac.compare_digest(self._mac(method, g).encode(), given.encode("utf-8", "replace")):
             return None
         if (time.time() if now is None else now) >= g.expires:
             return None

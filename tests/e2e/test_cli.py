@@ -129,3 +129,11 @@ def test_unsupported_settings_stop_serve_and_check_config(tmp_path: Path) -> Non
         assert out.returncode == 2, out
         assert "not available in this version: smtp.require_tls" in out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_agent_names_cannot_look_like_ids(daemon: Daemon) -> None:
+    out = daemon.cli("agent", "add", "agt_fake", "--address", "f@agents.test", check=False)
+    assert out.returncode == 1 and "invalid agent name" in out.stderr
+    gina = daemon.add_agent("gina", "gina@agents.test")
+    removed = json.loads(daemon.cli("agent", "remove", gina["id"], "--json").stdout)
+    assert removed["name"] == "gina"

@@ -207,3 +207,13 @@ def test_health_readiness_and_openapi(daemon: Daemon) -> None:
                  "/v1/messages/{message_id}/attachments/{index}/download",
                  "/v1/messages/{message_id}/raw/download"]:
         assert path in spec["paths"], path
+
+
+def test_head_on_a_signed_url_answers_like_get(daemon: Daemon, alice: dict[str, Any]) -> None:
+    msg_id = daemon.send(with_attachment("alice@agents.test", PDF), ["alice@agents.test"])
+    daemon.wait_message(alice["api_key"], msg_id)
+    with daemon.api(alice["api_key"]) as api:
+        url = api.post(f"/v1/messages/{msg_id}/attachments/0/download").json()["url"]
+    head = httpx.head(url)
+    assert head.status_code == 200 and int(head.headers["content-length"]) == len(PDF)
+    assert httpx.head(url.replace("sig=", "sig=x")).status_code == 403

@@ -125,3 +125,13 @@ def test_multibyte_character_split_across_encoded_words_is_joined() -> None:
     split = b"Subject: =?utf-8?Q?caf=C3?= =?utf-8?Q?=A9?=\r\n\r\n"
     assert extract_message(message, Limits()).headers.subject == "прив"
     assert extract_message(split, Limits()).headers.subject == "café"
+
+
+def test_invalid_quoted_printable_escapes_are_kept_and_recorded() -> None:
+    from extractors.transfer import decode_transfer
+
+    bad = decode_transfer(b"abc=ZZ and =4 end\r\nsoft=\r\nbreak =3D ok", "quoted-printable")
+    assert bad.data.startswith(b"abc=ZZ") and b"softbreak = ok" in bad.data
+    assert bad.defects == ("quoted-printable: invalid escapes kept as sent",)
+    good = decode_transfer(b"caf=C3=A9 soft=\r\nbreak=  \r\nend=", "quoted-printable")
+    assert good.defects == ()
