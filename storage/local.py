@@ -116,7 +116,14 @@ class LocalStore:
         parent = path.parent
         self._durable_dir(parent)
         tmp = parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except FileNotFoundError:
+            # Someone removed the directory since we made it: make it (durably) again, once.
+            with self._dir_lock:
+                self._durable.clear()
+            self._durable_dir(parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
             view = memoryview(data)
             while view:
