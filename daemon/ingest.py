@@ -17,18 +17,23 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import structlog
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel import select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import utcnow
 from daemon.directory import Resolved
 from daemon.ids import new_message_id
-from storage.db import Conflict, translated_errors
+from storage.db import insert_ignoring_conflicts, translated_errors
+from storage.errors import TransientError
+from storage.group_commit import GroupCommit
 from storage.models import RECEIVED, Message, Recipient
 from storage.objects import ObjectStore, raw_key
 
 log = structlog.get_logger("postroom.ingest")
+
+MESSAGES = Message.__table__  # type: ignore[attr-defined]
+RECIPIENTS = Recipient.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,11 @@ def received_header(delivery: Delivery, hostname: str, message_id: str, when: fl
 class Ingest:
     """Stores accepted messages durably and hands their ids to the pipeline."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], store: ObjectStore,
-                 hostname: str, dedupe_window: float,
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], writer: GroupCommit,
+                 store: ObjectStore, hostname: str, dedupe_window: float,
                  on_accepted: Callable[[str], None]) -> None:
         self._sessions = sessions
+        self._writer = writer
         self._store = store
         self._hostname = hostname
         self._window = dedupe_window
@@ -125,40 +131,39 @@ class Ingest:
 
     async def _accept(self, delivery: Delivery, content: bytes) -> Accepted:
         key = dedupe_key(content, delivery.recipients)
-        existing = await self._existing(key)
-        if existing:
-            return Accepted(existing, duplicate=True)
+        # No read first: the unique dedupe key makes the insert itself the redelivery check, so
+        # the common case costs one write; a redelivery costs a raw put and its removal.
+        return await self._accept_once(delivery, content, key, retry_on_conflict=True)
+
+    async def _accept_once(self, delivery: Delivery, content: bytes, key: str,
+                           retry_on_conflict: bool) -> Accepted:
         message_id = new_message_id()
         now = time.time()
         raw = received_header(delivery, self._hostname, message_id, now) + content
         rkey = raw_key(message_id)
         await self._store.put(rkey, raw, "message/rfc822")  # fails clean: temp file, then rename
         mail_from = "" if delivery.mail_from == "<>" else delivery.mail_from
-        received_at = utcnow()
+        row = {
+            "id": message_id, "dedupe_key": key, "status": RECEIVED, "mail_from": mail_from,
+            "peer": delivery.peer[:100], "size": len(raw), "raw_key": rkey,
+            "raw_sha256": hashlib.sha256(raw).hexdigest(), "received_at": utcnow(),
+            "attempts": 0, "attachment_count": 0, "defects": "[]",
+        }
+        recipients = list({r.address: r for r in delivery.recipients}.values())
+
+        async def insert(conn: AsyncConnection) -> bool:
+            seq = (await conn.execute(
+                insert_ignoring_conflicts(conn, MESSAGES).values(**row)
+                .returning(MESSAGES.c.seq))).scalar()
+            if seq is None:
+                return False  # another connection committed the same delivery first
+            await conn.execute(RECIPIENTS.insert(), [
+                {"message_seq": seq, "message_id": message_id, "agent_id": r.agent_id,
+                 "address": r.address, "tag": r.tag} for r in recipients])
+            return True
+
         try:
-            async with self._sessions() as session, translated_errors():
-                msg = Message(
-                    id=message_id, dedupe_key=key, status=RECEIVED, mail_from=mail_from,
-                    peer=delivery.peer[:100], size=len(raw), raw_key=rkey,
-                    raw_sha256=hashlib.sha256(raw).hexdigest(), received_at=received_at)
-                session.add(msg)
-                await session.flush()
-                assert msg.seq is not None
-                seen: set[str] = set()
-                for r in delivery.recipients:
-                    if r.address in seen:
-                        continue
-                    seen.add(r.address)
-                    session.add(Recipient(message_seq=msg.seq, message_id=message_id,
-                                          agent_id=r.agent_id, address=r.address, tag=r.tag))
-                await session.commit()
-        except Conflict:
-            # The same bytes arrived on another connection a moment ago and won the race.
-            await self._store.delete(rkey)
-            existing = await self._existing(key)
-            if existing is None:
-                raise
-            return Accepted(existing, duplicate=True)
+            inserted = await self._writer.write(insert)
         except Exception:
             # Remove the object only when we know no row points at it: a commit whose outcome is
             # unknown (a connection lost during COMMIT) may have succeeded.
@@ -168,5 +173,15 @@ class Ingest:
             except Exception:
                 log.warning("ingest.orphan_raw", message_id=message_id)
             raise
+        if not inserted:
+            # A message with these bytes and recipients exists: a relay's retry, or the same
+            # bytes racing on another connection. Outside the window it gives its key up.
+            await self._store.delete(rkey)
+            existing = await self._existing(key)
+            if existing is not None:
+                return Accepted(existing, duplicate=True)
+            if retry_on_conflict:
+                return await self._accept_once(delivery, content, key, retry_on_conflict=False)
+            raise TransientError("a concurrent delivery of the same message did not finish")
         self._on_accepted(message_id)
         return Accepted(message_id, duplicate=False)

@@ -15,10 +15,11 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select, update
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import utcnow
@@ -27,6 +28,7 @@ from daemon.leases import claim_message, find_claimable, release_lease, renew_le
 from extractors import Extraction, Limits, Part, extract_message
 from storage.db import translated_errors
 from storage.errors import ObjectNotFound, PermanentError, TransientError
+from storage.group_commit import GroupCommit
 from storage.models import (
     FAILED,
     PARTIAL,
@@ -39,6 +41,9 @@ from storage.models import (
 from storage.objects import ObjectStore, attachment_key, body_key
 
 log = structlog.get_logger("postroom.pipeline")
+
+MESSAGES = Message.__table__  # type: ignore[attr-defined]
+ATTACHMENTS = Attachment.__table__  # type: ignore[attr-defined]
 
 
 class Notifier:
@@ -81,10 +86,11 @@ class Pipeline:
     """The queue, its workers and the sweeper of one node."""
 
     def __init__(self, settings: PipelineSettings, sessions: async_sessionmaker[AsyncSession],
-                 store: ObjectStore, executor: Executor, node_id: str,
+                 writer: GroupCommit, store: ObjectStore, executor: Executor, node_id: str,
                  notifier: Notifier) -> None:
         self.settings = settings
         self._sessions = sessions
+        self._writer = writer
         self._store = store
         self._executor = executor
         self._node = node_id
@@ -141,7 +147,7 @@ class Pipeline:
     async def process(self, message_id: str) -> None:
         """Claim and extract one message; on a transient failure release it for a later retry."""
         try:
-            attempt = await claim_message(self._sessions, message_id, self._node,
+            attempt = await claim_message(self._writer, message_id, self._node,
                                           self.settings.lease)
         except TransientError as e:
             log.warning("pipeline.claim_failed", message_id=message_id, error=str(e))
@@ -180,7 +186,7 @@ class Pipeline:
                 await self._fail(message_id, f"gave up after {attempt} attempts: {e}")
             else:
                 with contextlib.suppress(TransientError):
-                    await release_lease(self._sessions, message_id, self._node,
+                    await release_lease(self._writer, message_id, self._node,
                                         retry_in=min(2.0 ** attempt, 60.0))
         finally:
             renewer.cancel()
@@ -191,7 +197,7 @@ class Pipeline:
         while True:
             await asyncio.sleep(self.settings.lease / 3)
             try:
-                still_ours = await renew_lease(self._sessions, message_id, self._node,
+                still_ours = await renew_lease(self._writer, message_id, self._node,
                                                self.settings.lease)
             except TransientError:
                 continue
@@ -201,80 +207,76 @@ class Pipeline:
                 return
 
     async def _fail(self, message_id: str, reason: str) -> None:
+        reason = reason[:500]
+
+        async def fail(conn: AsyncConnection) -> None:
+            await conn.execute(update(ATTACHMENTS).where(
+                ATTACHMENTS.c.message_id == message_id, ATTACHMENTS.c.status == PENDING)
+                .values(status=FAILED, error=reason))
+            await conn.execute(update(MESSAGES).where(
+                MESSAGES.c.id == message_id, MESSAGES.c.lease_owner == self._node)
+                .values(status=FAILED, error=reason, processed_at=utcnow(),
+                        lease_owner=None, lease_expires_at=None))
+
         try:
-            async with self._sessions() as session, translated_errors():
-                await session.exec(update(Attachment).where(
-                    col(Attachment.message_id) == message_id, col(Attachment.status) == PENDING)
-                    .values(status=FAILED, error=reason[:500]))
-                await session.exec(update(Message).where(
-                    col(Message.id) == message_id, col(Message.lease_owner) == self._node)
-                    .values(status=FAILED, error=reason[:500], processed_at=utcnow(),
-                            lease_owner=None, lease_expires_at=None))
-                await session.commit()
+            await self._writer.write(fail)
             log.warning("message.state", message_id=message_id, status=FAILED)
         except TransientError as e:
             log.warning("pipeline.fail_not_recorded", message_id=message_id, error=str(e))
 
     async def _extract_and_store(self, message_id: str) -> None:
         async with self._sessions() as session, translated_errors():
-            msg = (await session.exec(select(Message).where(Message.id == message_id))).one()
+            raw_key = (await session.execute(
+                select(MESSAGES.c.raw_key).where(MESSAGES.c.id == message_id))).scalar_one()
         try:
-            raw = await self._store.get(msg.raw_key)
+            raw = await self._store.get(raw_key)
         except ObjectNotFound as e:
-            raise PermanentError(f"raw object missing: {msg.raw_key}") from e
+            raise PermanentError(f"raw object missing: {raw_key}") from e
         loop = asyncio.get_running_loop()
         found: Extraction = await loop.run_in_executor(
             self._executor, extract_message, raw, self.settings.limits)
         del raw
-        rows = await self._record_pending(msg, found)
+        ids = await self._record_pending(message_id, found)
         await self._store_objects(message_id, found)
-        await self._record_terminal(msg, found, rows)
+        await self._record_terminal(message_id, found, ids)
 
-    async def _record_pending(self, msg: Message, found: Extraction) -> list[Attachment]:
-        """Write every attachment as `pending`, reusing ids from an earlier attempt."""
+    async def _record_pending(self, message_id: str, found: Extraction) -> list[str]:
+        """Write every attachment as `pending` (ids kept from an earlier attempt); return ids."""
         now = utcnow()
-        async with self._sessions() as session, translated_errors():
-            existing = {a.index: a for a in (await session.exec(
-                select(Attachment).where(Attachment.message_id == msg.id))).all()}
-            rows = []
-            for part in found.attachments:
-                row = existing.pop(part.index, None) or Attachment(
-                    id=new_attachment_id(), message_id=msg.id, index=part.index,
-                    status=PENDING, file_name="", content_type="", size=0, sha256="",
-                    path="", source="mime", created_at=now)
-                row.status = PENDING
-                row.file_name = part.file_name
-                row.original_file_name = part.original_file_name
-                row.content_type = part.content_type[:255]
-                row.detected_content_type = (part.detected_content_type or None)
-                row.content_type_mismatch = part.content_type_mismatch
-                row.disposition = part.disposition
-                row.content_id = part.content_id
-                row.size = part.size
-                row.sha256 = part.sha256
-                row.parent = part.parent
-                row.path = part.path[:255]
-                row.source = part.source
-                row.defects = json.dumps(list(part.defects))
-                row.error = None
-                row.object_key = None
-                row.ready_at = None
-                session.add(row)
-                rows.append(row)
-            for stale in existing.values():  # an earlier attempt saw more parts (code changed)
-                await session.delete(stale)
-            h = found.headers
-            msg.from_, msg.to, msg.cc, msg.subject = h.from_, h.to, h.cc, h.subject
-            msg.date, msg.message_id_header = h.date, h.message_id
-            msg.in_reply_to, msg.references = h.in_reply_to, h.references
-            msg.attachment_count = len(found.attachments)
-            msg.defects = json.dumps(list(found.defects))
-            session.add(msg)
-            await session.commit()
-        for row in rows:
-            log.info("attachment.state", message_id=msg.id, attachment_id=row.id,
-                     index=row.index, status=PENDING, size=row.size)
-        return rows
+        h = found.headers
+        c = ATTACHMENTS.c
+
+        async def record(conn: AsyncConnection) -> list[str]:
+            earlier: dict[int, str] = {int(i): str(a) for i, a in (await conn.execute(
+                select(c.index, c.id).where(c.message_id == message_id))).all()}
+            if earlier:
+                await conn.execute(delete(ATTACHMENTS).where(c.message_id == message_id))
+            rows = [{
+                "id": earlier.get(p.index) or new_attachment_id(), "message_id": message_id,
+                "index": p.index, "status": PENDING, "file_name": p.file_name,
+                "original_file_name": p.original_file_name, "content_type": p.content_type[:255],
+                "detected_content_type": p.detected_content_type or None,
+                "content_type_mismatch": p.content_type_mismatch, "disposition": p.disposition,
+                "content_id": p.content_id, "size": p.size, "sha256": p.sha256,
+                "parent": p.parent, "path": p.path[:255], "source": p.source,
+                "encrypted": False, "encryption": None, "error": None,
+                "defects": json.dumps(list(p.defects)), "object_key": None,
+                "created_at": now, "ready_at": None,
+            } for p in found.attachments]
+            if rows:
+                await conn.execute(ATTACHMENTS.insert(), rows)
+            await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id).values(
+                from_header=h.from_, to_header=h.to, cc_header=h.cc, subject=h.subject,
+                date_header=h.date, message_id_header=h.message_id, in_reply_to=h.in_reply_to,
+                references_header=h.references, attachment_count=len(rows),
+                defects=json.dumps(list(found.defects))))
+            return [str(r["id"]) for r in rows]
+
+        ids: list[str] = await self._writer.write(record)
+        for part, att_id in zip(found.attachments, ids, strict=True):
+            log.info("attachment.state", message_id=message_id, attachment_id=att_id,
+                     index=part.index, status=PENDING, size=part.size)
+        return ids
 
     async def _store_objects(self, message_id: str, found: Extraction) -> None:
         limit = asyncio.Semaphore(8)
@@ -294,35 +296,41 @@ class Pipeline:
                     tg.create_task(put(attachment_key(message_id, part.index), part.data,
                                        part.content_type))
 
-    async def _record_terminal(self, msg: Message, found: Extraction,
-                               rows: Sequence[Attachment]) -> None:
+    async def _record_terminal(self, message_id: str, found: Extraction,
+                               ids: Sequence[str]) -> None:
         now = utcnow()
-        statuses = []
-        async with self._sessions() as session, translated_errors():
-            for row, part in zip(rows, found.attachments, strict=True):
-                status, error = _part_status(part)
-                row.status, row.error = status, error
-                if part.outcome != "rejected":
-                    row.object_key = attachment_key(msg.id, part.index)
-                row.ready_at = now if status == READY else None
-                statuses.append(status)
-                session.add(row)
-            for body in (found.text_body, found.html_body):
-                if body is None:
-                    continue
-                if body.kind == "text":
-                    msg.text_key, msg.text_size = body_key(msg.id, "text"), body.size
-                else:
-                    msg.html_key, msg.html_size = body_key(msg.id, "html"), body.size
-            msg.status = READY if all(s == READY for s in statuses) else PARTIAL
-            msg.processed_at = now
-            msg.lease_owner = None
-            msg.lease_expires_at = None
-            msg.error = None
-            session.add(msg)
-            await session.commit()
-        for row in rows:
-            log.info("attachment.state", message_id=msg.id, attachment_id=row.id,
-                     index=row.index, status=row.status, size=row.size, error=row.error)
-        log.info("message.state", message_id=msg.id, status=msg.status,
-                 attachments=len(rows))
+        updates = []
+        for part, att_id in zip(found.attachments, ids, strict=True):
+            status, error = _part_status(part)
+            updates.append({
+                "b_id": att_id, "b_status": status, "b_error": error,
+                "b_key": None if part.outcome == "rejected" else attachment_key(message_id,
+                                                                               part.index),
+                "b_ready": now if status == READY else None,
+            })
+        message: dict[str, Any] = {
+            "status": READY if all(u["b_status"] == READY for u in updates) else PARTIAL,
+            "processed_at": now, "lease_owner": None, "lease_expires_at": None, "error": None,
+        }
+        for body in (found.text_body, found.html_body):
+            if body is not None:
+                message[f"{body.kind}_key"] = body_key(message_id, body.kind)
+                message[f"{body.kind}_size"] = body.size
+        c = ATTACHMENTS.c
+
+        async def record(conn: AsyncConnection) -> None:
+            if updates:
+                await conn.execute(
+                    update(ATTACHMENTS).where(c.id == bindparam("b_id")).values(
+                        status=bindparam("b_status"), error=bindparam("b_error"),
+                        object_key=bindparam("b_key"), ready_at=bindparam("b_ready")),
+                    updates)
+            await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id)
+                               .values(**message))
+
+        await self._writer.write(record)
+        for part, u in zip(found.attachments, updates, strict=True):
+            log.info("attachment.state", message_id=message_id, attachment_id=u["b_id"],
+                     index=part.index, status=u["b_status"], size=part.size, error=u["b_error"])
+        log.info("message.state", message_id=message_id, status=message["status"],
+                 attachments=len(updates))

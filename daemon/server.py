@@ -36,6 +36,7 @@ from daemon.policy import parse_networks
 from daemon.smtp import PostroomHandler, PostroomSMTP, SmtpCounters
 from extractors import Limits
 from storage.db import current_revision, head_revision, make_engine, make_sessions, upgrade_schema
+from storage.group_commit import GroupCommit
 from storage.local import LocalStore, load_or_create_secret
 from storage.objects import ObjectStore
 from storage.presign import UrlSigner
@@ -154,12 +155,13 @@ async def serve(config: Config) -> int:
     notifier = Notifier()
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="extract")
     p = config.pipeline
+    writer = GroupCommit(engine)
     pipeline = Pipeline(
         PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
                          Limits(config.limits.max_attachment_size, config.limits.max_parts,
                                 config.limits.max_depth)),
-        sessions, store, executor, node_id, notifier)
-    ingest = Ingest(sessions, store, config.smtp.hostname, p.dedupe_window,
+        sessions, writer, store, executor, node_id, notifier)
+    ingest = Ingest(sessions, writer, store, config.smtp.hostname, p.dedupe_window,
                     on_accepted=pipeline.submit)
     counters = SmtpCounters()
     handler = PostroomHandler(directory, ingest, config.smtp.max_message_size,
@@ -187,6 +189,7 @@ async def serve(config: Config) -> int:
         asyncio.create_task(http.serve(sockets=http_socks), name="http"),
         asyncio.create_task(pipeline.run(), name="pipeline"),
         asyncio.create_task(directory.run(), name="directory"),
+        asyncio.create_task(writer.run(), name="group-commit"),
     ]
     if systemd.watchdog_interval is not None:
         tasks.append(asyncio.create_task(systemd.watchdog(), name="watchdog"))

@@ -17,10 +17,17 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import Insert, Table, event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import TransientError
@@ -46,7 +53,10 @@ def make_engine(url: str, busy_timeout: float = 5.0) -> AsyncEngine:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": busy_timeout}
+        # A fixed pool: every aiosqlite connection is a thread and a file open, too dear to make
+        # and drop per burst (the default overflow does exactly that under concurrency).
+        kwargs.update(connect_args={"timeout": busy_timeout}, pool_size=24, max_overflow=0,
+                      pool_timeout=busy_timeout)
     else:
         kwargs.update(pool_size=10, max_overflow=10, pool_timeout=busy_timeout,
                       pool_pre_ping=True)
@@ -111,3 +121,10 @@ async def upgrade_schema(engine: AsyncEngine) -> tuple[str | None, str | None]:
     async with translated_errors(), engine.begin() as conn:
         await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), "head"))
     return before, await current_revision(engine)
+
+
+def insert_ignoring_conflicts(conn: AsyncConnection, table: Table) -> Insert:
+    """`INSERT … ON CONFLICT DO NOTHING` for this connection's dialect (SQLite or PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql_insert(table).on_conflict_do_nothing()
+    return sqlite_insert(table).on_conflict_do_nothing()

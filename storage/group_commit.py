@@ -1,0 +1,83 @@
+"""Group commit: one writer runs every queued write in one transaction, one fsync for all.
+
+SQLite has one write lock; sixteen connections each committing for themselves queue on it with
+sleeping back-offs and pay an fsync apiece. Here each write is a small function of a connection;
+the writer task takes everything queued, runs it in one transaction and commits once, and only
+then answers each caller, so "committed" still means committed. A batch that fails is retried one
+write at a time, so one bad write cannot take its neighbours down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from storage.db import translated_errors
+
+T = TypeVar("T")
+Write = Callable[[AsyncConnection], Awaitable[Any]]
+
+
+@dataclass
+class _Pending:
+    write: Write
+    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop()
+                                        .create_future())
+
+
+class GroupCommit:
+    """The single writer of one database."""
+
+    def __init__(self, engine: AsyncEngine, max_batch: int = 256) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.batches = 0
+        self.writes = 0
+
+    async def write(self, write: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `write` in the next batch; returns its result once the batch is committed."""
+        pending = _Pending(write)
+        self._queue.put_nowait(pending)
+        result: T = await pending.future
+        return result
+
+    async def run(self) -> None:
+        """The writer task: forever take what is queued and commit it together."""
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            batch = [p for p in batch if not p.future.cancelled()]
+            if not batch:
+                continue
+            try:
+                await self._commit(batch)
+            except Exception:
+                if len(batch) == 1:
+                    continue  # _commit already answered it
+                for pending in batch:  # isolate the write that failed
+                    if not pending.future.done():
+                        with contextlib.suppress(Exception):
+                            await self._commit([pending])
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        results: list[Any] = []
+        try:
+            async with translated_errors(), self._engine.begin() as conn:
+                for pending in batch:
+                    results.append(await pending.write(conn))
+        except Exception as e:
+            if len(batch) == 1 and not batch[0].future.done():
+                batch[0].future.set_exception(e)
+            raise
+        self.batches += 1
+        self.writes += len(batch)
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
