@@ -153,7 +153,8 @@ class LimitsConfig(_Section):
 
 
 class PipelineConfig(_Section):
-    workers: int = Field(default=4, ge=1, le=256)
+    workers: int = Field(default=8, ge=1, le=256)
+    extract_processes: int = Field(default=1, ge=0, le=64)
     queue_size: int = Field(default=10000, ge=1)
     lease: Annotated[float, BeforeValidator(parse_duration), Field(ge=1)] = 60.0
     sweep_interval: PositiveDuration = 5.0

@@ -13,7 +13,6 @@ import contextlib
 import json
 import time
 from collections.abc import Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import utcnow
+from daemon.extraction_pool import ExtractionPool
 from daemon.ids import new_attachment_id
 from daemon.leases import claim_message, find_claimable, release_lease, renew_lease
-from extractors import Extraction, Limits, Part, extract_message
+from extractors import Extraction, Limits, Part
 from storage.db import translated_errors
 from storage.errors import ObjectNotFound, PermanentError, TransientError
 from storage.group_commit import GroupCommit
@@ -86,13 +86,13 @@ class Pipeline:
     """The queue, its workers and the sweeper of one node."""
 
     def __init__(self, settings: PipelineSettings, sessions: async_sessionmaker[AsyncSession],
-                 writer: GroupCommit, store: ObjectStore, executor: Executor, node_id: str,
-                 notifier: Notifier) -> None:
+                 writer: GroupCommit, store: ObjectStore, extraction: ExtractionPool,
+                 node_id: str, notifier: Notifier) -> None:
         self.settings = settings
         self._sessions = sessions
         self._writer = writer
         self._store = store
-        self._executor = executor
+        self._extraction = extraction
         self._node = node_id
         self._notifier = notifier
         self._queue: asyncio.Queue[str] = asyncio.Queue(settings.queue_size)
@@ -232,9 +232,7 @@ class Pipeline:
             raw = await self._store.get(raw_key)
         except ObjectNotFound as e:
             raise PermanentError(f"raw object missing: {raw_key}") from e
-        loop = asyncio.get_running_loop()
-        found: Extraction = await loop.run_in_executor(
-            self._executor, extract_message, raw, self.settings.limits)
+        found = await self._extraction.extract(raw, self.settings.limits)
         del raw
         ids = await self._record_pending(message_id, found)
         await self._store_objects(message_id, found)

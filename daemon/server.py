@@ -16,7 +16,6 @@ import socket
 import sys
 import uuid
 from collections.abc import Generator
-from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 import uvicorn
@@ -28,6 +27,7 @@ from daemon.api import ApiContext, create_app
 from daemon.bodylimit import BodyLimit
 from daemon.config import Config, parse_listen, unsupported
 from daemon.directory import Directory
+from daemon.extraction_pool import ExtractionPool
 from daemon.ingest import Ingest
 from daemon.leases import release_all_leases
 from daemon.notify import Notifier as SystemdNotifier
@@ -153,14 +153,15 @@ async def serve(config: Config) -> int:
     directory = Directory(sessions, config.pipeline.directory_refresh)
     await directory.reload()
     notifier = Notifier()
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="extract")
+    extraction = ExtractionPool(config.pipeline.extract_processes)
+    await extraction.start()
     p = config.pipeline
     writer = GroupCommit(engine)
     pipeline = Pipeline(
         PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
                          Limits(config.limits.max_attachment_size, config.limits.max_parts,
                                 config.limits.max_depth)),
-        sessions, writer, store, executor, node_id, notifier)
+        sessions, writer, store, extraction, node_id, notifier)
     ingest = Ingest(sessions, writer, store, config.smtp.hostname, p.dedupe_window,
                     on_accepted=pipeline.submit)
     counters = SmtpCounters()
@@ -227,7 +228,7 @@ async def serve(config: Config) -> int:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     stopper.cancel()
-    executor.shutdown(wait=False, cancel_futures=True)
+    extraction.close()
     await store.close()
     await engine.dispose()
     log.info("daemon.stopped", status=status)
