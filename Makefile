@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit e2e clean
+.PHONY: run test lint unit e2e bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -29,6 +29,18 @@ unit: $(STAMP)
 
 e2e: $(STAMP)
 	$(VENV)/bin/pytest tests/e2e
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	bash bench/setup.sh
+	$(PY) -m bench.run_smtp_bench
+	$(PY) -m bench.report
+
+bench-quick: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	bash bench/setup.sh
+	$(PY) -m bench.run_smtp_bench --quick
+	$(PY) -m bench.report
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
