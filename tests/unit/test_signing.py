@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,22 @@ def test_content_disposition_carries_the_utf8_name_and_an_ascii_fallback() -> No
     h = content_disposition('Résumé "final";.pdf')
     assert h.startswith('attachment; filename="R_sum_ _final__.pdf"')
     assert "filename*=UTF-8''R%C3%A9sum%C3%A9%20%22final%22%3B.pdf" in h
+
+
+async def test_local_store_paths_stay_under_the_root_and_readiness_is_concurrent(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    from storage.local import LocalStore
+
+    store = LocalStore(tmp_path / "objects", SIGNER, "http://127.0.0.1:1")
+    try:
+        assert store.path_for("inbound/msg_1/0") == tmp_path / "objects" / "inbound" / "msg_1" / "0"
+        for key in ("../x", "inbound/../../x", "/etc/passwd", "a//b"):
+            with pytest.raises(InvalidKey):
+                store.path_for(key)
+        await store.put("raw/m.eml", b"bytes")
+        assert await store.get("raw/m.eml") == b"bytes"
+        await asyncio.gather(*(store.check() for _ in range(64)))  # no probe collisions
+    finally:
+        await store.close()

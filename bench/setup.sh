@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# What bench/run_smtp_bench.py needs beyond the project's venv (Debian, as root):
+# Postfix only for its test sink `smtp-sink` — installed with debconf "No configuration" so the
+# Postfix MTA is never configured, and stopped if anything started it — plus psutil and py-spy.
+# Run from the repository root:  bash bench/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v smtp-sink >/dev/null && [ ! -x /usr/sbin/smtp-sink ]; then
+    apt-get update
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    DEBIAN_FRONTEND=noninteractive apt-get install -y postfix
+fi
+if [ -f /var/spool/postfix/pid/master.pid ] \
+        && kill -0 "$(cat /var/spool/postfix/pid/master.pid)" 2>/dev/null; then
+    postfix stop || true
+fi
+
+VENV=${VENV:-.venv}
+"$VENV/bin/python" -m pip install -q psutil py-spy httpx uvloop
+echo "bench setup done: smtp-sink at $(command -v smtp-sink || echo /usr/sbin/smtp-sink)"

@@ -1,0 +1,351 @@
+"""The servers the benchmark drives, each started here in its own temp dir and process group.
+
+* `postroom`: `python -m daemon serve` with SQLite and the local store in the temp dir, on free
+  loopback ports, `log.level = "warning"`, an agent owning `*@bench.test` created through the
+  CLI (its API key is kept for the time-to-ready and download measurements).
+* `smtp-sink`: Postfix's test sink, `smtp-sink -u nobody 127.0.0.1:PORT 1024` (the Postfix MTA
+  itself is never started).
+* `aiosmtpd`: `bench/sink_aiosmtpd.py`, stock aiosmtpd answering 250 to everything.
+
+Every target is stopped by signalling its own process group (SIGTERM, then SIGKILL after a
+deadline); nothing is ever killed by name. `TreeSampler` samples RSS and CPU of a target's whole
+process tree with psutil.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+BENCH_DOMAIN = "bench.test"
+TARGETS = ("postroom", "smtp-sink", "aiosmtpd")
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def nice_prefix(level: int) -> list[str]:
+    """`nice -n LEVEL` when asked for and allowed (a negative level needs root)."""
+    if level == 0 or (level < 0 and os.geteuid() != 0):
+        return []
+    return ["nice", "-n", str(level)]
+
+
+@dataclass
+class Running:
+    """A started target: how to reach it and how to stop it."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    root: Path
+    smtp_port: int
+    http_port: int = 0
+    api_key: str = ""
+    log_files: list[IO[bytes]] = field(default_factory=list)
+    exit_code: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{HOST}:{self.http_port}"
+
+    def log_tail(self, lines: int = 30) -> list[str]:
+        """The last lines of the target's stdout and stderr (for findings)."""
+        out: list[str] = []
+        for name in ("stdout.log", "stderr.log"):
+            path = self.root / name
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()
+                out += [f"{name}: {line}" for line in text[-lines:]]
+        return out
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM the target's own process group; SIGKILL it if it has not left in time."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.exit_code = self.proc.returncode
+        for fh in self.log_files:
+            fh.close()
+        return self.exit_code
+
+
+def _spawn(name: str, cmd: list[str], root: Path, env: dict[str, str] | None = None,
+           cwd: Path | None = None) -> tuple[subprocess.Popen[bytes], list[IO[bytes]]]:
+    out = open(root / "stdout.log", "wb")  # noqa: SIM115 - closed by Running.stop
+    err = open(root / "stderr.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, cwd=cwd or root, env=env, stdout=out, stderr=err,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    return proc, [out, err]
+
+
+def wait_smtp_banner(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Wait until the port answers with a 220 banner (and say QUIT)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"target exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection((HOST, port), timeout=2) as s:
+                banner = s.recv(512)
+                if banner.startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    with contextlib.suppress(OSError):
+                        s.recv(512)
+                    return
+                last = banner
+        except OSError as e:
+            last = e
+        time.sleep(0.1)
+    raise RuntimeError(f"no SMTP banner on port {port}: {last!r}")
+
+
+def start_smtp_sink(root: Path, nice: int) -> Running:
+    exe = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    if not os.path.exists(exe):
+        raise RuntimeError("smtp-sink not found: apt-get install postfix (No configuration)")
+    port = free_port()
+    proc, logs = _spawn("smtp-sink", [*nice_prefix(nice), exe, "-u", "nobody",
+                                      f"{HOST}:{port}", "1024"], root)
+    run = Running("smtp-sink", proc, root, port, log_files=logs)
+    try:
+        wait_smtp_banner(port, proc)
+    except Exception:
+        run.stop()
+        raise
+    return run
+
+
+def start_aiosmtpd(root: Path, nice: int) -> Running:
+    port = free_port()
+    proc, logs = _spawn("aiosmtpd", [*nice_prefix(nice), sys.executable, "-m",
+                                     "bench.sink_aiosmtpd", "--port", str(port)],
+                        root, cwd=REPO)
+    run = Running("aiosmtpd", proc, root, port, log_files=logs)
+    try:
+        wait_smtp_banner(port, proc)
+    except Exception:
+        run.stop()
+        raise
+    return run
+
+
+POSTROOM_CONFIG = """\
+# Written by bench/targets.py: postroom's embedded defaults (SQLite + local store in this
+# folder) on free loopback ports, logging at warning so it stays off the hot path.
+[smtp]
+listen = "{host}:{smtp_port}"
+hostname = "postroom.bench.test"
+
+[http]
+listen = "{host}:{http_port}"
+public_url = "http://{host}:{http_port}"
+
+[log]
+format = "json"
+level = "warning"
+"""
+
+
+def postroom_env(src: Path) -> dict[str, str]:
+    """The environment that makes `python -m daemon` import postroom from `src`."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("POSTROOM_CONFIG", None)
+    for key in list(env):
+        if key.startswith("POSTROOM_"):
+            env.pop(key)
+    env["PYTHONPATH"] = str(src)
+    return env
+
+
+def postroom_cli(root: Path, src: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "daemon", *args, "--config",
+                           str(root / "config.toml")], cwd=root, env=postroom_env(src),
+                          capture_output=True, text=True, timeout=120, check=True)
+
+
+def rcpt_code(port: int, address: str) -> int:
+    with smtplib.SMTP(HOST, port, timeout=10) as s:
+        s.ehlo("probe.bench.test")
+        s.mail("probe@sender.test")
+        return int(s.rcpt(address)[0])
+
+
+def start_postroom(root: Path, nice: int, src: Path, timeout: float = 60.0) -> Running:
+    smtp_port, http_port = free_port(), free_port()
+    (root / "config.toml").write_text(POSTROOM_CONFIG.format(
+        host=HOST, smtp_port=smtp_port, http_port=http_port))
+    proc, logs = _spawn("postroom", [*nice_prefix(nice), sys.executable, "-m", "daemon", "serve",
+                                     "--config", str(root / "config.toml")],
+                        root, env=postroom_env(src))
+    run = Running("postroom", proc, root, smtp_port, http_port, log_files=logs)
+    try:
+        wait_smtp_banner(smtp_port, proc, timeout)
+        deadline = time.monotonic() + timeout
+        import httpx
+        while True:  # the HTTP side answers /readyz once the database and the store do
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{run.http_url}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("postroom never became ready: " + " | ".join(run.log_tail()))
+            time.sleep(0.1)
+        out = postroom_cli(root, src, "agent", "add", "bench", "--address",
+                           f"*@{BENCH_DOMAIN}", "--json")
+        run.api_key = json.loads(out.stdout)["api_key"]
+        while rcpt_code(smtp_port, f"probe@{BENCH_DOMAIN}") != 250:
+            if time.monotonic() > deadline:
+                raise RuntimeError("postroom never accepted RCPT for the bench agent")
+            time.sleep(0.1)
+    except Exception:
+        run.stop()
+        raise
+    return run
+
+
+def start_target(name: str, nice: int, postroom_src: Path) -> Running:
+    """Start `name` in a fresh temp dir (removed by `cleanup`)."""
+    root = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    try:
+        if name == "postroom":
+            return start_postroom(root, nice, postroom_src)
+        if name == "smtp-sink":
+            return start_smtp_sink(root, nice)
+        if name == "aiosmtpd":
+            return start_aiosmtpd(root, nice)
+    except Exception:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    raise ValueError(f"unknown target {name}")
+
+
+def cleanup(run: Running) -> None:
+    shutil.rmtree(run.root, ignore_errors=True)
+
+
+class TreeSampler(threading.Thread):
+    """Samples RSS (summed over a process and its descendants) every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.interval = interval
+        self.peak_rss = 0
+        self.samples = 0
+        self._halt = threading.Event()
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            return [self.proc, *self.proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def rss(self) -> int:
+        total = 0
+        for p in self.tree():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                total += p.memory_info().rss
+        return total
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for p in self.tree():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.peak_rss = max(self.peak_rss, self.rss())
+            self.samples += 1
+            self._halt.wait(self.interval)
+
+    def stop(self) -> int:
+        self._halt.set()
+        if self.is_alive():
+            self.join()
+        self.peak_rss = max(self.peak_rss, self.rss())
+        return self.peak_rss
+
+
+def busy_cpu_s() -> float:
+    """Machine-wide CPU seconds this guest spent working since boot (all cores): user, nice,
+    system, irq, softirq. Not idle/iowait, not steal (the hypervisor's), and not guest time,
+    which Linux already counts in user."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0)
+                 + getattr(t, "softirq", 0.0))
+
+
+def steal_cpu_s() -> float:
+    """CPU seconds the hypervisor took from this VM since boot (all cores)."""
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
+
+
+def own_cpu_s() -> float:
+    t = psutil.Process().cpu_times()
+    return float(t.user + t.system)
+
+
+def wait_quiet(max_wait: float, threshold_pct: float) -> tuple[float, float]:
+    """Wait until the machine is idle-ish: under `threshold_pct` of one core busy for two 0.5 s
+    windows in a row, or `max_wait` seconds. Returns (seconds waited, last busy % seen)."""
+    t0 = time.monotonic()
+    quiet = 0
+    pct = 0.0
+    while time.monotonic() - t0 < max_wait:
+        b0, w0 = busy_cpu_s(), time.monotonic()
+        time.sleep(0.5)
+        pct = 100 * (busy_cpu_s() - b0) / (time.monotonic() - w0)
+        quiet = quiet + 1 if pct < threshold_pct else 0
+        if quiet >= 2:
+            break
+    return time.monotonic() - t0, pct
+
+
+def tool_versions() -> dict[str, Any]:
+    """Versions of what the benchmark depends on, for the report."""
+    from importlib import metadata
+    out: dict[str, Any] = {"python": sys.version.split()[0]}
+    for pkg in ("aiosmtpd", "uvloop", "httpx", "psutil", "py-spy", "sqlalchemy", "aiosqlite",
+                "uvicorn", "fastapi"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        dpkg = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "postfix"],
+                              capture_output=True, text=True, timeout=10)
+        if dpkg.returncode == 0:
+            out["postfix"] = dpkg.stdout.strip()
+    return out
