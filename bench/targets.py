@@ -136,23 +136,22 @@ def start_smtp_sink(root: Path, nice: int) -> Running:
     if not os.path.exists(exe):
         raise RuntimeError("smtp-sink not found: apt-get install postfix (No configuration)")
     port = free_port()
-    proc, logs = _spawn("smtp-sink", [*nice_prefix(nice), exe, "-u", "nobody",
-                                      f"{HOST}:{port}", "1024"], root)
-    run = Running("smtp-sink", proc, root, port, log_files=logs)
-    try:
-        wait_smtp_banner(port, proc)
-    except Exception:
-        run.stop()
-        raise
-    return run
+    return _start_sink("smtp-sink", [*nice_prefix(nice), exe, "-u", "nobody",
+                                     f"{HOST}:{port}", "1024"], root, port)
 
 
 def start_aiosmtpd(root: Path, nice: int) -> Running:
     port = free_port()
-    proc, logs = _spawn("aiosmtpd", [*nice_prefix(nice), sys.executable, "-m",
-                                     "bench.sink_aiosmtpd", "--port", str(port)],
-                        root, cwd=REPO)
-    run = Running("aiosmtpd", proc, root, port, log_files=logs)
+    return _start_sink("aiosmtpd", [*nice_prefix(nice), sys.executable, "-m",
+                                    "bench.sink_aiosmtpd", "--port", str(port)],
+                       root, port, cwd=REPO)
+
+
+def _start_sink(name: str, argv: list[str], root: Path, port: int,
+                cwd: Path | None = None) -> Running:
+    """Start a peer sink and wait for its banner; stop it again if it never greets."""
+    proc, logs = _spawn(name, argv, root, cwd=cwd)
+    run = Running(name, proc, root, port, log_files=logs)
     try:
         wait_smtp_banner(port, proc)
     except Exception:
