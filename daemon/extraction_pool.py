@@ -10,7 +10,13 @@ pool: the pool is rebuilt and the message's attempt fails as transient, to be re
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -26,6 +32,28 @@ def _warm() -> bool:
     return True
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: never outlive the daemon (ProcessPoolExecutor workers would).
+
+    The kernel's parent-death signal covers a SIGKILLed daemon on Linux; a watcher thread covers
+    everything else.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class ExtractionPool:
     """Runs `extract_message` away from the event loop."""
 
@@ -38,7 +66,8 @@ class ExtractionPool:
             return ThreadPoolExecutor(max_workers=2, thread_name_prefix="extract")
         # spawn, not fork: the parent has threads (aiosqlite, the store) and a running loop.
         return ProcessPoolExecutor(max_workers=self._processes,
-                                   mp_context=multiprocessing.get_context("spawn"))
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
 
     async def start(self) -> None:
         """Start the workers now, so the first message does not pay for it."""

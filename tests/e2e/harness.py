@@ -218,9 +218,12 @@ class Daemon:
             self.close_pipes()
 
     def close_pipes(self) -> None:
-        for t in self.pumps:
-            t.join(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
+        """Close the daemon's pipes once their readers saw EOF (never while one still reads)."""
+        for t, stream in zip(self.pumps, (self.proc.stdout, self.proc.stderr), strict=False):
+            t.join(10)
+            if t.is_alive():
+                raise AssertionError("a process still holds the daemon's output open: "
+                                     "a child outlived the daemon")
             if stream is not None:
                 stream.close()
 

@@ -175,3 +175,11 @@ def test_a_message_that_keeps_killing_extraction_is_failed_not_retried_forever(
         m = d.wait_message(agent["api_key"], msg_id)
         assert m["status"] == "failed"
         assert "never finished" in m["error"]
+
+
+def test_no_child_process_outlives_a_killed_daemon(fresh_root: Path) -> None:
+    fresh_root.mkdir(parents=True)
+    d = start_daemon(fresh_root, write_config(fresh_root))
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    d.close_pipes()  # raises if an extraction worker still holds the daemon's stdout
