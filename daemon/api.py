@@ -7,6 +7,7 @@ stack trace. The local store's signed URLs are served here too, under `/objects/
 
 
 import time
+from datetime import UTC, datetime
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -301,5 +302,4 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
 
 def _iso_ts(ts: float) -> str:
-    from datetime import UTC, datetime
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
