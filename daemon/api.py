@@ -7,8 +7,8 @@ stack trace. The local store's signed URLs are served here too, under `/objects/
 
 
 import time
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import structlog
