@@ -112,6 +112,8 @@ class SmtpConfig(_Section):
     proxy_protocol: bool = False
     timeout: PositiveDuration = 300.0
     max_connections: int = Field(default=500, ge=1)
+    # A message larger than this is spooled to a file while it arrives instead of held in memory.
+    spool_threshold: Size = 256 * 1024
 
     @field_validator("trusted_networks")
     @classmethod

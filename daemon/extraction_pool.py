@@ -10,6 +10,7 @@ pool: the pool is rebuilt and the message's attempt fails as transient, to be re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing
@@ -17,19 +18,81 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import structlog
 
 from extractors import Extraction, Limits, extract_message
 from storage.errors import TransientError
+from storage.spool import spool_name
 
 log = structlog.get_logger("postroom.extraction")
 
 
 def _warm() -> bool:
     return True
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """What a worker found, with every body and attachment's bytes in a spool file of its own.
+
+    `found` carries no bytes (parts' `data` and bodies' `text` are empty), so little crosses the
+    process boundary; `files` maps "text", "html" and each stored part's index (as a string) to
+    its file. The caller owns the files: it moves them into the store or removes them.
+    """
+
+    found: Extraction
+    files: dict[str, str]
+
+
+def _write_file(directory: Path, data: bytes) -> str:
+    path = spool_name(directory, "x")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    return str(path)
+
+
+def extract_to_files(source: bytes | str, limits: Limits, out_dir: str) -> Extracted:
+    """Extract the message in `source` (its bytes, or the path of a file holding them)."""
+    raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+    found = extract_message(raw, limits)
+    del raw
+    directory = Path(out_dir)
+    files: dict[str, str] = {}
+    try:
+        bodies = []
+        for body in (found.text_body, found.html_body):
+            if body is not None:
+                files[body.kind] = _write_file(directory,
+                                               body.text.encode("utf-8", "surrogatepass"))
+                body = replace(body, text="")
+            bodies.append(body)
+        parts = []
+        for part in found.attachments:
+            if part.outcome != "rejected":
+                files[str(part.index)] = _write_file(directory, part.data)
+            parts.append(replace(part, data=b""))
+    except BaseException:
+        remove_files(files)
+        raise
+    return Extracted(replace(found, text_body=bodies[0], html_body=bodies[1],
+                             attachments=tuple(parts)), files)
+
+
+def remove_files(files: dict[str, str]) -> None:
+    """Remove whatever of `files` is still there (the store may have taken some)."""
+    for path in files.values():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -54,6 +117,11 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _discard_result(future: Future[Extracted]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        remove_files(future.result().files)
+
+
 class ExtractionPool:
     """Runs `extract_message` away from the event loop."""
 
@@ -75,18 +143,36 @@ class ExtractionPool:
         await asyncio.gather(*(loop.run_in_executor(self._executor, _warm)
                                for _ in range(max(self._processes, 1))))
 
-    async def extract(self, raw: bytes, limits: Limits) -> Extraction:
-        """Extract one message; TransientError when the worker died under it."""
-        loop = asyncio.get_running_loop()
+    async def extract(self, source: bytes | Path, limits: Limits,
+                      out_dir: Path) -> Extracted:
+        """Extract one message into spool files under `out_dir`.
+
+        TransientError when the worker died under it; FileNotFoundError when `source` is a
+        path that does not exist. Cancelling the wait leaves the worker to finish, then removes
+        its files.
+        """
         executor = self._executor
+        arg = source if isinstance(source, bytes) else str(source)
         try:
-            return await loop.run_in_executor(executor, extract_message, raw, limits)
+            future: Future[Extracted] = executor.submit(extract_to_files, arg, limits,
+                                                        str(out_dir))
         except BrokenProcessPool as e:
-            if executor is self._executor:  # the first to notice rebuilds the pool
-                log.error("extraction.worker_died")
-                executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = self._make()
+            self._rebuild(executor)
             raise TransientError("the extraction process died") from e
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_discard_result)
+            raise
+        except BrokenProcessPool as e:
+            self._rebuild(executor)
+            raise TransientError("the extraction process died") from e
+
+    def _rebuild(self, executor: Executor) -> None:
+        if executor is self._executor:  # the first to notice rebuilds the pool
+            log.error("extraction.worker_died")
+            executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._make()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -29,6 +29,7 @@ from storage.errors import TransientError
 from storage.group_commit import GroupCommit
 from storage.models import RECEIVED, Message, Recipient
 from storage.objects import ObjectStore, raw_key
+from storage.spool import Spool, Spooler
 
 log = structlog.get_logger("postroom.ingest")
 
@@ -53,12 +54,20 @@ class Accepted:
     duplicate: bool
 
 
-def dedupe_key(content: bytes, recipients: Sequence[Resolved]) -> str:
-    """SHA-256 over the bytes as received and the sorted envelope recipients."""
-    h = hashlib.sha256(content)
+def dedupe_key(body_sha256: str, recipients: Sequence[Resolved]) -> str:
+    """SHA-256 over the digest of the bytes as received and the sorted envelope recipients."""
+    h = hashlib.sha256(body_sha256.encode("ascii"))
     for addr in sorted({r.address for r in recipients}):
         h.update(b"\x00" + addr.encode("utf-8", "surrogateescape"))
     return h.hexdigest()
+
+
+@dataclass
+class Incoming:
+    """A message while its DATA arrives: its id is chosen and its trace header written first."""
+
+    message_id: str
+    spool: Spool
 
 
 def _header_safe(text: str, limit: int = 200) -> str:
@@ -80,8 +89,9 @@ class Ingest:
     """Stores accepted messages durably and hands their ids to the pipeline."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], writer: GroupCommit,
-                 store: ObjectStore, hostname: str, dedupe_window: float,
+                 store: ObjectStore, spooler: Spooler, hostname: str, dedupe_window: float,
                  on_accepted: Callable[[str], None]) -> None:
+        self._spooler = spooler
         self._sessions = sessions
         self._writer = writer
         self._store = store
@@ -90,14 +100,20 @@ class Ingest:
         self._on_accepted = on_accepted
         self._inflight: set[asyncio.Task[Accepted]] = set()
 
-    async def accept(self, delivery: Delivery, content: bytes) -> Accepted:
-        """Make `content` durable for `delivery`; raises TransientError when we cannot.
+    def begin(self, delivery: Delivery) -> Incoming:
+        """Start receiving one message for `delivery`; its bytes go to the returned spool."""
+        message_id = new_message_id()
+        header = received_header(delivery, self._hostname, message_id, time.time())
+        return Incoming(message_id, self._spooler.open(header))
+
+    async def accept(self, delivery: Delivery, incoming: Incoming) -> Accepted:
+        """Make the spooled message durable; raises TransientError when we cannot.
 
         The work runs in a task of its own, shielded from the caller: a client that hangs up, an
         idle timer or a drain deadline may cancel the SMTP side, but never a half-done durable
         write (which would leave a committed row without its raw object, or the reverse).
         """
-        task = asyncio.create_task(self._accept(delivery, content))
+        task = asyncio.create_task(self._accept(delivery, incoming))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         return await asyncio.shield(task)
@@ -129,24 +145,26 @@ class Ingest:
             found = await session.exec(select(Message.seq).where(Message.id == message_id))
             return found.first() is not None
 
-    async def _accept(self, delivery: Delivery, content: bytes) -> Accepted:
-        key = dedupe_key(content, delivery.recipients)
-        # No read first: the unique dedupe key makes the insert itself the redelivery check, so
-        # the common case costs one write; a redelivery costs a raw put and its removal.
-        return await self._accept_once(delivery, content, key, retry_on_conflict=True)
-
-    async def _accept_once(self, delivery: Delivery, content: bytes, key: str,
-                           retry_on_conflict: bool) -> Accepted:
-        message_id = new_message_id()
-        now = time.time()
-        raw = received_header(delivery, self._hostname, message_id, now) + content
+    async def _accept(self, delivery: Delivery, incoming: Incoming) -> Accepted:
+        spooled = incoming.spool.finish()
+        message_id = incoming.message_id
         rkey = raw_key(message_id)
-        await self._store.put(rkey, raw, "message/rfc822")  # fails clean: temp file, then rename
+        try:
+            # Fails clean: a temp file renamed into place, or the spool file moved.
+            if spooled.data is not None:
+                await self._store.put(rkey, spooled.data, "message/rfc822")
+            else:
+                assert spooled.path is not None
+                await self._store.put_files([(rkey, spooled.path)])
+        finally:
+            if spooled.path is not None:
+                spooled.path.unlink(missing_ok=True)
+        key = dedupe_key(spooled.body_sha256, delivery.recipients)
         mail_from = "" if delivery.mail_from == "<>" else delivery.mail_from
         row = {
             "id": message_id, "dedupe_key": key, "status": RECEIVED, "mail_from": mail_from,
-            "peer": delivery.peer[:100], "size": len(raw), "raw_key": rkey,
-            "raw_sha256": hashlib.sha256(raw).hexdigest(), "received_at": utcnow(),
+            "peer": delivery.peer[:100], "size": spooled.size, "raw_key": rkey,
+            "raw_sha256": spooled.sha256, "received_at": utcnow(),
             "attempts": 0, "attachment_count": 0, "defects": "[]",
         }
         recipients = list({r.address: r for r in delivery.recipients}.values())
@@ -162,26 +180,29 @@ class Ingest:
                  "address": r.address, "tag": r.tag} for r in recipients])
             return True
 
-        try:
-            inserted = await self._writer.write(insert)
-        except Exception:
-            # Remove the object only when we know no row points at it: a commit whose outcome is
-            # unknown (a connection lost during COMMIT) may have succeeded.
+        # No read first: the unique dedupe key makes the insert itself the redelivery check, so
+        # the common case costs one write; a redelivery costs a raw put and its removal.
+        for _ in range(2):
             try:
-                if not await self._row_exists(message_id):
-                    await self._store.delete(rkey)
+                inserted = await self._writer.write(insert)
             except Exception:
-                log.warning("ingest.orphan_raw", message_id=message_id)
-            raise
-        if not inserted:
+                # Remove the object only when we know no row points at it: a commit whose
+                # outcome is unknown (a connection lost during COMMIT) may have succeeded.
+                try:
+                    if not await self._row_exists(message_id):
+                        await self._store.delete(rkey)
+                except Exception:
+                    log.warning("ingest.orphan_raw", message_id=message_id)
+                raise
+            if inserted:
+                self._on_accepted(message_id)
+                return Accepted(message_id, duplicate=False)
             # A message with these bytes and recipients exists: a relay's retry, or the same
-            # bytes racing on another connection. Outside the window it gives its key up.
-            await self._store.delete(rkey)
+            # bytes racing on another connection. Outside the window it gives its key up, and
+            # the insert is tried once more.
             existing = await self._existing(key)
             if existing is not None:
+                await self._store.delete(rkey)
                 return Accepted(existing, duplicate=True)
-            if retry_on_conflict:
-                return await self._accept_once(delivery, content, key, retry_on_conflict=False)
-            raise TransientError("a concurrent delivery of the same message did not finish")
-        self._on_accepted(message_id)
-        return Accepted(message_id, duplicate=False)
+        await self._store.delete(rkey)
+        raise TransientError("a concurrent delivery of the same message did not finish")

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import utcnow
-from daemon.extraction_pool import ExtractionPool
+from daemon.extraction_pool import ExtractionPool, remove_files
 from daemon.ids import new_attachment_id
 from daemon.leases import claim_message, find_claimable, release_lease, renew_lease
 from extractors import Extraction, Limits, Part
@@ -228,15 +229,27 @@ class Pipeline:
         async with self._sessions() as session, translated_errors():
             raw_key = (await session.execute(
                 select(MESSAGES.c.raw_key).where(MESSAGES.c.id == message_id))).scalar_one()
+        # The worker reads the raw object itself when it is a local file: the message's bytes
+        # never pass through this process.
+        source: bytes | Path | None = self._store.local_path(raw_key)
         try:
-            raw = await self._store.get(raw_key)
-        except ObjectNotFound as e:
+            if source is None:
+                source = await self._store.get(raw_key)
+            result = await self._extraction.extract(source, self.settings.limits,
+                                                    self._store.spool_dir)
+        except (ObjectNotFound, FileNotFoundError) as e:
             raise PermanentError(f"raw object missing: {raw_key}") from e
-        found = await self._extraction.extract(raw, self.settings.limits)
-        del raw
-        ids = await self._record_pending(message_id, found)
-        await self._store_objects(message_id, found)
-        await self._record_terminal(message_id, found, ids)
+        del source
+        found = result.found
+        try:
+            ids = await self._record_pending(message_id, found)
+            await self._store.put_files([
+                (body_key(message_id, slot) if slot in ("text", "html")
+                 else attachment_key(message_id, int(slot)), Path(path))
+                for slot, path in result.files.items()])
+            await self._record_terminal(message_id, found, ids)
+        finally:
+            remove_files(result.files)
 
     async def _record_pending(self, message_id: str, found: Extraction) -> list[str]:
         """Write every attachment as `pending` (ids kept from an earlier attempt); return ids."""
@@ -275,24 +288,6 @@ class Pipeline:
             log.info("attachment.state", message_id=message_id, attachment_id=att_id,
                      index=part.index, status=PENDING, size=part.size)
         return ids
-
-    async def _store_objects(self, message_id: str, found: Extraction) -> None:
-        limit = asyncio.Semaphore(8)
-
-        async def put(key: str, data: bytes, content_type: str) -> None:
-            async with limit:
-                await self._store.put(key, data, content_type)
-
-        async with asyncio.TaskGroup() as tg:
-            for body in (found.text_body, found.html_body):
-                if body is not None:
-                    tg.create_task(put(body_key(message_id, body.kind),
-                                       body.text.encode("utf-8", "surrogatepass"),
-                                       f"{body.content_type}; charset=utf-8"))
-            for part in found.attachments:
-                if part.outcome != "rejected":
-                    tg.create_task(put(attachment_key(message_id, part.index), part.data,
-                                       part.content_type))
 
     async def _record_terminal(self, message_id: str, found: Extraction,
                                ids: Sequence[str]) -> None:

@@ -40,6 +40,7 @@ from storage.group_commit import GroupCommit
 from storage.local import LocalStore, load_or_create_secret
 from storage.objects import ObjectStore
 from storage.presign import UrlSigner
+from storage.spool import Spooler, clear_stale
 
 log = structlog.get_logger("postroom.server")
 
@@ -153,6 +154,9 @@ async def serve(config: Config) -> int:
     directory = Directory(sessions, config.pipeline.directory_refresh)
     await directory.reload()
     notifier = Notifier()
+    stale = clear_stale(store.spool_dir)  # before any worker process writes there
+    if stale:
+        log.info("daemon.spool_cleared", files=stale)
     extraction = ExtractionPool(config.pipeline.extract_processes)
     await extraction.start()
     p = config.pipeline
@@ -162,7 +166,8 @@ async def serve(config: Config) -> int:
                          Limits(config.limits.max_attachment_size, config.limits.max_parts,
                                 config.limits.max_depth)),
         sessions, writer, store, extraction, node_id, notifier)
-    ingest = Ingest(sessions, writer, store, config.smtp.hostname, p.dedupe_window,
+    spooler = Spooler(store.spool_dir, config.smtp.spool_threshold)
+    ingest = Ingest(sessions, writer, store, spooler, config.smtp.hostname, p.dedupe_window,
                     on_accepted=pipeline.submit)
     counters = SmtpCounters()
     handler = PostroomHandler(directory, ingest, config.smtp.max_message_size,
@@ -229,6 +234,7 @@ async def serve(config: Config) -> int:
     await asyncio.gather(*tasks, return_exceptions=True)
     stopper.cancel()
     extraction.close()
+    spooler.close()
     await store.close()
     await engine.dispose()
     log.info("daemon.stopped", status=status)

@@ -20,12 +20,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from daemon import policy
 from daemon.directory import Directory, Resolved
+from daemon.framing import Unstuffer
 from daemon.ingest import Delivery, Ingest
 from storage.errors import TransientError
+from storage.spool import Spool
 
 log = structlog.get_logger("postroom.smtp")
 
-_END = b"\r\n.\r\n"
 _CHUNK = 1 << 18  # how much DATA we take from the reader at a time
 
 
@@ -156,40 +157,45 @@ class PostroomSMTP(SMTP):
             return
         await super()._handle_client()
 
-    async def _read_data(self, limit: int) -> tuple[bytes | None, int]:
-        """Read DATA up to the end marker: (unstuffed content or None if over `limit`, size)."""
+    async def _read_data(self, limit: int, spool: Spool) -> tuple[str, int]:
+        """Read DATA up to the end marker into `spool`: ("ok" | "too_big" | "failed", size).
+
+        The message never sits whole in memory: each chunk is unstuffed and handed on, keeping
+        back only a tail that may hold the start of the end marker or of a stuffed line.
+        `size` counts unstuffed bytes; past `limit` (or after a spool error) the rest is read
+        and dropped, so the connection stays in step with the client.
+        """
         reader = self._reader
         # A larger reader limit lets the transport deliver big chunks instead of pausing every
         # two kilobytes; restored after DATA so command lines stay bounded.
         saved_limit = reader._limit  # type: ignore[attr-defined]
         reader._limit = max(saved_limit, _CHUNK)  # type: ignore[attr-defined]
-        buf = bytearray(b"\r\n")  # the CRLF that ended the DATA command starts the first line
-        too_big = False
+        framing = Unstuffer()
         size = 0
+        state = "ok"
         try:
             while True:
                 chunk = await reader.read(_CHUNK)
                 if not chunk:
                     raise ConnectionResetError("connection closed during DATA")
                 self._reset_timeout()
-                start = max(0, len(buf) - 4)
-                buf += chunk
-                end = buf.find(_END, start)
-                if end < 0:
-                    if too_big or len(buf) - 2 > limit:
-                        too_big = True
-                        size += len(buf) - 4
-                        del buf[:-4]  # keep only what may begin the end marker
-                    continue
-                leftover = bytes(buf[end + 5:])
-                if leftover:
+                out = framing.feed(chunk)
+                if framing.done and framing.leftover:
                     # Pipelined commands after the final dot belong to the command loop.
-                    reader._buffer[0:0] = leftover  # type: ignore[attr-defined]
-                del buf[end + 2:]
-                size += len(buf) - 2
-                if too_big or size > limit:
-                    return None, size
-                return bytes(buf).replace(b"\r\n.", b"\r\n")[2:], size
+                    reader._buffer[0:0] = framing.leftover  # type: ignore[attr-defined]
+                size += len(out)
+                if state == "ok" and size > limit:
+                    state = "too_big"
+                    spool.discard()
+                if state == "ok" and out:
+                    try:
+                        await spool.write(out)
+                    except OSError as e:
+                        log.warning("smtp.spool_failed", error=e.strerror or str(e))
+                        state = "failed"
+                        spool.discard()
+                if framing.done:
+                    return state, size
         finally:
             reader._limit = saved_limit  # type: ignore[attr-defined]
 
@@ -219,25 +225,32 @@ class PostroomSMTP(SMTP):
         assert self.envelope is not None and self.session is not None
         started = time.monotonic()
         peer_text = _peer_text(self.session)
+        delivery = Delivery(
+            mail_from=self.envelope.mail_from or "",
+            recipients=tuple(self.envelope.resolved),  # type: ignore[attr-defined]
+            peer=peer_text, helo=self.session.host_name or "unknown",
+            protocol=self._handler.protocol_name)
+        incoming = self._handler.ingest.begin(delivery)
         try:
-            content, size = await self._read_data(self._handler.max_size)
+            state, size = await self._read_data(self._handler.max_size, incoming.spool)
         except (asyncio.CancelledError, ConnectionError):
+            incoming.spool.discard()
             log.info("smtp.transaction", message_id=None, peer=peer_text, size=None,
                      recipients=len(self.envelope.rcpt_tos), result="aborted",
                      duration_ms=round((time.monotonic() - started) * 1000, 2))
             raise
+        except BaseException:
+            incoming.spool.discard()
+            raise
         self._counters.bytes_received += size
         message_id = None
-        if content is None:
+        if state == "too_big":
             reply = policy.MESSAGE_TOO_BIG
+        elif state == "failed":
+            reply = policy.TRY_LATER
         else:
-            delivery = Delivery(
-                mail_from=self.envelope.mail_from or "",
-                recipients=tuple(self.envelope.resolved),  # type: ignore[attr-defined]
-                peer=peer_text, helo=self.session.host_name or "unknown",
-                protocol=self._handler.protocol_name)
             try:
-                accepted = await self._handler.ingest.accept(delivery, content)
+                accepted = await self._handler.ingest.accept(delivery, incoming)
                 message_id = accepted.message_id
                 reply = f"250 2.0.0 Ok: queued as {message_id}"
             except asyncio.CancelledError:

@@ -10,11 +10,12 @@ runs in a small thread pool of its own, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,6 +81,10 @@ class LocalStore:
         self._durable: dict[Path, None] = {}  # insertion-ordered: oldest evicted first
         for top in ("raw", "inbound"):
             self._durable_dir(self.root / top)
+        # Spool files live on the store's filesystem, so that one becomes an object by rename.
+        # Keys never start with ".", so no key can reach this directory.
+        self.spool_dir = self.root / ".spool"
+        self.spool_dir.mkdir(exist_ok=True)
 
     def path_for(self, key: str) -> Path:
         """The file behind `key`; InvalidKey for anything that is not ours or escapes the root.
@@ -148,6 +153,29 @@ class LocalStore:
         if self._barrier is None:
             _fsync_dir(parent)
 
+    def _move_sync(self, items: Sequence[tuple[str, Path]]) -> None:
+        """Rename each finished file into place (fsyncs unless a barrier will sync them all)."""
+        for key, source in items:
+            path = self.path_for(key)
+            self._durable_dir(path.parent)
+            if self._barrier is None:
+                fd = os.open(source, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            try:
+                os.replace(source, path)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                # Not on our filesystem: copy in, then drop the source.
+                self._put_sync(key, source.read_bytes())
+                source.unlink(missing_ok=True)
+                continue
+            if self._barrier is None:
+                _fsync_dir(path.parent)
+
     def _get_sync(self, key: str) -> bytes:
         try:
             return self.path_for(key).read_bytes()
@@ -164,6 +192,18 @@ class LocalStore:
         await self._run(self._put_sync, key, data)
         if self._barrier is not None:
             await self._barrier.sync()
+
+    async def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        """Store each file durably under its key, consuming (moving) the file."""
+        if not items:
+            return
+        await self._run(self._move_sync, items)
+        if self._barrier is not None:
+            await self._barrier.sync()
+
+    def local_path(self, key: str) -> Path | None:
+        """The file that holds `key`, for readers in other processes."""
+        return self.path_for(key)
 
     async def get(self, key: str) -> bytes:
         return await self._run(self._get_sync, key)

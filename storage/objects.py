@@ -7,7 +7,9 @@ Keys are built by `object_keys`, from ids only: never from a name found in a mes
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from storage.errors import InvalidKey
@@ -39,6 +41,19 @@ class ObjectStore(Protocol):
     async def put(self, key: str, data: bytes,
                   content_type: str = "application/octet-stream") -> None:
         """Store `data` durably under `key`; returns only once it would survive a crash."""
+
+    async def put_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        """Store each `(key, file)` durably, consuming the files (moved or uploaded, then gone).
+
+        The files are spool files in `spool_dir`, which the store owns.
+        """
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where bytes on their way into this store are spooled."""
+
+    def local_path(self, key: str) -> Path | None:
+        """A file other processes may read the object from, or None if there is none."""
 
     async def get(self, key: str) -> bytes:
         """Return the object's bytes; ObjectNotFound when absent."""

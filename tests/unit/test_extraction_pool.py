@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from daemon.extraction_pool import ExtractionPool
+from daemon.extraction_pool import ExtractionPool, remove_files
 from extractors import Limits, extract_message
 from storage.errors import TransientError
 
@@ -18,18 +21,59 @@ MESSAGE = (b"From: a@b.test\r\nSubject: hi\r\nMIME-Version: 1.0\r\n"
            b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQ=\r\n--b--\r\n")
 
 
-async def test_worker_results_equal_in_process_results() -> None:
+async def test_worker_results_equal_in_process_results(tmp_path: Path) -> None:
     pool = ExtractionPool(1)
     try:
         await pool.start()
-        got = await pool.extract(MESSAGE, Limits())
+        got = await pool.extract(MESSAGE, Limits(), tmp_path)
     finally:
         pool.close()
-    assert got == extract_message(MESSAGE, Limits())
-    assert got.attachments[0].file_name == "x.pdf"
+    expected = extract_message(MESSAGE, Limits())
+    # The bytes travel as files, the records without them.
+    assert got.found.attachments[0].file_name == "x.pdf"
+    assert got.found.attachments[0].data == b""
+    assert got.found == replace(expected, text_body=replace(expected.text_body, text=""),
+                                attachments=tuple(replace(p, data=b"")
+                                                  for p in expected.attachments))
+    assert sorted(got.files) == ["0", "text"]
+    assert Path(got.files["0"]).read_bytes() == expected.attachments[0].data
+    assert Path(got.files["text"]).read_bytes() == b"body"
+    assert all(Path(f).parent == tmp_path for f in got.files.values())
 
 
-async def test_a_killed_worker_fails_one_attempt_and_the_pool_recovers() -> None:
+async def test_a_file_source_is_read_by_the_worker(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.eml"
+    raw.write_bytes(MESSAGE)
+    pool = ExtractionPool(1)
+    try:
+        got = await pool.extract(raw, Limits(), tmp_path)
+        with pytest.raises(FileNotFoundError):
+            await pool.extract(tmp_path / "gone.eml", Limits(), tmp_path)
+    finally:
+        pool.close()
+    assert got.found.headers.subject == "hi"
+    remove_files(got.files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.eml"]
+
+
+async def test_a_cancelled_wait_leaves_no_files(tmp_path: Path) -> None:
+    pool = ExtractionPool(0)
+    try:
+        task = asyncio.create_task(pool.extract(MESSAGE * 2000, Limits(), tmp_path))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(200):
+            if not list(tmp_path.iterdir()):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        pool.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_killed_worker_fails_one_attempt_and_the_pool_recovers(tmp_path: Path) -> None:
     pool = ExtractionPool(1)
     try:
         await pool.start()
@@ -39,8 +83,8 @@ async def test_a_killed_worker_fails_one_attempt_and_the_pool_recovers() -> None
             os.kill(pid, signal.SIGKILL)
         with pytest.raises(TransientError):
             for _ in range(50):  # the pool notices the death on the next submission
-                await pool.extract(MESSAGE, Limits())
-        again = await pool.extract(MESSAGE, Limits())
-        assert again.headers.subject == "hi"
+                await pool.extract(MESSAGE, Limits(), tmp_path)
+        again = await pool.extract(MESSAGE, Limits(), tmp_path)
+        assert again.found.headers.subject == "hi"
     finally:
         pool.close()
