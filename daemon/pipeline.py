@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,7 +27,6 @@ from daemon.extraction_pool import ExtractionPool, remove_files
 from daemon.ids import new_attachment_id
 from daemon.leases import claim_message, find_claimable, release_lease, renew_lease
 from extractors import Extraction, Limits, Part
-from storage.db import translated_errors
 from storage.errors import ObjectNotFound, PermanentError, TransientError
 from storage.group_commit import GroupCommit
 from storage.models import (
@@ -39,9 +38,13 @@ from storage.models import (
     Attachment,
     Message,
 )
-from storage.objects import ObjectStore, attachment_key, body_key
+from storage.objects import ObjectStore, attachment_key, body_key, raw_key
 
 log = structlog.get_logger("postroom.pipeline")
+
+# Attachments totalling more than this are recorded `pending` before their bytes are stored;
+# smaller ones go straight to their final state in one write.
+PENDING_FIRST_ABOVE = 8 * 1024 * 1024
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 ATTACHMENTS = Attachment.__table__  # type: ignore[attr-defined]
@@ -63,6 +66,14 @@ class Notifier:
         event = self._events.setdefault(message_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), within)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease to write with a new message's row."""
+
+    owner: str
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -96,23 +107,48 @@ class Pipeline:
         self._extraction = extraction
         self._node = node_id
         self._notifier = notifier
-        self._queue: asyncio.Queue[str] = asyncio.Queue(settings.queue_size)
+        # (message id, when this node claimed it at ingest, or None when a worker must claim)
+        self._queue: asyncio.Queue[tuple[str, float | None]] = asyncio.Queue()
         self._queued: set[str] = set()
+        self._reserved = 0  # places promised to messages being inserted with our lease
         self.busy = 0
 
     @property
     def depth(self) -> int:
         return self._queue.qsize()
 
+    def _room(self) -> bool:
+        return self._queue.qsize() + self._reserved < self.settings.queue_size
+
     def submit(self, message_id: str) -> None:
         """Queue a message; when the queue is full the sweeper will find it instead."""
         if message_id in self._queued:
             return
-        try:
-            self._queue.put_nowait(message_id)
-            self._queued.add(message_id)
-        except asyncio.QueueFull:
+        if not self._room():
             log.warning("pipeline.queue_full", message_id=message_id)
+            return
+        self._queue.put_nowait((message_id, None))
+        self._queued.add(message_id)
+
+    def reserve(self) -> Lease | None:
+        """A lease for a message about to be inserted, with its place in the queue kept.
+
+        Ingest writes the lease with the row, which saves the claim's commit; the caller then
+        calls `claimed` or, if no row was inserted, `unreserve`.
+        """
+        if not self._room():
+            return None
+        self._reserved += 1
+        return Lease(self._node, utcnow() + timedelta(seconds=self.settings.lease))
+
+    def unreserve(self) -> None:
+        self._reserved -= 1
+
+    def claimed(self, message_id: str) -> None:
+        """The row of `message_id` was committed with the lease from `reserve`."""
+        self._reserved -= 1
+        self._queue.put_nowait((message_id, time.monotonic()))
+        self._queued.add(message_id)
 
     async def run(self) -> None:
         """Run the workers and the sweeper until cancelled."""
@@ -135,21 +171,31 @@ class Pipeline:
 
     async def _worker(self) -> None:
         while True:
-            message_id = await self._queue.get()
+            message_id, claimed_at = await self._queue.get()
             self._queued.discard(message_id)
             self.busy += 1
             try:
-                await self.process(message_id)
+                await self.process(message_id, claimed_at)
             except Exception:
                 log.exception("pipeline.worker_error", message_id=message_id)
             finally:
                 self.busy -= 1
 
-    async def process(self, message_id: str) -> None:
-        """Claim and extract one message; on a transient failure release it for a later retry."""
+    async def process(self, message_id: str, claimed_at: float | None = None) -> None:
+        """Claim and extract one message; on a transient failure release it for a later retry.
+
+        `claimed_at` is set when ingest inserted the row with this node's lease (first attempt);
+        a lease that has aged in the queue is renewed first, and given up if it is not ours.
+        """
         try:
-            attempt = await claim_message(self._writer, message_id, self._node,
-                                          self.settings.lease)
+            if claimed_at is None:
+                attempt = await claim_message(self._writer, message_id, self._node,
+                                              self.settings.lease)
+            elif time.monotonic() - claimed_at < self.settings.lease / 3 or \
+                    await renew_lease(self._writer, message_id, self._node, self.settings.lease):
+                attempt = 1
+            else:
+                attempt = None
         except TransientError as e:
             log.warning("pipeline.claim_failed", message_id=message_id, error=str(e))
             return
@@ -226,36 +272,57 @@ class Pipeline:
             log.warning("pipeline.fail_not_recorded", message_id=message_id, error=str(e))
 
     async def _extract_and_store(self, message_id: str) -> None:
-        async with self._sessions() as session, translated_errors():
-            raw_key = (await session.execute(
-                select(MESSAGES.c.raw_key).where(MESSAGES.c.id == message_id))).scalar_one()
+        rkey = raw_key(message_id)
         # The worker reads the raw object itself when it is a local file: the message's bytes
         # never pass through this process.
-        source: bytes | Path | None = self._store.local_path(raw_key)
+        source: bytes | Path | None = self._store.local_path(rkey)
         try:
             if source is None:
-                source = await self._store.get(raw_key)
+                source = await self._store.get(rkey)
             result = await self._extraction.extract(source, self.settings.limits,
                                                     self._store.spool_dir)
         except (ObjectNotFound, FileNotFoundError) as e:
-            raise PermanentError(f"raw object missing: {raw_key}") from e
+            raise PermanentError(f"raw object missing: {rkey}") from e
         del source
         found = result.found
         try:
-            ids = await self._record_pending(message_id, found)
+            to_store = sum(p.size for p in found.attachments if p.outcome != "rejected")
+            if to_store > PENDING_FIRST_ABOVE:
+                # Storing will take a while: let agents see the attachments as pending first.
+                await self._record(message_id, found, final=False)
             await self._store.put_files([
                 (body_key(message_id, slot) if slot in ("text", "html")
                  else attachment_key(message_id, int(slot)), Path(path))
                 for slot, path in result.files.items()])
-            await self._record_terminal(message_id, found, ids)
+            await self._record(message_id, found, final=True)
         finally:
             remove_files(result.files)
 
-    async def _record_pending(self, message_id: str, found: Extraction) -> list[str]:
-        """Write every attachment as `pending` (ids kept from an earlier attempt); return ids."""
+    async def _record(self, message_id: str, found: Extraction, final: bool) -> None:
+        """Write the message's attachment rows and headers in one transaction.
+
+        Not `final`: every attachment `pending`. `final` (its bytes are stored): each one
+        terminal, and the message too, its lease released. Attachment ids survive retries.
+        """
         now = utcnow()
         h = found.headers
         c = ATTACHMENTS.c
+        states = [_part_status(p) if final else (PENDING, None) for p in found.attachments]
+        message: dict[str, Any] = {
+            "from_header": h.from_, "to_header": h.to, "cc_header": h.cc,
+            "subject": h.subject, "date_header": h.date, "message_id_header": h.message_id,
+            "in_reply_to": h.in_reply_to, "references_header": h.references,
+            "attachment_count": len(found.attachments),
+            "defects": json.dumps(list(found.defects)),
+        }
+        if final:
+            message.update(
+                status=READY if all(st == READY for st, _ in states) else PARTIAL,
+                processed_at=now, lease_owner=None, lease_expires_at=None, error=None)
+            for body in (found.text_body, found.html_body):
+                if body is not None:
+                    message[f"{body.kind}_key"] = body_key(message_id, body.kind)
+                    message[f"{body.kind}_size"] = body.size
 
         async def record(conn: AsyncConnection) -> list[str]:
             earlier: dict[int, str] = {int(i): str(a) for i, a in (await conn.execute(
@@ -264,66 +331,28 @@ class Pipeline:
                 await conn.execute(delete(ATTACHMENTS).where(c.message_id == message_id))
             rows = [{
                 "id": earlier.get(p.index) or new_attachment_id(), "message_id": message_id,
-                "index": p.index, "status": PENDING, "file_name": p.file_name,
+                "index": p.index, "status": status, "file_name": p.file_name,
                 "original_file_name": p.original_file_name, "content_type": p.content_type[:255],
                 "detected_content_type": p.detected_content_type or None,
                 "content_type_mismatch": p.content_type_mismatch, "disposition": p.disposition,
                 "content_id": p.content_id, "size": p.size, "sha256": p.sha256,
                 "parent": p.parent, "path": p.path[:255], "source": p.source,
-                "encrypted": False, "encryption": None, "error": None,
-                "defects": json.dumps(list(p.defects)), "object_key": None,
-                "created_at": now, "ready_at": None,
-            } for p in found.attachments]
+                "encrypted": False, "encryption": None, "error": error,
+                "defects": json.dumps(list(p.defects)),
+                "object_key": attachment_key(message_id, p.index)
+                if final and p.outcome != "rejected" else None,
+                "created_at": now, "ready_at": now if status == READY else None,
+            } for p, (status, error) in zip(found.attachments, states, strict=True)]
             if rows:
                 await conn.execute(ATTACHMENTS.insert(), rows)
-            await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id).values(
-                from_header=h.from_, to_header=h.to, cc_header=h.cc, subject=h.subject,
-                date_header=h.date, message_id_header=h.message_id, in_reply_to=h.in_reply_to,
-                references_header=h.references, attachment_count=len(rows),
-                defects=json.dumps(list(found.defects))))
+            await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id)
+                               .values(**message))
             return [str(r["id"]) for r in rows]
 
         ids: list[str] = await self._writer.write(record)
-        for part, att_id in zip(found.attachments, ids, strict=True):
+        for part, att_id, (status, error) in zip(found.attachments, ids, states, strict=True):
             log.info("attachment.state", message_id=message_id, attachment_id=att_id,
-                     index=part.index, status=PENDING, size=part.size)
-        return ids
-
-    async def _record_terminal(self, message_id: str, found: Extraction,
-                               ids: Sequence[str]) -> None:
-        now = utcnow()
-        updates = []
-        for part, att_id in zip(found.attachments, ids, strict=True):
-            status, error = _part_status(part)
-            updates.append({
-                "b_id": att_id, "b_status": status, "b_error": error,
-                "b_key": None if part.outcome == "rejected" else attachment_key(message_id,
-                                                                               part.index),
-                "b_ready": now if status == READY else None,
-            })
-        message: dict[str, Any] = {
-            "status": READY if all(u["b_status"] == READY for u in updates) else PARTIAL,
-            "processed_at": now, "lease_owner": None, "lease_expires_at": None, "error": None,
-        }
-        for body in (found.text_body, found.html_body):
-            if body is not None:
-                message[f"{body.kind}_key"] = body_key(message_id, body.kind)
-                message[f"{body.kind}_size"] = body.size
-        c = ATTACHMENTS.c
-
-        async def record(conn: AsyncConnection) -> None:
-            if updates:
-                await conn.execute(
-                    update(ATTACHMENTS).where(c.id == bindparam("b_id")).values(
-                        status=bindparam("b_status"), error=bindparam("b_error"),
-                        object_key=bindparam("b_key"), ready_at=bindparam("b_ready")),
-                    updates)
-            await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id)
-                               .values(**message))
-
-        await self._writer.write(record)
-        for part, u in zip(found.attachments, updates, strict=True):
-            log.info("attachment.state", message_id=message_id, attachment_id=u["b_id"],
-                     index=part.index, status=u["b_status"], size=part.size, error=u["b_error"])
-        log.info("message.state", message_id=message_id, status=message["status"],
-                 attachments=len(updates))
+                     index=part.index, status=status, size=part.size, error=error)
+        if final:
+            log.info("message.state", message_id=message_id, status=message["status"],
+                     attachments=len(ids))

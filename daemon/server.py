@@ -168,7 +168,7 @@ async def serve(config: Config) -> int:
         sessions, writer, store, extraction, node_id, notifier)
     spooler = Spooler(store.spool_dir, config.smtp.spool_threshold)
     ingest = Ingest(sessions, writer, store, spooler, config.smtp.hostname, p.dedupe_window,
-                    on_accepted=pipeline.submit)
+                    jobs=pipeline)
     counters = SmtpCounters()
     handler = PostroomHandler(directory, ingest, config.smtp.max_message_size,
                               config.smtp.max_recipients,
