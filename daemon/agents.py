@@ -121,7 +121,8 @@ async def remove_agent(sessions: async_sessionmaker[AsyncSession], ref: str) -> 
 
 async def rotate_key(sessions: async_sessionmaker[AsyncSession],
                      ref: str) -> tuple[AgentInfo, str]:
-    """Give the agent a new key; the old one stops working at once."""
+    """Give the agent a new key; running daemons refuse the old one within 2 s (their key
+    cache, `daemon/keycache.py`)."""
     key = new_api_key()
     async with sessions() as session, translated_errors():
         agent = (await session.exec(select(Agent).where(
@@ -138,12 +139,5 @@ async def rotate_key(sessions: async_sessionmaker[AsyncSession],
     return info, key
 
 
-async def agent_for_key(session: AsyncSession, key: str) -> Agent | None:
-    """The agent whose key this is, None otherwise."""
-    async with translated_errors():
-        found = await session.exec(select(Agent).where(Agent.key_hash == hash_api_key(key)))
-        return found.first()
-
-
-__all__ = ["AgentError", "AgentInfo", "Conflict", "agent_for_key", "create_agent", "find_agent",
+__all__ = ["AgentError", "AgentInfo", "Conflict", "create_agent", "find_agent",
            "list_agents", "normalize_address", "remove_agent", "rotate_key", "utcnow"]

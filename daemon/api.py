@@ -7,6 +7,7 @@ stack trace. The local store's signed URLs are served here too, under `/objects/
 
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -14,29 +15,23 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from daemon.agents import agent_for_key
+from daemon.keycache import MAX_TTL, KeyCache
+from daemon.lookups import Lookups
 from daemon.pipeline import Notifier
 from daemon.views import attachment_view, message_summary, message_view
 from storage.db import translated_errors
 from storage.errors import ObjectNotFound, StorageError, TransientError
 from storage.local import LocalStore
-from storage.models import (
-    READY,
-    TERMINAL_ATTACHMENT,
-    UNFINISHED,
-    Agent,
-    Attachment,
-    Message,
-    Recipient,
-)
+from storage.models import READY, TERMINAL_ATTACHMENT, UNFINISHED, Message, Recipient
 from storage.objects import ObjectStore
 from storage.presign import content_disposition, download_content_type
 
@@ -64,6 +59,8 @@ class ApiContext:
     notifier: Notifier
     presign_ttl: float
     max_wait: float
+    engine: AsyncEngine | None = None  # None: the engine `sessions` is bound to
+    key_cache_ttl: float = MAX_TTL  # how long a confirmed key is trusted (≤ 2 s)
 
 
 MessageId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -120,53 +117,51 @@ def create_app(ctx: ApiContext) -> FastAPI:
         log.error("api.unexpected_error", path=request.url.path, exc_info=exc)
         return JSONResponse(_error_body("internal", "internal error"), status_code=500)
 
-    async def current_agent(request: Request) -> Agent:
+    lookups = Lookups(ctx.engine or ctx.sessions.kw["bind"])
+    keys = KeyCache(lookups.agent_id_for_key_hash, ctx.key_cache_ttl)
+
+    async def current_agent(request: Request) -> str:
+        """The id of the agent whose key the request carries; 401 otherwise."""
         auth = request.headers.get("authorization", "")
         key = (auth[7:].strip() if auth[:7].lower() == "bearer "
                else request.headers.get("x-api-key"))
         if not key:
             raise ApiError(401, "unauthorized", "missing API key")
-        async with ctx.sessions() as session:
-            agent = await agent_for_key(session, key)
-        if agent is None:
+        agent_id = await keys.agent_id(key)
+        if agent_id is None:
             raise ApiError(401, "unauthorized", "invalid API key")
-        return agent
+        return agent_id
 
-    AgentDep = Annotated[Agent, Depends(current_agent)]
+    AgentId = Annotated[str, Depends(current_agent)]
 
-    async def load_message(session: AsyncSession, agent: Agent,
-                           message_id: str) -> tuple[Message, list[Recipient]]:
-        async with translated_errors():
-            mine = list((await session.exec(select(Recipient).where(
-                Recipient.message_id == message_id, Recipient.agent_id == agent.id))).all())
-            if not mine:
-                raise not_found()
-            msg = (await session.exec(select(Message).where(Message.id == message_id))).first()
-        if msg is None:
+    async def load_message(agent_id: str, message_id: str, with_attachments: bool = False
+                           ) -> tuple[Sequence[Any], Sequence[Any]]:
+        """The message once per own recipient row, and its attachments if asked; 404 if the
+        agent cannot see it."""
+        found = await lookups.message(agent_id, message_id, with_attachments)
+        if found is None:
             raise not_found()
-        return msg, mine
+        return found
 
-    async def load_attachment(agent: Agent, message_id: MessageId, index: Index,
-                              wait: float = 0.0) -> tuple[Message, Attachment]:
+    async def load_attachment(agent_id: str, message_id: str, index: int,
+                              wait: float = 0.0) -> Any:
         deadline = time.monotonic() + min(wait, ctx.max_wait)
         while True:
-            async with ctx.sessions() as session:
-                msg, _ = await load_message(session, agent, message_id)
-                async with translated_errors():
-                    att = (await session.exec(select(Attachment).where(
-                        Attachment.message_id == message_id,
-                        Attachment.index == index))).first()
+            found = await lookups.attachment(agent_id, message_id, index)
+            if found is None:
+                raise not_found()
+            status, att = found
             remaining = deadline - time.monotonic()
             done = att is not None and att.status in TERMINAL_ATTACHMENT
-            if done or remaining <= 0 or (att is None and msg.status not in UNFINISHED):
+            if done or remaining <= 0 or (att is None and status not in UNFINISHED):
                 break
             await ctx.notifier.wait(message_id, min(remaining, 0.25))
         if att is None:
-            if msg.status in UNFINISHED:
+            if status in UNFINISHED:
                 raise ApiError(404, "not_extracted",
                                "the message is not extracted yet; retry or use ?wait=")
             raise not_found("attachment")
-        return msg, att
+        return att
 
     def ttl(body: DownloadRequest | None) -> float:
         asked = body.expires_in if body and body.expires_in else ctx.presign_ttl
@@ -196,7 +191,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/v1/messages", tags=["messages"])
     async def list_messages(
-        agent: AgentDep,
+        agent_id: AgentId,
         after: Annotated[str | None, Query(max_length=32)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> dict[str, Any]:
@@ -208,13 +203,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
         async with ctx.sessions() as session, translated_errors():
             seqs = list((await session.exec(
                 select(Recipient.message_seq).distinct()
-                .where(Recipient.agent_id == agent.id, col(Recipient.message_seq) > after_seq)
+                .where(Recipient.agent_id == agent_id, col(Recipient.message_seq) > after_seq)
                 .order_by(col(Recipient.message_seq)).limit(limit + 1))).all())
             has_more = len(seqs) > limit
             seqs = seqs[:limit]
             by_seq: dict[int, list[Recipient]] = {}
             for r in (await session.exec(select(Recipient).where(
-                    Recipient.agent_id == agent.id, col(Recipient.message_seq).in_(seqs)))).all():
+                    Recipient.agent_id == agent_id, col(Recipient.message_seq).in_(seqs)))).all():
                 by_seq.setdefault(r.message_seq, []).append(r)
             msgs = {m.seq: m for m in (await session.exec(
                 select(Message).where(col(Message.seq).in_(seqs)))).all()}
@@ -222,14 +217,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return {"messages": items, "next_cursor": str(seqs[-1]) if seqs else after,
                 "has_more": has_more}
 
-    @app.get("/v1/messages/{message_id}", tags=["messages"])
-    async def get_message(agent: AgentDep, message_id: MessageId) -> dict[str, Any]:
+    @app.get("/v1/messages/{message_id}", tags=["messages"], response_model=dict[str, Any])
+    async def get_message(agent_id: AgentId, message_id: MessageId) -> Response:
         """One message: envelope, headers of note, bodies, attachments."""
-        async with ctx.sessions() as session:
-            msg, mine = await load_message(session, agent, message_id)
-            async with translated_errors():
-                atts = list((await session.exec(select(Attachment).where(
-                    Attachment.message_id == message_id).order_by(col(Attachment.index)))).all())
+        mine, atts = await load_message(agent_id, message_id, with_attachments=True)
+        msg = mine[0]
         bodies: dict[str, str | None] = {"text": None, "html": None}
         for kind, key, size in (("text", msg.text_key, msg.text_size),
                                 ("html", msg.html_key, msg.html_size)):
@@ -238,43 +230,46 @@ def create_app(ctx: ApiContext) -> FastAPI:
                     bodies[kind] = (await ctx.store.get(key)).decode("utf-8", "replace")
                 except ObjectNotFound:
                     bodies[kind] = None
-        return message_view(msg, mine, atts, bodies["text"], bodies["html"])
+        return JsonBody(message_view(msg, mine, atts, bodies["text"], bodies["html"]))
 
-    @app.get("/v1/messages/{message_id}/attachments/{index}", tags=["attachments"])
+    @app.get("/v1/messages/{message_id}/attachments/{index}", tags=["attachments"],
+             response_model=dict[str, Any])
     async def get_attachment_status(
-        agent: AgentDep, message_id: MessageId, index: Index,
+        agent_id: AgentId, message_id: MessageId, index: Index,
         wait: Annotated[float, Query(ge=0, le=30)] = 0,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """The attachment status object; `?wait=` holds until it is terminal (≤ 30 s)."""
-        _, att = await load_attachment(agent, message_id, index, wait)
-        return attachment_view(att)
+        return JsonBody(attachment_view(await load_attachment(agent_id, message_id, index,
+                                                              wait)))
 
-    @app.post("/v1/messages/{message_id}/attachments/{index}/download", tags=["attachments"])
-    async def download_attachment(agent: AgentDep, message_id: MessageId, index: Index,
-                                  body: DownloadRequest | None = None) -> DownloadResponse:
+    @app.post("/v1/messages/{message_id}/attachments/{index}/download", tags=["attachments"],
+              response_model=DownloadResponse)
+    async def download_attachment(agent_id: AgentId, message_id: MessageId, index: Index,
+                                  body: DownloadRequest | None = None) -> Response:
         """A presigned URL for a `ready` attachment; 409 otherwise."""
-        _, att = await load_attachment(agent, message_id, index)
+        att = await load_attachment(agent_id, message_id, index)
         if att.status != READY or not att.object_key:
             raise ApiError(409, "not_ready", f"attachment is {att.status}, not ready")
-        ct = download_content_type(att.content_type)
-        signed = await ctx.store.presign_get(att.object_key, expires_in=ttl(body),
-                                             file_name=att.file_name, content_type=ct)
-        return DownloadResponse(url=signed.url, expires_at=_iso_ts(signed.expires_at),
-                                file_name=att.file_name, content_type=ct, size=att.size,
-                                sha256=att.sha256)
+        return await presigned(att.object_key, ttl(body), att.file_name,
+                               download_content_type(att.content_type), att.size, att.sha256)
 
-    @app.post("/v1/messages/{message_id}/raw/download", tags=["messages"])
-    async def download_raw(agent: AgentDep, message_id: MessageId,
-                           body: DownloadRequest | None = None) -> DownloadResponse:
+    @app.post("/v1/messages/{message_id}/raw/download", tags=["messages"],
+              response_model=DownloadResponse)
+    async def download_raw(agent_id: AgentId, message_id: MessageId,
+                           body: DownloadRequest | None = None) -> Response:
         """A presigned URL of the raw message as received (with our Received header)."""
-        async with ctx.sessions() as session:
-            msg, _ = await load_message(session, agent, message_id)
-        name = f"{msg.id}.eml"
-        signed = await ctx.store.presign_get(msg.raw_key, expires_in=ttl(body), file_name=name,
-                                             content_type="message/rfc822")
-        return DownloadResponse(url=signed.url, expires_at=_iso_ts(signed.expires_at),
-                                file_name=name, content_type="message/rfc822", size=msg.size,
-                                sha256=msg.raw_sha256)
+        msg = (await load_message(agent_id, message_id))[0][0]
+        return await presigned(msg.raw_key, ttl(body), f"{msg.id}.eml", "message/rfc822",
+                               msg.size, msg.raw_sha256)
+
+    async def presigned(key: str, expires_in: float, file_name: str, content_type: str,
+                        size: int, sha256: str) -> Response:
+        """The DownloadResponse body, built as a dict: the shape is fixed, so no validation."""
+        signed = await ctx.store.presign_get(key, expires_in=expires_in, file_name=file_name,
+                                             content_type=content_type)
+        return JsonBody({"url": signed.url, "expires_at": _iso_ts(signed.expires_at),
+                         "file_name": file_name, "content_type": content_type, "size": size,
+                         "sha256": sha256})
 
     if isinstance(ctx.store, LocalStore):
         local: LocalStore = ctx.store
@@ -299,6 +294,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
             })
 
     return app
+
+
+class JsonBody(Response):
+    """A JSON response serialized as FastAPI's own fast path does (pydantic-core), for routes
+    that build a plain dict of the documented shape: the same bytes without a validation pass."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content)
 
 
 def _iso_ts(ts: float) -> str:

@@ -1,12 +1,21 @@
-"""Rows → the JSON objects the API returns, with the SPEC's field names (SPEC §6)."""
+"""Rows → the JSON objects the API returns, with the SPEC's field names (SPEC §6).
+
+A row is an ORM object or a row of `daemon/lookups.py`, whose columns carry the same names.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from storage.models import Attachment, Message, Recipient
+
+# A lookups row is a named tuple made at run time, so it cannot be named more precisely here.
+AttachmentRow: TypeAlias = Attachment | Any
+MessageRow: TypeAlias = Message | Any
+RecipientRow: TypeAlias = Recipient | Any
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -26,7 +35,7 @@ def _json_list(text: str | None) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def attachment_view(a: Attachment) -> dict[str, Any]:
+def attachment_view(a: AttachmentRow) -> dict[str, Any]:
     """The attachment status object."""
     return {
         "id": a.id, "message_id": a.message_id, "index": a.index, "status": a.status,
@@ -41,7 +50,7 @@ def attachment_view(a: Attachment) -> dict[str, Any]:
     }
 
 
-def message_summary(m: Message, mine: list[Recipient]) -> dict[str, Any]:
+def message_summary(m: MessageRow, mine: Sequence[RecipientRow]) -> dict[str, Any]:
     """A message as listed: envelope, headers of note, status; no bodies."""
     return {
         "id": m.id, "status": m.status, "received_at": iso(m.received_at),
@@ -56,7 +65,8 @@ def message_summary(m: Message, mine: list[Recipient]) -> dict[str, Any]:
     }
 
 
-def message_view(m: Message, mine: list[Recipient], attachments: list[Attachment],
+def message_view(m: MessageRow, mine: Sequence[RecipientRow],
+                 attachments: Sequence[AttachmentRow],
                  text: str | None, html: str | None) -> dict[str, Any]:
     """A message in full: the summary plus bodies, attachments and defects."""
     out = message_summary(m, mine)
