@@ -145,6 +145,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     async def load_attachment(agent_id: str, message_id: str, index: int,
                               wait: float = 0.0) -> Any:
+        """The attachment's row, after up to `wait` s for a terminal status; 404 if the agent
+        cannot see the message or it has no such attachment (yet)."""
         deadline = time.monotonic() + min(wait, ctx.max_wait)
         while True:
             found = await lookups.attachment(agent_id, message_id, index)
@@ -166,6 +168,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def ttl(body: DownloadRequest | None) -> float:
         asked = body.expires_in if body and body.expires_in else ctx.presign_ttl
         return float(min(asked, ctx.presign_ttl))
+
+    async def presigned(key: str, expires_in: float, file_name: str, content_type: str,
+                        size: int, sha256: str) -> Response:
+        """The DownloadResponse body, built as a dict: the shape is fixed, so no validation."""
+        signed = await ctx.store.presign_get(key, expires_in=expires_in, file_name=file_name,
+                                             content_type=content_type)
+        return JsonBody({"url": signed.url, "expires_at": _iso_ts(signed.expires_at),
+                         "file_name": file_name, "content_type": content_type, "size": size,
+                         "sha256": sha256})
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -261,15 +272,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         msg = (await load_message(agent_id, message_id))[0][0]
         return await presigned(msg.raw_key, ttl(body), f"{msg.id}.eml", "message/rfc822",
                                msg.size, msg.raw_sha256)
-
-    async def presigned(key: str, expires_in: float, file_name: str, content_type: str,
-                        size: int, sha256: str) -> Response:
-        """The DownloadResponse body, built as a dict: the shape is fixed, so no validation."""
-        signed = await ctx.store.presign_get(key, expires_in=expires_in, file_name=file_name,
-                                             content_type=content_type)
-        return JsonBody({"url": signed.url, "expires_at": _iso_ts(signed.expires_at),
-                         "file_name": file_name, "content_type": content_type, "size": size,
-                         "sha256": sha256})
 
     if isinstance(ctx.store, LocalStore):
         local: LocalStore = ctx.store

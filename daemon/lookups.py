@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Dialect, Select, Table, and_, bindparam, exists, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.db import sqlite_path, translated_errors
+from storage.db import translated_errors
 from storage.models import Agent, Attachment, Message, Recipient
 
 _agents: Table = Agent.__table__  # type: ignore[attr-defined]
@@ -61,6 +61,14 @@ ATTACHMENTS: Select[Any] = (
 STATEMENTS = (AGENT_FOR_KEY_HASH, ATTACHMENT, MESSAGE, ATTACHMENTS)
 
 
+def _sqlite_file(engine: AsyncEngine) -> Path | None:
+    """The file of a SQLite engine; None for other databases, in-memory ones and URI names."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database.startswith((":", "file:")):
+        return None
+    return Path(database)
+
+
 class _Prepared:
     """A statement compiled once for SQLite: its SQL, its parameters in order, and how a
     sqlite3 tuple becomes a named row (with the dialect's own conversions: booleans, times)."""
@@ -95,7 +103,9 @@ class _LoopReader:
     SQLite, less than one hop to an aiosqlite thread, which under load also waits for the GIL
     (hops were most of a request's time). WAL readers never wait for the writer, and with no
     busy timeout this connection never sleeps on the loop: a busy or failing database raises,
-    and the caller takes the pooled path instead.
+    and the caller takes the pooled path instead, which waits off the loop or reports the
+    error as every other database error is reported. The price: a lookup whose pages are not
+    in the page cache reads them from disk on the loop (a few pages of three indexes).
     """
 
     def __init__(self, path: Path, dialect: Dialect) -> None:
@@ -105,7 +115,9 @@ class _LoopReader:
 
     def rows(self, stmt: Select[Any], params: dict[str, Any]) -> list[Any]:
         if self._conn is None:  # opened on first use, so in the loop's thread
-            self._conn = sqlite3.connect(self._path, timeout=0, isolation_level=None)
+            # mode=rw: never create a database file that is not there.
+            self._conn = sqlite3.connect(f"{self._path.resolve().as_uri()}?mode=rw", uri=True,
+                                         timeout=0, isolation_level=None)
             self._conn.execute("PRAGMA query_only=ON")
         return self._prepared[id(stmt)].rows(self._conn, params)
 
@@ -121,7 +133,7 @@ class Lookups:
 
     def __init__(self, engine: AsyncEngine, on_loop: bool = True) -> None:
         self._engine = engine
-        path = sqlite_path(engine.url.render_as_string(hide_password=False))
+        path = _sqlite_file(engine)
         self._local = (_LoopReader(path, engine.dialect)
                        if on_loop and path is not None else None)
 
@@ -130,8 +142,8 @@ class Lookups:
         if self._local is not None:
             try:
                 return [self._local.rows(stmt, params) for stmt, params in statements]
-            except sqlite3.OperationalError:
-                pass  # locked (a checkpoint, a recovery) or failing: the pooled path waits or says
+            except sqlite3.Error:
+                pass  # locked (a recovery, an exclusive lock) or failing: the pool waits or says
         async with translated_errors(), self._engine.connect() as conn:
             return [(await conn.execute(stmt, params)).all() for stmt, params in statements]
 

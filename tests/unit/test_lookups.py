@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from daemon.ids import hash_api_key
 from daemon.lookups import Lookups
 from daemon.views import attachment_view, message_view
 from storage.db import make_engine, make_sessions, upgrade_schema
+from storage.errors import TransientError
 from storage.models import Agent, Attachment, Message, Recipient
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -140,3 +142,22 @@ async def test_a_locked_database_is_read_through_the_pool_without_blocking_the_l
         lookups.close()
     assert time.monotonic() - started >= 0.25  # it waited for the lock, on the pool's thread
     assert ticks >= 10  # while the loop went on running
+
+
+async def test_a_sqlite_file_is_read_on_the_loop_without_a_pooled_connection(
+        engine: AsyncEngine) -> None:
+    unusable = create_async_engine(engine.url)
+
+    @event.listens_for(unusable.sync_engine, "connect")
+    def _refuse(*_: object) -> None:
+        raise OSError("no pooled connections in this test")
+
+    on_loop, pooled = Lookups(unusable), Lookups(unusable, on_loop=False)
+    try:
+        assert await on_loop.agent_id_for_key_hash(hash_api_key("pr_a")) == "agt_a"
+        assert await on_loop.attachment("agt_a", "msg_1", 0) is not None
+        with pytest.raises(TransientError):
+            await pooled.agent_id_for_key_hash(hash_api_key("pr_a"))
+    finally:
+        on_loop.close()
+        await unusable.dispose()
