@@ -2,8 +2,10 @@
 
 A thread running the MIME walker makes every other thread hop (database results, file writes)
 wait for the GIL, which costs milliseconds per hop under load. Worker processes avoid that and
-use the second core. A worker that dies (a hostile message, the OOM killer) breaks only its
-pool: the pool is rebuilt and the message's attempt fails as transient, to be retried and, after
+use the second core. They are plain child processes (`daemon.extract_worker`) fed through
+pipes: no multiprocessing machinery, whose resource tracker alone would be another process of
+12 MiB. A worker that dies (a hostile message, the OOM killer) breaks only its pool: the pool is
+rebuilt and the message's attempt fails as transient, to be retried and, after
 `pipeline.max_attempts`, recorded as failed. `processes = 0` runs extraction in a thread.
 """
 
@@ -11,110 +13,131 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
-import multiprocessing
 import os
-import signal
+import queue
+import subprocess
+import sys
 import threading
-import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from extractors import Extraction, Limits, extract_message
+from daemon.extract_worker import (
+    JOBS,
+    Extracted,
+    extract_to_files,
+    read_frame,
+    remove_files,
+    warm,
+    write_frame,
+)
+from extractors import Limits
 from storage.errors import TransientError
-from storage.spool import spool_name
+
+__all__ = ["Extracted", "ExtractionPool", "extract_to_files", "remove_files"]
 
 log = structlog.get_logger("postroom.extraction")
 
-
-def _warm() -> bool:
-    return True
+_Job = tuple[Future[Any], tuple[Any, ...]]
 
 
-@dataclass(frozen=True)
-class Extracted:
-    """What a worker found, with every body and attachment's bytes in a spool file of its own.
+class ProcessWorkers(Executor):
+    """`processes` worker processes, each fed by a thread of ours; runs `extract_to_files` only.
 
-    `found` carries no bytes (parts' `data` and bodies' `text` are empty), so little crosses the
-    process boundary; `files` maps "text", "html" and each stored part's index (as a string) to
-    its file. The caller owns the files: it moves them into the store or removes them.
+    Like ProcessPoolExecutor, a worker's death fails its job and every later submission with
+    BrokenProcessPool; the owner then builds a new one.
     """
 
-    found: Extraction
-    files: dict[str, str]
+    def __init__(self, processes: int) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._broken = False
+        self._lock = threading.Lock()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for i in range(processes):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon.extract_worker", str(os.getpid())],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+            self.procs.append(proc)
+            threading.Thread(target=self._feed, args=(proc,), name=f"extract-feed-{i}",
+                             daemon=True).start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if JOBS.get(getattr(fn, "__name__", "")) is not fn or kwargs:
+            raise ValueError("extraction workers run the jobs of daemon.extract_worker only")
+        with self._lock:
+            if self._broken:
+                raise BrokenProcessPool("an extraction worker died")
+            future: Future[Any] = Future()
+            self._jobs.put((future, (fn.__name__, args)))
+            return future
+
+    def _feed(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        try:
+            self._feed_jobs(proc)
+        finally:
+            proc.stdout.close()
+
+    def _feed_jobs(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                write_frame(proc.stdin, args)
+                ok, value = read_frame(proc.stdout)
+            except (EOFError, OSError):
+                self._break(future)
+                return
+            except Exception as e:  # a frame that did not (un)pickle: the stream is intact
+                future.set_exception(e)
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def _break(self, current: Future[Any]) -> None:
+        with self._lock:
+            self._broken = True
+        current.set_exception(BrokenProcessPool("an extraction worker died"))
+        while True:  # everything still queued fails the same way
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None and job[0].set_running_or_notify_cancel():
+                job[0].set_exception(BrokenProcessPool("an extraction worker died"))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._broken = True
+        for _ in self.procs:
+            self._jobs.put(None)
+        for proc in self.procs:
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()  # the worker reads EOF and exits
+            if wait:
+                proc.wait()
+            else:
+                threading.Thread(target=_reap, args=(proc,), daemon=True).start()
 
 
-def _write_file(directory: Path, data: bytes) -> str:
-    path = spool_name(directory, "x")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+def _reap(proc: subprocess.Popen[bytes]) -> None:
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    return str(path)
-
-
-def extract_to_files(source: bytes | str, limits: Limits, out_dir: str) -> Extracted:
-    """Extract the message in `source` (its bytes, or the path of a file holding them)."""
-    raw = source if isinstance(source, bytes) else Path(source).read_bytes()
-    found = extract_message(raw, limits)
-    del raw
-    directory = Path(out_dir)
-    files: dict[str, str] = {}
-    try:
-        bodies = []
-        for body in (found.text_body, found.html_body):
-            if body is not None:
-                files[body.kind] = _write_file(directory,
-                                               body.text.encode("utf-8", "surrogatepass"))
-                body = replace(body, text="")
-            bodies.append(body)
-        parts = []
-        for part in found.attachments:
-            if part.outcome != "rejected":
-                files[str(part.index)] = _write_file(directory, part.data)
-            parts.append(replace(part, data=b""))
-    except BaseException:
-        remove_files(files)
-        raise
-    return Extracted(replace(found, text_body=bodies[0], html_body=bodies[1],
-                             attachments=tuple(parts)), files)
-
-
-def remove_files(files: dict[str, str]) -> None:
-    """Remove whatever of `files` is still there (the store may have taken some)."""
-    for path in files.values():
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: never outlive the daemon (ProcessPoolExecutor workers would).
-
-    The kernel's parent-death signal covers a SIGKILLed daemon on Linux; a watcher thread covers
-    everything else.
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(0)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _discard_result(future: Future[Extracted]) -> None:
@@ -132,15 +155,11 @@ class ExtractionPool:
     def _make(self) -> Executor:
         if self._processes == 0:
             return ThreadPoolExecutor(max_workers=2, thread_name_prefix="extract")
-        # spawn, not fork: the parent has threads (aiosqlite, the store) and a running loop.
-        return ProcessPoolExecutor(max_workers=self._processes,
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_die_with_parent, initargs=(os.getpid(),))
+        return ProcessWorkers(self._processes)
 
     async def start(self) -> None:
-        """Start the workers now, so the first message does not pay for it."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._executor, _warm)
+        """Wait until the workers have started, so the first message does not pay for it."""
+        await asyncio.gather(*(asyncio.wrap_future(self._executor.submit(warm))
                                for _ in range(max(self._processes, 1))))
 
     async def extract(self, source: bytes | Path, limits: Limits,

@@ -27,7 +27,7 @@ from storage.spool import Spool
 
 log = structlog.get_logger("postroom.smtp")
 
-_CHUNK = 1 << 18  # how much DATA we take from the reader at a time
+_CHUNK = 1 << 17  # how much DATA we take from the reader at a time
 
 
 @dataclass

@@ -25,7 +25,8 @@ _BODY_KINDS: dict[str, Literal["text", "html"]] = {"text/plain": "text", "text/h
 def _decode_leaf(leaf: Leaf) -> Decoded:
     if leaf.opaque:
         return Decoded(leaf.buf[leaf.start : leaf.end])
-    return decode_transfer(leaf.buf[leaf.body_start : leaf.end], leaf.entity.transfer_encoding)
+    return decode_transfer(memoryview(leaf.buf)[leaf.body_start : leaf.end],
+                           leaf.entity.transfer_encoding)
 
 
 def _embedded_subject_name(content: bytes) -> str | None:

@@ -46,17 +46,25 @@ def is_identity(encoding: str | None) -> bool:
     return normalize_encoding(encoding) in _IDENTITY
 
 
-def decode_base64(data: bytes) -> tuple[bytes, tuple[str, ...]]:
+def _has_invalid_base64(data: bytes | memoryview, step: int = 1 << 20) -> bool:
+    """Whether `data` holds bytes outside the alphabet and whitespace (a slice at a time, so a
+    large part is never copied whole)."""
+    view = memoryview(data)
+    return any(bytes(view[i : i + step]).translate(None, _B64_ALLOWED)
+               for i in range(0, len(view), step))
+
+
+def decode_base64(data: bytes | memoryview) -> tuple[bytes, tuple[str, ...]]:
     """Decode base64 leniently: skip non-alphabet bytes, repair padding; never raises."""
     defects: list[str] = []
-    if data.translate(None, _B64_ALLOWED):
+    if _has_invalid_base64(data):
         defects.append("base64: invalid characters ignored")
     try:
         return binascii.a2b_base64(data), tuple(defects)
     except binascii.Error:
         pass
     # Padding or length is wrong: keep only alphabet characters and make the length whole.
-    chars = data.translate(None, _NOT_B64)
+    chars = bytes(data).translate(None, _NOT_B64)
     extra = len(chars) % 4
     if extra == 1:
         # One stray character cannot carry a byte; stdlib and mail readers drop it too.
@@ -99,10 +107,11 @@ def decode_uuencode(data: bytes) -> Decoded:
     return Decoded(bytes(out), tuple(defects))
 
 
-def decode_transfer(data: bytes, encoding: str | None) -> Decoded:
-    """Undo the Content-Transfer-Encoding of one part's body bytes."""
+def decode_transfer(data: bytes | memoryview, encoding: str | None) -> Decoded:
+    """Undo the Content-Transfer-Encoding of one part's body bytes (a view of them will do:
+    base64, the bulk of large mail, is decoded without copying the encoded text first)."""
     if is_identity(encoding):
-        return Decoded(data)
+        return Decoded(bytes(data))
     name = normalize_encoding(encoding)
     if name == "base64":
         decoded, defects = decode_base64(data)
@@ -112,6 +121,6 @@ def decode_transfer(data: bytes, encoding: str | None) -> Decoded:
         return Decoded(binascii.a2b_qp(data),
                        ("quoted-printable: invalid escapes kept as sent",) if bad else ())
     if name in _UUENCODE:
-        return decode_uuencode(data)
+        return decode_uuencode(bytes(data))
     reason = f"unknown transfer encoding {name[:40]!r}"
-    return Decoded(data, (reason,), failure=reason)
+    return Decoded(bytes(data), (reason,), failure=reason)

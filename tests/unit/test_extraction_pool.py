@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from daemon.extraction_pool import ExtractionPool, remove_files
+from daemon.extraction_pool import ExtractionPool, ProcessWorkers, remove_files
 from extractors import Limits, extract_message
 from storage.errors import TransientError
 
@@ -78,9 +77,9 @@ async def test_a_killed_worker_fails_one_attempt_and_the_pool_recovers(tmp_path:
     try:
         await pool.start()
         executor = pool._executor
-        assert isinstance(executor, ProcessPoolExecutor)
-        for pid in list(executor._processes):  # as the OOM killer would
-            os.kill(pid, signal.SIGKILL)
+        assert isinstance(executor, ProcessWorkers)
+        for proc in executor.procs:  # as the OOM killer would
+            os.kill(proc.pid, signal.SIGKILL)
         with pytest.raises(TransientError):
             for _ in range(50):  # the pool notices the death on the next submission
                 await pool.extract(MESSAGE, Limits(), tmp_path)

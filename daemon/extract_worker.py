@@ -1,0 +1,160 @@
+"""The extraction worker process: `python -m daemon.extract_worker <parent pid>`.
+
+It reads jobs from stdin and writes results to stdout, each a frame of an 8-byte length and a
+pickle; only the daemon talks to it. It imports as little as it can (the MIME core and the
+spool naming), so its idle memory is small, and it dies with the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any
+
+from extractors import Extraction, Limits, extract_message
+from storage.spool import spool_name
+
+_HEADER = struct.Struct(">Q")
+
+
+def write_frame(stream: IO[bytes], obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def read_frame(stream: IO[bytes]) -> Any:
+    """The next object, or EOFError when the other side has gone."""
+    head = stream.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        raise EOFError
+    (size,) = _HEADER.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """What a worker found, with every body and attachment's bytes in a spool file of its own.
+
+    `found` carries no bytes (parts' `data` and bodies' `text` are empty), so little crosses the
+    process boundary; `files` maps "text", "html" and each stored part's index (as a string) to
+    its file. The caller owns the files: it moves them into the store or removes them.
+    """
+
+    found: Extraction
+    files: dict[str, str]
+
+
+def _write_file(directory: Path, data: bytes) -> str:
+    path = spool_name(directory, "x")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    return str(path)
+
+
+def extract_to_files(source: bytes | str, limits: Limits, out_dir: str) -> Extracted:
+    """Extract the message in `source` (its bytes, or the path of a file holding them)."""
+    raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+    found = extract_message(raw, limits)
+    del raw
+    directory = Path(out_dir)
+    files: dict[str, str] = {}
+    try:
+        bodies = []
+        for body in (found.text_body, found.html_body):
+            if body is not None:
+                files[body.kind] = _write_file(directory,
+                                               body.text.encode("utf-8", "surrogatepass"))
+                body = replace(body, text="")
+            bodies.append(body)
+        parts = []
+        for part in found.attachments:
+            if part.outcome != "rejected":
+                files[str(part.index)] = _write_file(directory, part.data)
+            parts.append(replace(part, data=b""))
+    except BaseException:
+        remove_files(files)
+        raise
+    return Extracted(replace(found, text_body=bodies[0], html_body=bodies[1],
+                             attachments=tuple(parts)), files)
+
+
+def remove_files(files: dict[str, str]) -> None:
+    """Remove whatever of `files` is still there (the store may have taken some)."""
+    for path in files.values():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def die_with_parent(parent: int) -> None:
+    """Never outlive the daemon (a SIGKILLed parent closes no pipe we would notice in time).
+
+    The kernel's parent-death signal covers a SIGKILLed daemon on Linux; a watcher thread covers
+    everything else.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+
+def warm() -> bool:
+    """A job that does nothing: answered once the worker has imported what it needs."""
+    return True
+
+
+JOBS: dict[str, Callable[..., Any]] = {"extract_to_files": extract_to_files, "warm": warm}
+
+
+def main() -> int:
+    die_with_parent(int(sys.argv[1]))
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but frames may reach the daemon on stdout
+    while True:
+        try:
+            name, args = read_frame(stdin)
+        except EOFError:
+            return 0
+        try:
+            result: tuple[bool, Any] = (True, JOBS[name](*args))
+        except Exception as e:
+            result = (False, e)
+        write_frame(stdout, result)
+
+
+if __name__ == "__main__":
+    # Run the imported module, not this `__main__` copy: results must pickle as
+    # daemon.extract_worker's classes, which the daemon can load.
+    from daemon.extract_worker import main as worker_main
+
+    sys.exit(worker_main())
