@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -59,7 +59,7 @@ class ApiContext:
     notifier: Notifier
     presign_ttl: float
     max_wait: float
-    engine: AsyncEngine | None = None  # None: the engine `sessions` is bound to
+    lookups: Lookups | None = None  # None: made here on the engine `sessions` is bound to
     key_cache_ttl: float = MAX_TTL  # how long a confirmed key is trusted (≤ 2 s)
 
 
@@ -117,7 +117,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         log.error("api.unexpected_error", path=request.url.path, exc_info=exc)
         return JSONResponse(_error_body("internal", "internal error"), status_code=500)
 
-    lookups = Lookups(ctx.engine or ctx.sessions.kw["bind"])
+    lookups = ctx.lookups or Lookups(ctx.sessions.kw["bind"])
     keys = KeyCache(lookups.agent_id_for_key_hash, ctx.key_cache_ttl)
 
     async def current_agent(request: Request) -> str:
