@@ -30,6 +30,7 @@ from daemon.directory import Directory
 from daemon.extraction_pool import ExtractionPool
 from daemon.ingest import Ingest
 from daemon.leases import release_all_leases
+from daemon.lookups import Lookups
 from daemon.notify import Notifier as SystemdNotifier
 from daemon.pipeline import Notifier, Pipeline, PipelineSettings
 from daemon.policy import parse_networks
@@ -186,8 +187,9 @@ async def serve(config: Config) -> int:
     smtp_socks = [_bind(listen) for listen in config.smtp.listen]
     http_socks = [_bind(listen) for listen in config.http.listen]
     smtp_servers = [await loop.create_server(smtp_factory, sock=s) for s in smtp_socks]
+    lookups = Lookups(engine)
     app = create_app(ApiContext(sessions, store, notifier, config.storage.presign_ttl,
-                                config.http.max_wait))
+                                config.http.max_wait, lookups=lookups))
     http = _QuietServer(uvicorn.Config(BodyLimit(app, config.http.max_body), log_level="warning",
                                        access_log=False, lifespan="off",
                                        timeout_graceful_shutdown=5, server_header=False))
@@ -236,6 +238,7 @@ async def serve(config: Config) -> int:
     extraction.close()
     spooler.close()
     await store.close()
+    lookups.close()
     await engine.dispose()
     log.info("daemon.stopped", status=status)
     return status
