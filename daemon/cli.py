@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from daemon.agents import AgentError, AgentInfo, create_agent, list_agents, remove_agent, rotate_key
 from daemon.config import CONFIG_ENV, Config, ConfigError, load_config
 from daemon.logs import configure_logging
-from daemon.server import StartupError, check_supported, prepare_database, serve
+from daemon.server import StartupError, build_store, check_supported, prepare_database, serve
 from daemon.views import iso
 from storage.db import make_engine, upgrade_schema
 from storage.errors import TransientError
@@ -67,9 +67,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _run(serve(config))
 
 
+async def _probe_store(config: Config) -> None:
+    """The configured object store answers (S3: the bucket exists and lets us in)."""
+    store = await build_store(config)
+    try:
+        await store.check()
+    finally:
+        await store.close()
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _config(args)
     check_supported(config)
+    if config.storage.backend == "s3":
+        # A bucket that is missing or out of reach is a configuration error worth catching
+        # before a relay gets 451s; the local store's directory is made on first start.
+        _run(_probe_store(config))
     summary = {
         "smtp": config.smtp.listen, "protocol": config.smtp.protocol,
         "http": config.http.listen, "database": config.database.url.split("://")[0],

@@ -17,7 +17,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 ENV_PREFIX = "POSTROOM_"
 CONFIG_ENV = "POSTROOM_CONFIG"
@@ -139,13 +148,30 @@ class DatabaseConfig(_Section):
 class StorageConfig(_Section):
     backend: Literal["local", "s3"] = "local"
     path: Path = Path("var/objects")
-    bucket: str | None = None
-    endpoint_url: str | None = None
+    # S3: objects live in `bucket` under `prefix`; credentials come from the AWS chain only.
+    bucket: str | None = Field(default=None, validate_default=True,
+                               pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,254}$")
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
     region: str | None = None
-    prefix: str = ""
+    prefix: str = Field(default="",
+                        pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*/?)?$")
+    # Where bytes on their way to S3 wait on local disk (the local store spools under its root).
+    spool_path: Path = Path("var/spool")
     presign_ttl: Annotated[float, BeforeValidator(parse_duration), Field(ge=1)] = 900.0
     signing_key: str | None = Field(default=None, min_length=32, repr=False)
     signing_key_file: Path = Path("var/signing.key")
+
+    @field_validator("bucket")
+    @classmethod
+    def _s3_needs_a_bucket(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None and info.data.get("backend") == "s3":
+            raise PydanticCustomError("missing", 'required when storage.backend = "s3"')
+        return v
+
+    @property
+    def key_prefix(self) -> str:
+        """`prefix` as prepended to every key: empty, or ending in exactly one "/"."""
+        return self.prefix.rstrip("/") + "/" if self.prefix.strip("/") else ""
 
 
 class LimitsConfig(_Section):
@@ -216,8 +242,6 @@ def unsupported(config: Config) -> list[str]:
     """Settings this version cannot honour yet: refused at start rather than silently ignored."""
     found = []
     smtp = config.smtp
-    if config.storage.backend == "s3":
-        found.append('storage.backend = "s3"')
     if smtp.protocol == "lmtp":
         found.append('smtp.protocol = "lmtp"')
     for key in ("tls_cert", "tls_key", "auth_users"):
@@ -261,13 +285,14 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             sec[key] = str(p if p.is_absolute() else base / p)
 
     for section, key in [
-        ("storage", "path"), ("storage", "signing_key_file"), ("encryption", "gnupg_home"),
+        ("storage", "path"), ("storage", "signing_key_file"), ("storage", "spool_path"),
+        ("encryption", "gnupg_home"),
         ("smtp", "tls_cert"), ("smtp", "tls_key"),
     ]:
         data.setdefault(section, {})
         if key not in data[section] and section in ("storage", "encryption"):
             default = {"path": "var/objects", "signing_key_file": "var/signing.key",
-                       "gnupg_home": "var/gnupg"}.get(key)
+                       "spool_path": "var/spool", "gnupg_home": "var/gnupg"}.get(key)
             if default:
                 data[section][key] = default
         fix(section, key)

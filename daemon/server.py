@@ -37,10 +37,12 @@ from daemon.policy import parse_networks
 from daemon.smtp import PostroomHandler, PostroomSMTP, SmtpCounters
 from extractors import Limits
 from storage.db import current_revision, head_revision, make_engine, make_sessions, upgrade_schema
+from storage.errors import TransientError
 from storage.group_commit import GroupCommit
 from storage.local import LocalStore, load_or_create_secret
 from storage.objects import ObjectStore
 from storage.presign import UrlSigner
+from storage.s3 import S3Store
 from storage.spool import Spooler, clear_stale
 
 log = structlog.get_logger("postroom.server")
@@ -70,11 +72,18 @@ def check_supported(config: Config) -> None:
         raise StartupError("not available in this version: " + ", ".join(missing))
 
 
-def build_store(config: Config) -> ObjectStore:
-    """The object store the configuration names."""
-    secret = (config.storage.signing_key.encode() if config.storage.signing_key
-              else load_or_create_secret(config.storage.signing_key_file))
-    return LocalStore(config.storage.path, UrlSigner(secret), config.http.public_url)
+async def build_store(config: Config) -> ObjectStore:
+    """The object store the configuration names, ready to use (its client open)."""
+    storage = config.storage
+    if storage.backend == "s3":
+        if storage.bucket is None:  # the config refuses this; a caller that built one by hand
+            raise StartupError('storage.bucket is required when storage.backend = "s3"')
+        return await S3Store.open(storage.bucket, prefix=storage.key_prefix,
+                                  endpoint_url=storage.endpoint_url, region=storage.region,
+                                  spool_dir=storage.spool_path)
+    secret = (storage.signing_key.encode() if storage.signing_key
+              else load_or_create_secret(storage.signing_key_file))
+    return LocalStore(storage.path, UrlSigner(secret), config.http.public_url)
 
 
 async def prepare_database(
@@ -146,7 +155,12 @@ async def serve(config: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     engine, sessions = await prepare_database(config)
-    store = build_store(config)
+    store = await build_store(config)
+    try:
+        await store.check()
+    except TransientError as e:
+        # Not fatal: SMTP answers 451 and /readyz says why until the store answers.
+        log.warning("storage.unavailable", error=str(e))
     await ensure_config_agents(config, sessions)
     if config.is_sqlite:
         await release_all_leases(sessions)

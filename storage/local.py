@@ -13,6 +13,7 @@ import asyncio
 import errno
 import os
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -184,6 +185,19 @@ class LocalStore:
         except IsADirectoryError as e:
             raise ObjectNotFound(key) from e
 
+    def _get_file_sync(self, key: str, dest: Path) -> None:
+        try:
+            source = self.path_for(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError) as e:
+            raise ObjectNotFound(key) from e
+        with source:
+            try:
+                with dest.open("wb") as out:
+                    shutil.copyfileobj(source, out, 1024 * 1024)
+            except BaseException:
+                dest.unlink(missing_ok=True)
+                raise
+
     def _delete_sync(self, key: str) -> None:
         self.path_for(key).unlink(missing_ok=True)
 
@@ -207,6 +221,10 @@ class LocalStore:
 
     async def get(self, key: str) -> bytes:
         return await self._run(self._get_sync, key)
+
+    async def get_file(self, key: str, dest: Path) -> None:
+        """Copy the object to `dest` (a copy, not a link: the caller may change or remove it)."""
+        await self._run(self._get_file_sync, key, dest)
 
     async def delete(self, key: str) -> None:
         await self._run(self._delete_sync, key)

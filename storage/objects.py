@@ -1,4 +1,4 @@
-"""The object store interface: one protocol, a local and (later) an S3 implementation.
+"""The object store interface: one protocol, a local and an S3 implementation.
 
 The pipeline and the API only see `ObjectStore`; they never know which backend they hold.
 Keys are built by `object_keys`, from ids only: never from a name found in a message.
@@ -57,6 +57,12 @@ class ObjectStore(Protocol):
 
     async def get(self, key: str) -> bytes:
         """Return the object's bytes; ObjectNotFound when absent."""
+
+    async def get_file(self, key: str, dest: Path) -> None:
+        """Write the object to the local file `dest` in bounded memory; ObjectNotFound when absent.
+
+        `dest` is created or truncated; on any failure it is removed, never left half-written.
+        """
 
     async def delete(self, key: str) -> None:
         """Remove the object; absent objects are not an error."""

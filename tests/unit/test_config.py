@@ -138,7 +138,6 @@ def test_only_the_named_agent_key_variables_are_kept(tmp_path: Path) -> None:
     ('[smtp]\ntls_cert = "c.pem"\ntls_key = "k.pem"\n', "smtp.tls_cert"),
     ('[smtp]\nproxy_protocol = true\n', "smtp.proxy_protocol"),
     ('[smtp.auth_users]\nrelay = "x"\n', "smtp.auth_users"),
-    ('[storage]\nbackend = "s3"\n', "storage.backend"),
     ('[encryption]\nat_rest = "required"\n', "encryption.at_rest"),
 ])
 def test_settings_this_version_cannot_honour_are_named(tmp_path: Path, toml: str,
@@ -146,6 +145,24 @@ def test_settings_this_version_cannot_honour_are_named(tmp_path: Path, toml: str
     cfg = tmp_path / "c.toml"
     cfg.write_text(toml)
     assert any(named in item for item in unsupported(load_config(cfg, env={})))
+
+
+def test_s3_needs_a_bucket_and_takes_a_clean_prefix(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[storage]\nbackend = "s3"\n')
+    with pytest.raises(ConfigError,
+                       match=r'storage\.bucket: required when storage\.backend = "s3"'):
+        load_config(cfg, env={})
+    for prefix, key_prefix in [("", ""), ("mail", "mail/"), ("a/b/", "a/b/")]:
+        cfg.write_text(f'[storage]\nbackend = "s3"\nbucket = "b1"\nprefix = "{prefix}"\n')
+        c = load_config(cfg, env={})
+        assert c.storage.key_prefix == key_prefix
+        assert c.storage.spool_path == tmp_path / "var" / "spool"
+        assert unsupported(c) == []
+    for prefix in ("../x", "/abs", "a//b", "a b"):
+        cfg.write_text(f'[storage]\nbackend = "s3"\nbucket = "b1"\nprefix = "{prefix}"\n')
+        with pytest.raises(ConfigError, match=r"storage\.prefix"):
+            load_config(cfg, env={})
 
 
 def test_the_shipped_config_needs_nothing_unsupported() -> None:
