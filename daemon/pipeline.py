@@ -39,6 +39,7 @@ from storage.models import (
     Message,
 )
 from storage.objects import ObjectStore, attachment_key, body_key, raw_key
+from storage.spool import spool_name
 
 log = structlog.get_logger("postroom.pipeline")
 
@@ -273,17 +274,21 @@ class Pipeline:
 
     async def _extract_and_store(self, message_id: str) -> None:
         rkey = raw_key(message_id)
-        # The worker reads the raw object itself when it is a local file: the message's bytes
-        # never pass through this process.
-        source: bytes | Path | None = self._store.local_path(rkey)
+        # The worker reads the raw object from a file: the store's own when it is local, else
+        # a spool copy. The message's bytes never pass through this process.
+        source = self._store.local_path(rkey)
+        copy = None
         try:
             if source is None:
-                source = await self._store.get(rkey)
+                source = copy = spool_name(self._store.spool_dir, "raw")
+                await self._store.get_file(rkey, copy)
             result = await self._extraction.extract(source, self.settings.limits,
                                                     self._store.spool_dir)
         except (ObjectNotFound, FileNotFoundError) as e:
             raise PermanentError(f"raw object missing: {rkey}") from e
-        del source
+        finally:
+            if copy is not None:
+                copy.unlink(missing_ok=True)
         found = result.found
         try:
             to_store = sum(p.size for p in found.attachments if p.outcome != "rejected")
