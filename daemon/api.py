@@ -24,6 +24,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from daemon.events import EventBus, events_router
 from daemon.keycache import MAX_TTL, KeyCache
 from daemon.lookups import Lookups
 from daemon.pipeline import Notifier
@@ -61,6 +62,8 @@ class ApiContext:
     max_wait: float
     lookups: Lookups | None = None  # None: made here on the engine `sessions` is bound to
     key_cache_ttl: float = MAX_TTL  # how long a confirmed key is trusted (≤ 2 s)
+    upload_max_bytes: int = 10 * 1024**2  # uploads.max_bytes
+    events: EventBus | None = None  # None: long polls only re-read every second
 
 
 MessageId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -133,6 +136,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return agent_id
 
     AgentId = Annotated[str, Depends(current_agent)]
+    from daemon.uploads import uploads_router  # imported here: it builds on this module
+
+    app.include_router(uploads_router(ctx, AgentId, lookups))
+    app.include_router(events_router(ctx.sessions, ctx.events or EventBus(), AgentId,
+                                     ctx.max_wait))
 
     async def load_message(agent_id: str, message_id: str, with_attachments: bool = False
                            ) -> tuple[Sequence[Any], Sequence[Any]]:

@@ -24,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import utcnow
 from daemon.directory import Resolved
+from daemon.events import EventBus, event_rows, record_events
 from daemon.ids import new_message_id
 from daemon.pipeline import Lease
 from storage.db import insert_ignoring_conflicts, translated_errors
@@ -101,7 +102,8 @@ class Ingest:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], writer: GroupCommit,
                  store: ObjectStore, spooler: Spooler, hostname: str, dedupe_window: float,
-                 jobs: Jobs) -> None:
+                 jobs: Jobs, events: EventBus) -> None:
+        self._events = events
         self._spooler = spooler
         self._sessions = sessions
         self._writer = writer
@@ -211,6 +213,9 @@ class Ingest:
             await conn.execute(RECIPIENTS.insert(), [
                 {"message_seq": seq, "message_id": message_id, "agent_id": r.agent_id,
                  "address": r.address, "tag": r.tag} for r in recipients])
+            await record_events(conn, event_rows((r.agent_id for r in recipients),
+                                                 "message.received", message_id, row["received_at"],
+                                                 status=str(row["status"])))
             return True
 
         # No read first: the unique dedupe key makes the insert itself the redelivery check, so
@@ -228,6 +233,7 @@ class Ingest:
                     log.warning("ingest.orphan_raw", message_id=message_id)
                 raise
             if inserted:
+                self._events.notify()
                 return Accepted(message_id, duplicate=False)
             # A message with these bytes and recipients exists: a relay's retry, or the same
             # bytes racing on another connection. Outside the window it gives its key up, and

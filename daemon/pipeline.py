@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import utcnow
+from daemon.events import EventBus, event_rows, message_agents, record_events
 from daemon.extraction_pool import ExtractionPool, remove_files
 from daemon.ids import new_attachment_id
 from daemon.leases import claim_message, find_claimable, release_lease, renew_lease
@@ -100,7 +101,8 @@ class Pipeline:
 
     def __init__(self, settings: PipelineSettings, sessions: async_sessionmaker[AsyncSession],
                  writer: GroupCommit, store: ObjectStore, extraction: ExtractionPool,
-                 node_id: str, notifier: Notifier) -> None:
+                 node_id: str, notifier: Notifier, events: EventBus) -> None:
+        self._events = events
         self.settings = settings
         self._sessions = sessions
         self._writer = writer
@@ -261,13 +263,18 @@ class Pipeline:
             await conn.execute(update(ATTACHMENTS).where(
                 ATTACHMENTS.c.message_id == message_id, ATTACHMENTS.c.status == PENDING)
                 .values(status=FAILED, error=reason))
-            await conn.execute(update(MESSAGES).where(
+            done = await conn.execute(update(MESSAGES).where(
                 MESSAGES.c.id == message_id, MESSAGES.c.lease_owner == self._node)
                 .values(status=FAILED, error=reason, processed_at=utcnow(),
                         lease_owner=None, lease_expires_at=None))
+            if done.rowcount:
+                await record_events(conn, event_rows(await message_agents(conn, message_id),
+                                                     "message.failed", message_id, utcnow(),
+                                                     status=FAILED))
 
         try:
             await self._writer.write(fail)
+            self._events.notify()
             log.warning("message.state", message_id=message_id, status=FAILED)
         except TransientError as e:
             log.warning("pipeline.fail_not_recorded", message_id=message_id, error=str(e))
@@ -352,9 +359,21 @@ class Pipeline:
                 await conn.execute(ATTACHMENTS.insert(), rows)
             await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id)
                                .values(**message))
+            if final:
+                agents = await message_agents(conn, message_id)
+                events = [e for p, r, (status, _) in zip(found.attachments, rows, states,
+                                                         strict=True)
+                          for e in event_rows(agents, f"attachment.{status}", message_id, now,
+                                              attachment_id=str(r["id"]), index=p.index,
+                                              status=status)]
+                events += event_rows(agents, f"message.{message['status']}", message_id, now,
+                                     status=str(message["status"]))
+                await record_events(conn, events)
             return [str(r["id"]) for r in rows]
 
         ids: list[str] = await self._writer.write(record)
+        if final:
+            self._events.notify()
         for part, att_id, (status, error) in zip(found.attachments, ids, states, strict=True):
             log.info("attachment.state", message_id=message_id, attachment_id=att_id,
                      index=part.index, status=status, size=part.size, error=error)

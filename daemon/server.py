@@ -27,6 +27,7 @@ from daemon.api import ApiContext, create_app
 from daemon.bodylimit import BodyLimit
 from daemon.config import Config, parse_listen, unsupported
 from daemon.directory import Directory
+from daemon.events import EventBus
 from daemon.extraction_pool import ExtractionPool
 from daemon.ingest import Ingest
 from daemon.leases import release_all_leases
@@ -35,6 +36,7 @@ from daemon.notify import Notifier as SystemdNotifier
 from daemon.pipeline import Notifier, Pipeline, PipelineSettings
 from daemon.policy import parse_networks
 from daemon.smtp import PostroomHandler, PostroomSMTP, SmtpCounters
+from daemon.uploads import streamed_routes
 from extractors import Limits
 from storage.db import current_revision, head_revision, make_engine, make_sessions, upgrade_schema
 from storage.errors import TransientError
@@ -169,6 +171,7 @@ async def serve(config: Config) -> int:
     directory = Directory(sessions, config.pipeline.directory_refresh)
     await directory.reload()
     notifier = Notifier()
+    events = EventBus()
     stale = clear_stale(store.spool_dir)  # before any worker process writes there
     if stale:
         log.info("daemon.spool_cleared", files=stale)
@@ -180,10 +183,10 @@ async def serve(config: Config) -> int:
         PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
                          Limits(config.limits.max_attachment_size, config.limits.max_parts,
                                 config.limits.max_depth)),
-        sessions, writer, store, extraction, node_id, notifier)
+        sessions, writer, store, extraction, node_id, notifier, events)
     spooler = Spooler(store.spool_dir, config.smtp.spool_threshold)
     ingest = Ingest(sessions, writer, store, spooler, config.smtp.hostname, p.dedupe_window,
-                    jobs=pipeline)
+                    jobs=pipeline, events=events)
     counters = SmtpCounters()
     handler = PostroomHandler(directory, ingest, config.smtp.max_message_size,
                               config.smtp.max_recipients,
@@ -203,8 +206,10 @@ async def serve(config: Config) -> int:
     smtp_servers = [await loop.create_server(smtp_factory, sock=s) for s in smtp_socks]
     lookups = Lookups(engine)
     app = create_app(ApiContext(sessions, store, notifier, config.storage.presign_ttl,
-                                config.http.max_wait, lookups=lookups))
-    http = _QuietServer(uvicorn.Config(BodyLimit(app, config.http.max_body), log_level="warning",
+                                config.http.max_wait, lookups=lookups,
+                                upload_max_bytes=config.uploads.max_bytes, events=events))
+    bounded = BodyLimit(app, config.http.max_body, streamed_routes(config.uploads.max_bytes))
+    http = _QuietServer(uvicorn.Config(bounded, log_level="warning",
                                        access_log=False, lifespan="off",
                                        timeout_graceful_shutdown=5, server_header=False))
     tasks = [

@@ -119,3 +119,48 @@ class Attachment(SQLModel, table=True):
     object_key: str | None = Field(default=None, max_length=200)
     created_at: datetime
     ready_at: datetime | None = None
+
+
+class Upload(SQLModel, table=True):
+    """A file an agent put into the store (SPEC §6 uploads): `upl_…` ids, keys under
+    `uploads/<agent_id>/`. Presigned flows record the row `pending` when the form or URL is
+    issued (size and sha256 unknown: the bytes never pass through postroom); it becomes `ready`
+    once the object is seen in the store. Direct uploads are `ready` at once, with both."""
+
+    __tablename__ = "uploads"
+
+    id: str = Field(primary_key=True, max_length=40)
+    agent_id: str = Field(max_length=40, index=True)
+    object_key: str = Field(max_length=512, sa_column_kwargs={"unique": True})
+    file_name: str = Field(sa_column=Column(Text, nullable=False))
+    content_type: str = Field(max_length=255)
+    size: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    max_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    sha256: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=16)
+    flow: str = Field(max_length=16)  # "form", "url" or "direct"
+    created_at: datetime
+    expires_at: datetime | None = None  # when the form or URL stops working
+    ready_at: datetime | None = None
+
+
+class Event(SQLModel, table=True):
+    """One state change an agent may read from `GET /v1/events` (SPEC §6), in `seq` order.
+
+    Written in the same transaction as the change it reports, so the feed never shows a change
+    that did not commit nor misses one that did; `seq` is the cursor.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_agent_seq", "agent_id", "seq"),)
+
+    seq: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                       primary_key=True, autoincrement=True))
+    agent_id: str = Field(max_length=40)
+    type: str = Field(max_length=40)
+    message_id: str = Field(max_length=40)
+    attachment_id: str | None = Field(default=None, max_length=40)
+    index: int | None = None
+    status: str | None = Field(default=None, max_length=16)
+    created_at: datetime
