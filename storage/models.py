@@ -142,3 +142,25 @@ class Upload(SQLModel, table=True):
     created_at: datetime
     expires_at: datetime | None = None  # when the form or URL stops working
     ready_at: datetime | None = None
+
+
+class Event(SQLModel, table=True):
+    """One state change an agent may read from `GET /v1/events` (SPEC §6), in `seq` order.
+
+    Written in the same transaction as the change it reports, so the feed never shows a change
+    that did not commit nor misses one that did; `seq` is the cursor.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_agent_seq", "agent_id", "seq"),)
+
+    seq: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                       primary_key=True, autoincrement=True))
+    agent_id: str = Field(max_length=40)
+    type: str = Field(max_length=40)
+    message_id: str = Field(max_length=40)
+    attachment_id: str | None = Field(default=None, max_length=40)
+    index: int | None = None
+    status: str | None = Field(default=None, max_length=16)
+    created_at: datetime
