@@ -28,6 +28,10 @@ def new_attachment_id() -> str:
     return "att_" + _ulid()
 
 
+def new_upload_id() -> str:
+    return "upl_" + _ulid()
+
+
 def new_agent_id() -> str:
     return "agt_" + _ulid()
 

@@ -58,7 +58,14 @@ ATTACHMENTS: Select[Any] = (
     .where(_attachments.c.message_id == bindparam("message_id"))
     .order_by(_attachments.c.index))
 
-STATEMENTS = (AGENT_FOR_KEY_HASH, ATTACHMENT, MESSAGE, ATTACHMENTS)
+# An attachment by its id, if the agent is a recipient of its message.
+ATTACHMENT_BY_ID: Select[Any] = (
+    select(*_labelled(Attachment))
+    .where(_attachments.c.id == bindparam("attachment_id"),
+           exists().where(_recipients.c.message_id == _attachments.c.message_id,
+                          _recipients.c.agent_id == bindparam("agent_id"))))
+
+STATEMENTS = (AGENT_FOR_KEY_HASH, ATTACHMENT, MESSAGE, ATTACHMENTS, ATTACHMENT_BY_ID)
 
 
 def _sqlite_file(engine: AsyncEngine) -> Path | None:
@@ -167,6 +174,12 @@ class Lookups:
             return None
         row = rows[0]
         return str(row.message_status), (row if row.id is not None else None)
+
+    async def attachment_by_id(self, agent_id: str, attachment_id: str) -> Any | None:
+        """The attachment's row; None if there is none or the agent cannot see its message."""
+        (rows,) = await self._rows((ATTACHMENT_BY_ID, {"agent_id": agent_id,
+                                                       "attachment_id": attachment_id}))
+        return rows[0] if rows else None
 
     async def message(self, agent_id: str, message_id: str, with_attachments: bool = True
                       ) -> tuple[Sequence[Any], Sequence[Any]] | None:

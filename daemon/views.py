@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
-from storage.models import Attachment, Message, Recipient
+from storage.models import Attachment, Message, Recipient, Upload
 
 # A lookups row is a named tuple made at run time, so it cannot be named more precisely here.
 AttachmentRow: TypeAlias = Attachment | Any
@@ -47,6 +47,18 @@ def attachment_view(a: AttachmentRow) -> dict[str, Any]:
         "encryption": json.loads(a.encryption) if a.encryption else None,
         "error": a.error, "defects": _json_list(a.defects),
         "created_at": iso(a.created_at), "ready_at": iso(a.ready_at),
+    }
+
+
+def upload_view(u: Upload, url: str | None) -> dict[str, Any]:
+    """An upload as an attachment object: what SPEC §6 names, then what postroom knows of it
+    (`size` and `sha256` stay null until the bytes are seen; a presigned upload's never are
+    hashed, since they never pass through postroom)."""
+    return {
+        "id": u.id, "file_name": u.file_name, "content_type": u.content_type, "size": u.size,
+        "url": url, "created_at": iso(u.created_at), "object_key": u.object_key,
+        "status": u.status, "sha256": u.sha256, "ready_at": iso(u.ready_at),
+        "source": "upload",
     }
 
 

@@ -14,6 +14,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,8 +25,8 @@ from urllib.parse import urlencode
 
 from storage.barrier import SyncBarrier, syncfs_available
 from storage.errors import InvalidKey, ObjectNotFound, TransientError
-from storage.objects import PresignedGet, check_key
-from storage.presign import SignedGet, UrlSigner
+from storage.objects import PresignedGet, PresignedPost, check_key
+from storage.presign import PostPolicy, SignedGet, SignedPut, UrlSigner
 
 T = TypeVar("T")
 
@@ -231,6 +232,33 @@ class LocalStore:
 
     async def exists(self, key: str) -> bool:
         return await self._run(lambda: self.path_for(key).is_file())
+
+    async def size(self, key: str) -> int | None:
+        def size_of() -> int | None:
+            try:
+                st = self.path_for(key).stat()
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            return st.st_size if stat.S_ISREG(st.st_mode) else None
+        return await self._run(size_of)
+
+    async def presign_post(self, key: str, *, expires_in: float, content_type: str,
+                           max_bytes: int) -> PresignedPost:
+        """A form for the daemon's own `POST /objects`, which enforces the policy itself."""
+        check_key(key)
+        expires = int(time.time() + expires_in)
+        document = PostPolicy(key, expires, content_type, max_bytes).document()
+        fields = {"key": key, "Content-Type": content_type, "policy": document,
+                  "signature": self.signer.sign_policy(document)}
+        return PresignedPost(f"{self.public_url}/objects", fields, float(expires))
+
+    async def presign_put(self, key: str, *, expires_in: float, content_type: str,
+                          size: int) -> PresignedGet:
+        """A URL for the daemon's own `PUT /objects/<key>`, bound to the type and the size."""
+        check_key(key)
+        expires = int(time.time() + expires_in)
+        params = self.signer.sign_put(SignedPut(key, expires, content_type, size))
+        return PresignedGet(f"{self.public_url}/objects/{key}?{urlencode(params)}", float(expires))
 
     async def presign_get(
         self, key: str, *, expires_in: float, file_name: str, content_type: str

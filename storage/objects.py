@@ -14,6 +14,10 @@ from typing import Protocol
 
 from storage.errors import InvalidKey
 
+UPLOADS = "uploads"
+_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+_SLUG_MAX = 100
+
 # Keys are ours: ids, fixed words, digits, dots, dashes and slashes. No "..", no leading "/".
 _KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*")
 
@@ -32,6 +36,15 @@ class PresignedGet:
     """A URL that fetches one object until `expires_at` (unix seconds)."""
 
     url: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class PresignedPost:
+    """A form to POST one file with: `url`, the `fields` to send before the file, `expires_at`."""
+
+    url: str
+    fields: dict[str, str]
     expires_at: float
 
 
@@ -75,6 +88,17 @@ class ObjectStore(Protocol):
     ) -> PresignedGet:
         """A URL that serves the object as a download named `file_name`."""
 
+    async def size(self, key: str) -> int | None:
+        """The stored object's size in bytes, None when there is no object under `key`."""
+
+    async def presign_post(self, key: str, *, expires_in: float, content_type: str,
+                           max_bytes: int) -> PresignedPost:
+        """A form that stores one file of `content_type` and at most `max_bytes` under `key`."""
+
+    async def presign_put(self, key: str, *, expires_in: float, content_type: str,
+                          size: int) -> PresignedGet:
+        """A URL that stores, by PUT, exactly `size` bytes of `content_type` under `key`."""
+
     async def check(self) -> None:
         """Raise TransientError when the store does not answer (readiness)."""
 
@@ -95,3 +119,15 @@ def attachment_key(message_id: str, index: int) -> str:
 def body_key(message_id: str, kind: str) -> str:
     """Key of the text or html body."""
     return f"inbound/{message_id}/body.{'txt' if kind == 'text' else 'html'}"
+
+
+def uploads_prefix(agent_id: str) -> str:
+    """Where an agent's uploads live: every key under it is the agent's own."""
+    return f"{UPLOADS}/{check_key(agent_id)}/"
+
+
+def upload_key(agent_id: str, unique: str, file_name: str) -> str:
+    """`uploads/<agent_id>/<unique>-<slug>`: the slug is the name cut down to ASCII letters,
+    digits, `_`, `.` and `-` (at most 100), so no name a client sends reaches a path as is."""
+    slug = _SLUG_UNSAFE.sub("_", file_name).strip("._-")[:_SLUG_MAX].strip("._-") or "file"
+    return check_key(f"{uploads_prefix(agent_id)}{unique}-{slug}")

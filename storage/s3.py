@@ -26,7 +26,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
 )
 
 from storage.errors import ObjectNotFound, TransientError
-from storage.objects import PresignedGet, check_key
+from storage.objects import PresignedGet, PresignedPost, check_key
 from storage.presign import content_disposition
 
 T = TypeVar("T")
@@ -240,6 +240,41 @@ class S3Store:
         except ObjectNotFound:
             return False
         return True
+
+    async def size(self, key: str) -> int | None:
+        target = self._object(key)
+        try:
+            async with self._translated("head", key):
+                head = await self._client.head_object(**target)
+        except ObjectNotFound:
+            return None
+        return int(head["ContentLength"])
+
+    async def presign_post(self, key: str, *, expires_in: float, content_type: str,
+                           max_bytes: int) -> PresignedPost:
+        """A SigV4 POST policy: S3 itself refuses another key, type or a size out of range."""
+        target = self._object(key)
+        seconds = max(1, min(int(expires_in), _MAX_PRESIGN_SECONDS))
+        expires_at = time.time() + seconds
+        async with self._translated("presign", key):
+            form: dict[str, Any] = await self._client.generate_presigned_post(
+                target["Bucket"], target["Key"], Fields={"Content-Type": content_type},
+                Conditions=[{"Content-Type": content_type},
+                            ["content-length-range", 0, max_bytes]],
+                ExpiresIn=seconds)
+        return PresignedPost(form["url"], dict(form["fields"]), float(int(expires_at)))
+
+    async def presign_put(self, key: str, *, expires_in: float, content_type: str,
+                          size: int) -> PresignedGet:
+        """A SigV4 PUT URL with Content-Type and Content-Length among the signed headers."""
+        target = self._object(key)
+        seconds = max(1, min(int(expires_in), _MAX_PRESIGN_SECONDS))
+        expires_at = time.time() + seconds
+        async with self._translated("presign", key):
+            url: str = await self._client.generate_presigned_url(
+                "put_object", ExpiresIn=seconds,
+                Params={**target, "ContentType": content_type, "ContentLength": size})
+        return PresignedGet(url, float(int(expires_at)))
 
     async def presign_get(
         self, key: str, *, expires_in: float, file_name: str, content_type: str
