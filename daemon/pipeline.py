@@ -359,21 +359,20 @@ class Pipeline:
                 await conn.execute(ATTACHMENTS.insert(), rows)
             await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id)
                                .values(**message))
+            agents = await message_agents(conn, message_id)
+            events = [e for p, r, (status, _) in zip(found.attachments, rows, states,
+                                                     strict=True)
+                      for e in event_rows(agents, f"attachment.{status}", message_id, now,
+                                          attachment_id=str(r["id"]), index=p.index,
+                                          status=status)]
             if final:
-                agents = await message_agents(conn, message_id)
-                events = [e for p, r, (status, _) in zip(found.attachments, rows, states,
-                                                         strict=True)
-                          for e in event_rows(agents, f"attachment.{status}", message_id, now,
-                                              attachment_id=str(r["id"]), index=p.index,
-                                              status=status)]
                 events += event_rows(agents, f"message.{message['status']}", message_id, now,
                                      status=str(message["status"]))
-                await record_events(conn, events)
+            await record_events(conn, events)
             return [str(r["id"]) for r in rows]
 
         ids: list[str] = await self._writer.write(record)
-        if final:
-            self._events.notify()
+        self._events.notify()
         for part, att_id, (status, error) in zip(found.attachments, ids, states, strict=True):
             log.info("attachment.state", message_id=message_id, attachment_id=att_id,
                      index=part.index, status=status, size=part.size, error=error)

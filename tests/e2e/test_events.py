@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -129,3 +130,16 @@ def test_bad_cursors_and_waits_are_refused(fresh_root: Path) -> None:
             assert r.json()["error"]["code"] == "invalid_cursor"
         with d.api("not-a-key") as api:
             assert api.get("/v1/events").status_code == 401
+
+
+def test_large_attachments_are_announced_pending_before_ready(fresh_root: Path) -> None:
+    with running_daemon(fresh_root) as d:
+        alice = d.add_agent("alice", "alice@t.test")
+        big = b"%PDF-1.4\n" + os.urandom(9 * 1024 * 1024)  # above the 8 MiB pending-first bound
+        msg_id = d.send(with_attachment("alice@t.test", big), ["alice@t.test"])
+        d.wait_message(alice["api_key"], msg_id, timeout=60)
+        events = _all_events(d, alice["api_key"], 4)
+        assert [(e["type"], e["index"]) for e in events] == [
+            ("message.received", None), ("attachment.pending", 0), ("attachment.ready", 0),
+            ("message.ready", None)]
+        assert events[1]["attachment_id"] == events[2]["attachment_id"]
