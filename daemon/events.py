@@ -45,7 +45,7 @@ class EventBus:
             await asyncio.wait_for(self._event.wait(), within)
 
 
-def event_rows(agent_ids: Iterable[str], kind: str, message_id: str, now: datetime,
+def event_rows(agent_ids: Iterable[str], kind: str, message_id: str | None, now: datetime,
                attachment_id: str | None = None, index: int | None = None,
                status: str | None = None) -> list[dict[str, Any]]:
     """The rows announcing one change to each agent that may see it."""

@@ -32,6 +32,7 @@ from daemon.agents import utcnow
 from daemon.api import ApiContext, ApiError, JsonBody, not_found
 from daemon.api import _iso_ts as iso_ts
 from daemon.bodylimit import StreamedRoute
+from daemon.events import EventBus, event_rows, record_events
 from daemon.ids import new_upload_id
 from daemon.lookups import Lookups
 from daemon.multipart import MultipartError, MultipartReader, boundary_of
@@ -204,6 +205,7 @@ def uploads_router(ctx: ApiContext, agent_dependency: Any, lookups: Lookups) -> 
     with the local store also the routes that accept the uploads it signs."""
     router = APIRouter()
     store = ctx.store
+    bus = ctx.events or EventBus()
     cap = ctx.upload_max_bytes
 
     def ttl(asked: int | None) -> float:
@@ -218,15 +220,27 @@ def uploads_router(ctx: ApiContext, agent_dependency: Any, lookups: Lookups) -> 
                      status=known.pop("status", PENDING), **known)
         async with ctx.sessions() as session, translated_errors():
             session.add(row)
+            if row.status == READY:
+                await record_events(await session.connection(), event_rows(
+                    [agent_id], "upload.ready", None, utcnow(), attachment_id=row.id,
+                    status=READY))
             await session.commit()
+        if row.status == READY:
+            bus.notify()
         return row
 
     async def mark_ready(key: str, size: int, sha256: str | None) -> None:
         async with ctx.sessions() as session, translated_errors():
-            await session.execute(
-                update(Upload).where(UPLOAD_COL.object_key == key)
-                .values(status=READY, size=size, sha256=sha256, ready_at=utcnow()))
+            flipped = (await session.execute(
+                update(Upload).where(UPLOAD_COL.object_key == key, UPLOAD_COL.status == PENDING)
+                .values(status=READY, size=size, sha256=sha256, ready_at=utcnow())
+                .returning(UPLOAD_COL.id, UPLOAD_COL.agent_id))).first()
+            if flipped is not None:  # once, however many requests notice it together
+                await record_events(await session.connection(), event_rows(
+                    [str(flipped[1])], "upload.ready", None, utcnow(),
+                    attachment_id=str(flipped[0]), status=READY))
             await session.commit()
+        bus.notify()
 
     async def refreshed(row: Upload) -> Upload:
         """The row, `ready` (with its size) once the object is in the store."""

@@ -159,8 +159,8 @@ class Event(SQLModel, table=True):
                                        primary_key=True, autoincrement=True))
     agent_id: str = Field(max_length=40)
     type: str = Field(max_length=40)
-    message_id: str = Field(max_length=40)
-    attachment_id: str | None = Field(default=None, max_length=40)
+    message_id: str | None = Field(default=None, max_length=40)  # None for an upload's event
+    attachment_id: str | None = Field(default=None, max_length=40)  # att_… or upl_…
     index: int | None = None
     status: str | None = Field(default=None, max_length=16)
     created_at: datetime

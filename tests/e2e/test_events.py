@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.e2e.harness import Daemon, running_daemon, start_daemon, write_config
 from tests.e2e.mail import plain, with_attachment
 
@@ -143,3 +145,26 @@ def test_large_attachments_are_announced_pending_before_ready(fresh_root: Path) 
             ("message.received", None), ("attachment.pending", 0), ("attachment.ready", 0),
             ("message.ready", None)]
         assert events[1]["attachment_id"] == events[2]["attachment_id"]
+
+
+def test_uploads_are_announced_once_when_ready(fresh_root: Path) -> None:
+    with running_daemon(fresh_root) as d:
+        alice = d.add_agent("alice", "alice@t.test")
+        with d.api(alice["api_key"]) as api:
+            direct = api.post("/v1/uploads", files={"file": ("a.txt", b"hello", "text/plain")})
+            assert direct.status_code == 201, direct.text
+            put = api.post("/v1/uploads/url", json={"file_name": "b.txt",
+                                                    "content_type": "text/plain", "size": 3})
+            assert put.status_code == 200, put.text
+            ticket = put.json()
+            # Pending until the bytes arrive: no event yet for the second upload.
+            assert [e["attachment_id"] for e in _events(d, alice["api_key"])["events"]] == [
+                direct.json()["id"]]
+            sent = httpx.put(ticket["upload_url"], content=b"abc",
+                             headers={"Content-Type": "text/plain"})
+            assert sent.status_code in (200, 204), sent.text
+            for _ in range(2):  # looking twice announces it once
+                assert api.get(f"/v1/attachments/{ticket['id']}").json()["status"] == "ready"
+        events = _events(d, alice["api_key"])["events"]
+        assert [(e["type"], e["attachment_id"], e["message_id"]) for e in events] == [
+            ("upload.ready", direct.json()["id"], None), ("upload.ready", ticket["id"], None)]

@@ -22,7 +22,7 @@ def upgrade() -> None:
         sa.Column("seq", BigInt, primary_key=True, autoincrement=True),
         sa.Column("agent_id", sa.String(40), nullable=False),
         sa.Column("type", sa.String(40), nullable=False),
-        sa.Column("message_id", sa.String(40), nullable=False),
+        sa.Column("message_id", sa.String(40), nullable=True),
         sa.Column("attachment_id", sa.String(40), nullable=True),
         sa.Column("index", sa.Integer, nullable=True),
         sa.Column("status", sa.String(16), nullable=True),
