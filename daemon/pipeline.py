@@ -326,6 +326,7 @@ class Pipeline:
             "in_reply_to": h.in_reply_to, "references_header": h.references,
             "attachment_count": len(found.attachments),
             "defects": json.dumps(list(found.defects)),
+            "pgp": found.pgp, "smime": found.smime,
         }
         if final:
             message.update(
@@ -349,7 +350,7 @@ class Pipeline:
                 "content_type_mismatch": p.content_type_mismatch, "disposition": p.disposition,
                 "content_id": p.content_id, "size": p.size, "sha256": p.sha256,
                 "parent": p.parent, "path": p.path[:255], "source": p.source,
-                "encrypted": False, "encryption": None, "error": error,
+                "encrypted": p.encrypted, "encryption": None, "error": error,
                 "defects": json.dumps(list(p.defects)),
                 "object_key": attachment_key(message_id, p.index)
                 if final and p.outcome != "rejected" else None,

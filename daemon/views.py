@@ -90,6 +90,6 @@ def message_view(m: MessageRow, mine: Sequence[RecipientRow],
         },
         "attachments": [attachment_view(a) for a in attachments],
         "defects": _json_list(m.defects),
-        "pgp": None,
+        "pgp": m.pgp, "smime": m.smime,
     })
     return out

@@ -7,6 +7,7 @@ the decoded size and sha256; the one summary part standing for all beyond `max_p
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Literal
 
@@ -14,11 +15,24 @@ from extractors.charsets import decode_text
 from extractors.encoded_words import decode_header_text
 from extractors.filenames import safe_file_name
 from extractors.headers import message_headers, parse_header_block
-from extractors.records import Body, Extraction, Headers, Limits, Part, PartOutcome
+from extractors.records import (
+    Body,
+    Extraction,
+    Headers,
+    Limits,
+    Part,
+    PartOutcome,
+    PartSource,
+)
+from extractors.security import is_encrypted_part
 from extractors.sniff import detect_content_type, is_mismatch
-from extractors.transfer import Decoded, decode_transfer, is_identity
+from extractors.tnef import is_tnef, tnef_files
+from extractors.transfer import UUENCODE_ENCODINGS, Decoded, decode_transfer, is_identity
+from extractors.uuencode import uuencoded_files
 from extractors.walk import EMBEDDED_MESSAGE_TYPES, Leaf, MimeWalk
 
+_UUENCODE_TYPES = frozenset({"application/x-uuencode", "text/x-uuencode", "application/uue"})
+_BINHEX_TYPES = frozenset({"application/mac-binhex40", "application/x-binhex40"})
 _BODY_KINDS: dict[str, Literal["text", "html"]] = {"text/plain": "text", "text/html": "html"}
 
 
@@ -72,6 +86,8 @@ class _Collector:
 
     def _body(self, leaf: Leaf, kind: Literal["text", "html"]) -> Body:
         decoded = _decode_leaf(leaf)
+        if kind == "text":
+            self._uuencoded(leaf, decoded.data, None)
         text, charset_defects = decode_text(decoded.data, leaf.entity.charset)
         return Body(
             kind=kind,
@@ -91,6 +107,8 @@ class _Collector:
         data = decoded.data
         defects = [*leaf.defects, *decoded.defects]
         embedded = entity.content_type in EMBEDDED_MESSAGE_TYPES and decoded.failure is None
+        if entity.content_type in _BINHEX_TYPES:
+            defects.append("binhex: kept as sent, not decoded")
         shown_name = name
         if shown_name is None and embedded:
             shown_name = _embedded_subject_name(data)
@@ -119,6 +137,8 @@ class _Collector:
                 size=size,
                 sha256=digest,
                 parent=leaf.parent,
+                source="uuencode" if entity.transfer_encoding in UUENCODE_ENCODINGS else "mime",
+                encrypted=leaf.encrypted or is_encrypted_part(entity, name, data),
                 outcome=outcome,
                 reason=reason,
                 defects=tuple(defects),
@@ -127,6 +147,71 @@ class _Collector:
         if embedded and leaf.can_descend:
             in_place = is_identity(entity.transfer_encoding)
             self.walk.enter_message(leaf, None if in_place else data, index)
+        elif outcome == "ok" and is_tnef(entity.content_type, name, data):
+            self._tnef_files(leaf, index, data)
+        elif outcome == "ok" and (entity.content_type in _UUENCODE_TYPES
+                                  or entity.content_type == "text/plain"):
+            self._uuencoded(leaf, data, index)
+
+    def _uuencoded(self, leaf: Leaf, text: bytes, parent: int | None) -> None:
+        for found in uuencoded_files(text):
+            self._derived(leaf, parent, found.name, "application/octet-stream", found.data,
+                          "uuencode", found.defects)
+
+    def _tnef_files(self, leaf: Leaf, index: int, data: bytes) -> None:
+        files, defects = tnef_files(data, max(1, self.limits.max_depth - leaf.depth))
+        if defects:
+            part = self.parts[index]
+            self.parts[index] = dataclasses.replace(part, defects=(*part.defects, *defects))
+        indexes: list[int | None] = []
+        for found in files:
+            parent = index if found.within is None else indexes[found.within]
+            indexes.append(self._derived(leaf, parent, found.name, found.content_type,
+                                         found.data, "tnef"))
+
+    def _derived(
+        self,
+        leaf: Leaf,
+        parent: int | None,
+        name: str,
+        content_type: str,
+        data: bytes,
+        source: PartSource,
+        defects: tuple[str, ...] = (),
+    ) -> int | None:
+        """Record a file found inside a part (TNEF, uuencode); None when beyond max_parts."""
+        if len(self.parts) >= self.limits.max_parts:
+            if not self.dropped:
+                self.first_dropped_path = leaf.path
+            self.dropped += 1
+            return None
+        index = len(self.parts)
+        detected = detect_content_type(data)
+        size = len(data)
+        too_large = size > self.limits.max_attachment_size
+        self.parts.append(
+            Part(
+                index=index,
+                path=leaf.path,
+                content_type=content_type,
+                detected_content_type=detected,
+                content_type_mismatch=is_mismatch(content_type, detected),
+                disposition="attachment",
+                content_id=None,
+                file_name=safe_file_name(name, index, content_type),
+                original_file_name=name,
+                data=b"" if too_large else data,
+                size=size,
+                sha256=hashlib.sha256(data).hexdigest(),
+                parent=parent,
+                source=source,
+                encrypted=is_encrypted_part(leaf.entity, name, data),
+                outcome="rejected" if too_large else "ok",
+                reason="too_large" if too_large else None,
+                defects=defects,
+            )
+        )
+        return index
 
     def summary_of_dropped(self) -> Part | None:
         """One rejected part standing for every part beyond max_parts, so none vanish silently."""
@@ -190,4 +275,6 @@ def extract_message(raw: bytes, limits: Limits) -> Extraction:
         html_body=collector.bodies.get("html"),
         attachments=tuple(collector.parts),
         defects=(*walk.defects, *defects),
+        pgp=walk.pgp,
+        smime=walk.smime,
     )

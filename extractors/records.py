@@ -11,6 +11,7 @@ from typing import Literal
 
 PartSource = Literal["mime", "uuencode", "tnef"]
 PartOutcome = Literal["ok", "rejected", "failed"]
+Security = Literal["encrypted", "signed"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Part:
     sha256: str  # hex digest of data
     parent: int | None = None  # index of the containing .eml / TNEF part, None at the top
     source: PartSource = "mime"
+    encrypted: bool = False  # ciphertext as sent: a PGP/MIME payload, S/MIME enveloped data
     outcome: PartOutcome = "ok"
     reason: str | None = None  # "too_large", "part_limit", "depth_limit" or a decode error
     defects: tuple[str, ...] = ()
@@ -81,3 +83,6 @@ class Extraction:
     html_body: Body | None
     attachments: tuple[Part, ...]
     defects: tuple[str, ...] = field(default=())
+    # What the top message says of itself (SPEC §8): "encrypted", "signed" or None.
+    pgp: Security | None = None
+    smime: Security | None = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 # Misspellings seen in real mail whose meaning is not in doubt.
 _IDENTITY = {"", "7bit", "8bit", "binary", "7-bit", "8-bit", "7bits", "8bits", "7", "8", "none"}
-_UUENCODE = {"x-uuencode", "uuencode", "x-uue", "uue"}
+UUENCODE_ENCODINGS = frozenset({"x-uuencode", "uuencode", "x-uue", "uue"})
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 # bytes.translate(None, delete) with these leaves exactly the characters base64 must not hold.
 _B64_ALLOWED = _B64_ALPHABET + b"= \t\r\n"
@@ -120,7 +120,7 @@ def decode_transfer(data: bytes | memoryview, encoding: str | None) -> Decoded:
         bad = _BAD_QP.search(data) is not None
         return Decoded(binascii.a2b_qp(data),
                        ("quoted-printable: invalid escapes kept as sent",) if bad else ())
-    if name in _UUENCODE:
+    if name in UUENCODE_ENCODINGS:
         return decode_uuencode(bytes(data))
     reason = f"unknown transfer encoding {name[:40]!r}"
     return Decoded(bytes(data), (reason,), failure=reason)

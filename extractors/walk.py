@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from extractors.entity import Entity, read_entity
 from extractors.headers import HeaderBlock, parse_header_block
+from extractors.records import Security
+from extractors.security import entity_security, stronger
 
 # After "--boundary": an optional "--" (the close delimiter), transport padding, end of line.
 _DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r?\n|\Z)")
@@ -36,6 +38,7 @@ class Leaf:
     # Where a body may be: any part of an alternative, a related root, the first part of mixed.
     body_candidate: bool
     opaque: bool = False  # a container kept whole because it is nested beyond max_depth
+    encrypted: bool = False  # the payload of a multipart/encrypted: ciphertext, kept opaque
     can_descend: bool = False  # an embedded message whose content may still be walked
     defects: tuple[str, ...] = ()
 
@@ -54,6 +57,7 @@ class _Pending:
     body_candidate: bool
     default_type: str = "text/plain"
     message_root: bool = False
+    encrypted: bool = False
 
 
 def _message_root(
@@ -155,15 +159,19 @@ class _Frame:
         number = self.count
         self.count += 1
         candidate = owner.body_candidate and (self.subtype == "alternative" or number == self.root)
+        # RFC 1847 §2.2: the first part of multipart/encrypted is control information, the
+        # second the ciphertext; neither is a body.
+        encrypted = self.subtype == "encrypted"
         return dataclasses.replace(
             owner,
             start=start,
             end=end,
             path=_join(owner.path, number + 1),
             depth=owner.depth + 1,
-            body_candidate=candidate,
+            body_candidate=candidate and not encrypted,
             default_type=self.child_type,
             message_root=False,
+            encrypted=owner.encrypted or (encrypted and number >= 1),
         )
 
 
@@ -176,6 +184,9 @@ class MimeWalk:
         self._scopes = 0
         self.top: HeaderBlock | None = None
         self.defects: list[str] = []
+        # What the top message's own entities say about signing and encryption.
+        self.pgp: Security | None = None
+        self.smime: Security | None = None
 
     def _defect(self, path: str, defect: str) -> None:
         self.defects.append(f"{path}: {defect}" if path else defect)
@@ -225,6 +236,8 @@ class MimeWalk:
             defects = ()
         entity = read_entity(block, item.default_type)
         path = _join(item.path, 1) if item.message_root else item.path
+        if item.scope == 0:
+            self._note_security(entity)
         if entity.maintype == "multipart":
             if item.depth >= self._max_depth:
                 # The whole entity, headers included, so the kept bytes can still be parsed.
@@ -247,6 +260,16 @@ class MimeWalk:
             )
         return self._leaf(item, block.body_start, entity, path, defects, False)
 
+    def _note_security(self, entity: Entity) -> None:
+        found = entity_security(entity)
+        if found is None:
+            return
+        kind, seen = found
+        if kind == "pgp":
+            self.pgp = stronger(self.pgp, seen)
+        else:
+            self.smime = stronger(self.smime, seen)
+
     def _leaf(
         self,
         item: _Pending,
@@ -268,6 +291,7 @@ class MimeWalk:
             parent=item.parent,
             body_candidate=item.body_candidate and not opaque,
             opaque=opaque,
+            encrypted=item.encrypted,
             can_descend=(
                 entity.content_type in EMBEDDED_MESSAGE_TYPES and item.depth < self._max_depth
             ),

@@ -74,6 +74,9 @@ class Message(SQLModel, table=True):
     html_size: int | None = None
     attachment_count: int = 0
     defects: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list
+    # What the message says of itself (SPEC §8): "encrypted", "signed" or None.
+    pgp: str | None = Field(default=None, max_length=16)
+    smime: str | None = Field(default=None, max_length=16)
 
 
 class Recipient(SQLModel, table=True):

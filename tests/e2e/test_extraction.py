@@ -6,6 +6,8 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.harness import Raw, queued_id, running_daemon
 from tests.e2e.mail import with_attachment
 
@@ -109,3 +111,43 @@ def test_sigterm_lets_a_transfer_in_progress_finish(fresh_root: Path) -> None:
     # The message accepted during the drain is there after a restart.
     with running_daemon(fresh_root) as d2:
         assert d2.wait_message(agent["api_key"], d2_id)["status"] == "ready"
+
+
+PGP_ENCRYPTED = (
+    b"From: s@example.org\r\nTo: a@t.test\r\nSubject: secret\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; boundary=P\r\n'
+    b"\r\n--P\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n"
+    b'--P\r\nContent-Type: application/octet-stream; name="encrypted.asc"\r\n\r\n'
+    b"-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA1234\r\n-----END PGP MESSAGE-----\r\n--P--\r\n"
+)
+
+
+def test_pgp_mime_message_lists_its_ciphertext_flagged_encrypted(fresh_root: Path) -> None:
+    with running_daemon(fresh_root) as d:
+        agent = d.add_agent("a", "a@t.test")
+        m = d.wait_message(agent["api_key"], d.send(PGP_ENCRYPTED, ["a@t.test"]))
+        assert (m["pgp"], m["smime"], m["status"]) == ("encrypted", None, "ready")
+        control, payload = m["attachments"]
+        assert control["encrypted"] is False
+        assert payload["encrypted"] is True and payload["file_name"] == "encrypted.asc"
+        assert payload["detected_content_type"] == "application/pgp-encrypted"
+
+
+TNEF_DIR = Path(__file__).parents[2].parent / "shared" / "corpus" / "tnef"
+
+
+@pytest.mark.skipif(not TNEF_DIR.is_dir() and not os.environ.get("CI"),
+                    reason=f"the shared TNEF corpus is not at {TNEF_DIR}")
+def test_winmail_dat_files_are_listed_with_the_tnef_part_as_parent(fresh_root: Path) -> None:
+    payload = (TNEF_DIR / "mimekit" / "two-files.tnef").read_bytes()
+    msg = with_attachment("a@t.test", payload, file_name="winmail.dat",
+                          content_type="application/ms-tnef")
+    with running_daemon(fresh_root) as d:
+        agent = d.add_agent("a", "a@t.test")
+        m = d.wait_message(agent["api_key"], d.send(msg, ["a@t.test"]))
+        assert m["status"] == "ready"
+        tnef, *inner = m["attachments"]
+        assert (tnef["file_name"], tnef["source"]) == ("winmail.dat", "mime")
+        assert [(a["file_name"], a["source"], a["parent"]) for a in inner] == [
+            ("AUTHORS", "tnef", tnef["index"]), ("README", "tnef", tnef["index"])]
+        assert all(a["status"] == "ready" and a["size"] > 0 for a in inner)
