@@ -44,7 +44,6 @@ from storage.group_commit import GroupCommit
 from storage.local import LocalStore, load_or_create_secret
 from storage.objects import ObjectStore
 from storage.presign import UrlSigner
-from storage.s3 import S3Store
 from storage.spool import Spooler, clear_stale
 
 log = structlog.get_logger("postroom.server")
@@ -80,6 +79,9 @@ async def build_store(config: Config) -> ObjectStore:
     if storage.backend == "s3":
         if storage.bucket is None:  # the config refuses this; a caller that built one by hand
             raise StartupError('storage.bucket is required when storage.backend = "s3"')
+        # Imported here: aioboto3 and its stack cost ~20 MiB that a local-store node never needs.
+        from storage.s3 import S3Store
+
         return await S3Store.open(storage.bucket, prefix=storage.key_prefix,
                                   endpoint_url=storage.endpoint_url, region=storage.region,
                                   spool_dir=storage.spool_path)
