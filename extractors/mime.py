@@ -109,6 +109,12 @@ class _Collector:
         embedded = entity.content_type in EMBEDDED_MESSAGE_TYPES and decoded.failure is None
         if entity.content_type in _BINHEX_TYPES:
             defects.append("binhex: kept as sent, not decoded")
+        elif entity.content_type == "message/partial":
+            # RFC 2046 §5.2.2: fragments are reassembled only by the final recipient's reader.
+            defects.append("message/partial: one fragment, kept as sent, not reassembled")
+        elif entity.content_type == "message/external-body":
+            # RFC 2046 §5.2.3: the body lives elsewhere; fetching it would be an SSRF.
+            defects.append("message/external-body: a reference, recorded and not fetched")
         shown_name = name
         if shown_name is None and embedded:
             shown_name = _embedded_subject_name(data)

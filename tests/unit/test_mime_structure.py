@@ -239,3 +239,20 @@ def test_unparseable_content_type_becomes_octet_stream_with_a_defect(one_attachm
     [part] = extract_message(one_attachment("Content-Type: <html>"), Limits()).attachments
     assert part.content_type == "application/octet-stream"
     assert part.defects == ("content-type: unparseable '<html>'",)
+
+
+def test_partial_and_external_body_are_kept_as_sent_with_a_defect(
+    multipart: Build, part: Build
+) -> None:
+    fragment = b"Message-ID: <frag@x>\r\n\r\nfirst half"
+    reference = b"Content-Type: application/pdf\r\n\r\n"
+    raw = multipart(
+        part('Content-Type: message/partial; id="abc"; number=1; total=2', fragment),
+        part('Content-Type: message/external-body; access-type=URL; URL="http://x/a.pdf"',
+             reference),
+    )
+    partial, external = extract_message(raw, Limits()).attachments
+    assert partial.data == fragment and partial.parent is None
+    assert "message/partial: one fragment, kept as sent, not reassembled" in partial.defects
+    assert external.data == reference
+    assert "message/external-body: a reference, recorded and not fetched" in external.defects
