@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit e2e bench bench-quick clean
+.PHONY: run test lint unit e2e corpus bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -29,6 +29,10 @@ unit: $(STAMP)
 
 e2e: $(STAMP)
 	$(VENV)/bin/pytest tests/e2e
+
+# The real-world corpus (../shared/corpus) through one daemon, with its figures printed.
+corpus: $(STAMP)
+	$(VENV)/bin/pytest -v -s tests/e2e/test_corpus.py
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
