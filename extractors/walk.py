@@ -1,14 +1,15 @@
 """A bytes-level MIME walker: yields the leaf entities of a message in document order.
 
-An explicit stack (never recursion) and `bytes.find` for delimiter lines keep it linear per
-nesting level, never deeper than `max_depth`. It never decodes bodies and never raises: broken
-structure becomes a defect. Paths follow IMAP; a single-part message's content is part "1".
+An explicit stack (never recursion) and one index of each buffer's "--" lines, shared by every
+nesting level, keep it linear in the input however deep the nesting. It never decodes bodies and
+never raises: broken structure becomes a defect. Paths follow IMAP; a single-part message's
+content is part "1".
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,8 +18,6 @@ from extractors.headers import HeaderBlock, parse_header_block
 from extractors.records import Security
 from extractors.security import entity_security, stronger
 
-# After "--boundary": an optional "--" (the close delimiter), transport padding, end of line.
-_DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r?\n|\Z)")
 EMBEDDED_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global", "message/news"})
 
 
@@ -27,6 +26,7 @@ class Leaf:
     """One leaf entity: where its bytes are, what its headers say, and where it sits."""
 
     buf: bytes
+    lines: DelimiterLines  # the "--" lines of buf, shared by everything walked in it
     start: int  # start of the entity's header block in buf
     body_start: int
     end: int
@@ -48,6 +48,7 @@ class _Pending:
     """An entity whose header block has not been read yet."""
 
     buf: bytes
+    lines: DelimiterLines
     start: int
     end: int
     path: str  # own path; for a message root, the path of the message that holds it
@@ -61,29 +62,64 @@ class _Pending:
 
 
 def _message_root(
-    buf: bytes, start: int, end: int, path: str, depth: int, scope: int, parent: int | None
+    buf: bytes,
+    lines: DelimiterLines,
+    start: int,
+    end: int,
+    path: str,
+    depth: int,
+    scope: int,
+    parent: int | None,
 ) -> _Pending:
-    return _Pending(buf, start, end, path, depth, scope, parent, True, message_root=True)
+    return _Pending(buf, lines, start, end, path, depth, scope, parent, True, message_root=True)
 
 
 def _join(path: str, number: int) -> str:
     return f"{path}.{number}" if path else str(number)
 
 
-def find_delimiter(
-    buf: bytes, delimiter: bytes, pos: int, end: int
-) -> tuple[int, int, bool] | None:
-    """Find the next delimiter line at or after line start pos: (start, next line, is_close)."""
-    search = pos
-    while True:
-        hit = buf.find(delimiter, search, end)
-        if hit < 0:
-            return None
-        if hit == pos or buf[hit - 1] == 0x0A:
-            tail = _DELIMITER_TAIL.match(buf, hit + len(delimiter), end)
-            if tail is not None:
-                return hit, tail.end(), tail.group(1) is not None
-        search = hit + 1
+def _line_key(text: bytes) -> bytes:
+    # A delimiter line is "--" boundary ["--"] transport-padding CRLF (RFC 2046 §5.1.1).
+    return text.removesuffix(b"\r").rstrip(b" \t")
+
+
+class DelimiterLines:
+    """Every line of one buffer that starts with "--", by its text: built once on first use.
+
+    Searching each multipart's boundary with `bytes.find` would rescan a nested multipart's
+    bytes once per enclosing level (quadratic in the depth); this index is one pass for all.
+    """
+
+    def __init__(self, buf: bytes) -> None:
+        self._buf = buf
+        self._lines: dict[bytes, list[tuple[int, int]]] | None = None
+
+    def _build(self) -> dict[bytes, list[tuple[int, int]]]:
+        buf = self._buf
+        lines: dict[bytes, list[tuple[int, int]]] = {}
+        start = 0 if buf.startswith(b"--") else buf.find(b"\n--") + 1 or -1
+        while start >= 0:
+            newline = buf.find(b"\n", start)
+            stop = len(buf) if newline < 0 else newline
+            lines.setdefault(_line_key(buf[start + 2 : stop]), []).append((start, stop + 1))
+            start = -1 if newline < 0 else buf.find(b"\n--", newline) + 1 or -1
+        return lines
+
+    def find(self, boundary: bytes, pos: int, end: int) -> tuple[int, int, bool] | None:
+        """The first delimiter line of boundary in buf[pos:end]: (start, next line, is_close)."""
+        if self._lines is None:
+            self._lines = self._build()
+        key = _line_key(boundary)
+        best: tuple[int, int, bool] | None = None
+        for text, is_close in ((key, False), (key + b"--", True)):
+            found = self._lines.get(text, [])
+            at = bisect.bisect_left(found, (pos, -1))
+            if at == len(found):
+                continue
+            start, after = found[at]
+            if start < end and (best is None or start < best[0]):
+                best = (start, min(after, end), is_close)
+        return best
 
 
 def _content_end(buf: bytes, start: int, delimiter_start: int) -> int:
@@ -99,9 +135,9 @@ def _content_end(buf: bytes, start: int, delimiter_start: int) -> int:
 class _Frame:
     """An open multipart on the walk stack, handing out its children one at a time."""
 
-    def __init__(self, owner: _Pending, entity: Entity, body_start: int, delimiter: bytes) -> None:
+    def __init__(self, owner: _Pending, entity: Entity, body_start: int, boundary: bytes) -> None:
         self.owner = owner
-        self.delimiter = delimiter
+        self.boundary = boundary
         self.subtype = entity.content_type.partition("/")[2]
         self.child_type = "message/rfc822" if self.subtype == "digest" else "text/plain"
         self.pos = body_start
@@ -114,7 +150,7 @@ class _Frame:
 
     def first_delimiter(self) -> bool:
         """Skip the preamble; False when no delimiter line exists at all."""
-        found = find_delimiter(self.owner.buf, self.delimiter, self.pos, self.owner.end)
+        found = self.owner.lines.find(self.boundary, self.pos, self.owner.end)
         if found is None:
             return False
         self.pos, self.done = found[1], found[2]
@@ -128,11 +164,11 @@ class _Frame:
         if not wanted:
             return 0
         buf, end = self.owner.buf, self.owner.end
-        found = find_delimiter(buf, self.delimiter, self.pos, end)
+        found = self.owner.lines.find(self.boundary, self.pos, end)
         number = 0
         while found is not None and not found[2]:
             child_start = found[1]
-            found = find_delimiter(buf, self.delimiter, child_start, end)
+            found = self.owner.lines.find(self.boundary, child_start, end)
             child_end = end if found is None else _content_end(buf, child_start, found[0])
             block = parse_header_block(buf, child_start, child_end)
             if read_entity(block).content_id == wanted:
@@ -146,7 +182,7 @@ class _Frame:
             return None
         owner = self.owner
         start = self.pos
-        found = find_delimiter(owner.buf, self.delimiter, start, owner.end)
+        found = owner.lines.find(self.boundary, start, owner.end)
         if found is None:
             self.done = True
             self.defects.append("multipart: missing final boundary")
@@ -180,7 +216,9 @@ class MimeWalk:
 
     def __init__(self, raw: bytes, max_depth: int) -> None:
         self._max_depth = max_depth
-        self._stack: list[_Frame | _Pending] = [_message_root(raw, 0, len(raw), "", 0, 0, None)]
+        self._stack: list[_Frame | _Pending] = [
+            _message_root(raw, DelimiterLines(raw), 0, len(raw), "", 0, 0, None)
+        ]
         self._scopes = 0
         self.top: HeaderBlock | None = None
         self.defects: list[str] = []
@@ -218,11 +256,11 @@ class MimeWalk:
         self._scopes += 1
         depth = leaf.depth + 1
         if content is None:
-            root = _message_root(
-                leaf.buf, leaf.body_start, leaf.end, leaf.path, depth, self._scopes, parent
-            )
+            root = _message_root(leaf.buf, leaf.lines, leaf.body_start, leaf.end, leaf.path,
+                                 depth, self._scopes, parent)
         else:
-            root = _message_root(content, 0, len(content), leaf.path, depth, self._scopes, parent)
+            root = _message_root(content, DelimiterLines(content), 0, len(content), leaf.path,
+                                 depth, self._scopes, parent)
         self._stack.append(root)
 
     def _open(self, item: _Pending) -> Leaf | None:
@@ -244,8 +282,8 @@ class MimeWalk:
                 return self._leaf(item, item.start, entity, path, (*defects, "depth_limit"), True)
             boundary = entity.params.get("boundary", "").rstrip(" \t")
             if boundary:
-                delimiter = b"--" + boundary.encode("latin-1", "replace")
-                frame = _Frame(item, entity, block.body_start, delimiter)
+                frame = _Frame(item, entity, block.body_start,
+                               boundary.encode("latin-1", "replace"))
                 if frame.first_delimiter():
                     for defect in (*defects, *entity.defects):
                         self._defect(item.path, defect)
@@ -281,6 +319,7 @@ class MimeWalk:
     ) -> Leaf:
         return Leaf(
             buf=item.buf,
+            lines=item.lines,
             start=item.start,
             body_start=body_start,
             end=item.end,

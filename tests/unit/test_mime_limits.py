@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import random
 import time
@@ -179,3 +181,85 @@ def test_mutated_messages_never_raise_and_never_hit_an_internal_error() -> None:
                 raw = raw[:where]
         result = extract_message(bytes(raw), Limits(max_parts=5, max_depth=3))
         assert not [d for d in result.defects if d.startswith("internal")], bytes(raw)
+
+
+def test_too_large_part_is_rejected_and_the_rest_of_the_message_is_kept(
+    multipart: Build, part: Build
+) -> None:
+    big = bytes(range(256)) * 8  # 2 kB decoded, about 2.8 kB as base64
+    raw = multipart(
+        part("Content-Type: text/plain", b"the body"),
+        part("Content-Type: application/pdf; name=small.pdf", PDF),
+        part(
+            "Content-Type: application/octet-stream; name=big.bin\n"
+            "Content-Transfer-Encoding: base64",
+            base64.encodebytes(big),
+        ),
+        part("Content-Type: application/pdf; name=after.pdf", PDF),
+    )
+    result = extract_message(raw, Limits(max_attachment_size=len(big) - 1))
+    assert result.text_body is not None and result.text_body.text == "the body"
+    assert [(p.file_name, p.outcome, p.reason) for p in result.attachments] == [
+        ("small.pdf", "ok", None),
+        ("big.bin", "rejected", "too_large"),
+        ("after.pdf", "ok", None),
+    ]
+    rejected = result.attachments[1]
+    # The decoded size and digest are recorded, not the transfer-encoded ones.
+    assert (rejected.size, rejected.sha256, rejected.data) == (
+        len(big), hashlib.sha256(big).hexdigest(), b""
+    )
+    assert result.attachments[2].data == PDF
+
+
+def test_size_limit_applies_to_decoded_bytes_not_to_base64(one_attachment: Build) -> None:
+    data = b"\x00" * 300  # 400 bytes as base64
+    raw = one_attachment(
+        "Content-Type: application/octet-stream; name=z.bin\nContent-Transfer-Encoding: base64",
+        base64.b64encode(data),
+    )
+    [part] = extract_message(raw, Limits(max_attachment_size=300)).attachments
+    assert (part.outcome, part.data) == ("ok", data)
+
+
+def test_too_large_uuencoded_file_is_rejected_with_its_size_and_digest() -> None:
+    data = bytes(range(200))
+    encoded = b"".join(binascii.b2a_uu(data[i : i + 45]) for i in range(0, len(data), 45))
+    raw = (
+        b"Content-Type: text/plain\r\n\r\nsee below\r\nbegin 644 blob.bin\r\n"
+        + encoded.replace(b"\n", b"\r\n") + b"`\r\nend\r\n"
+    )
+    [part] = extract_message(raw, Limits(max_attachment_size=199)).attachments
+    assert (part.source, part.file_name, part.outcome, part.reason) == (
+        "uuencode", "blob.bin", "rejected", "too_large"
+    )
+    assert (part.size, part.sha256, part.data) == (200, hashlib.sha256(data).hexdigest(), b"")
+
+
+def test_too_large_forwarded_message_is_rejected_and_its_small_files_still_listed(
+    multipart: Build, part: Build
+) -> None:
+    inner = b"Subject: inner\r\nContent-Type: application/pdf; name=in.pdf\r\n\r\n" + PDF
+    raw = multipart(
+        part("Content-Type: text/plain", b"body"), part("Content-Type: message/rfc822", inner)
+    )
+    result = extract_message(raw, Limits(max_attachment_size=len(PDF)))
+    assert [(p.file_name, p.outcome, p.reason, p.parent) for p in result.attachments] == [
+        ("inner.eml", "rejected", "too_large", None),
+        ("in.pdf", "ok", None, 0),
+    ]
+
+
+def test_part_limit_counts_files_found_inside_parts_too(multipart: Build, part: Build) -> None:
+    block = b"begin 644 f%d.bin\r\n" + binascii.b2a_uu(b"abc").replace(b"\n", b"\r\n") + b"end\r\n"
+    text = b"".join(block % n for n in range(4))
+    raw = multipart(part("Content-Type: text/plain", text),
+                    part("Content-Type: application/pdf; name=a.pdf", PDF))
+    result = extract_message(raw, Limits(max_parts=3))
+    assert [(p.file_name, p.outcome, p.reason) for p in result.attachments] == [
+        ("f0.bin", "ok", None),
+        ("f1.bin", "ok", None),
+        ("f2.bin", "ok", None),
+        ("part-3.bin", "rejected", "part_limit"),
+    ]
+    assert result.attachments[3].defects == ("part_limit: 2 parts not listed",)
