@@ -3,10 +3,13 @@
 A small table of magic numbers answers for the common types before puremagic is asked, because
 puremagic walks its whole database in Python for each call (about half a millisecond) and calls
 some zip files Word documents. A mismatch is only reported where it matters to an agent opening
-the file: an executable behind any other label, or one specific format posing as another.
+the file: an executable behind any other label, a script or HTML page behind a document or media
+label, or one specific format posing as another.
 """
 
 from __future__ import annotations
+
+import re
 
 import puremagic
 
@@ -29,6 +32,8 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x7fELF", "application/x-executable"),
     (b"\xcf\xfa\xed\xfe", "application/x-mach-binary"),
     (b"\xce\xfa\xed\xfe", "application/x-mach-binary"),
+    (b"\xfe\xed\xfa\xcf", "application/x-mach-binary"),
+    (b"\xfe\xed\xfa\xce", "application/x-mach-binary"),
     (b"{\\rtf", "application/rtf"),
     (b"-----BEGIN PGP MESSAGE-----", "application/pgp-encrypted"),
     (b"-----BEGIN PGP SIGNATURE-----", "application/pgp-signature"),
@@ -39,6 +44,10 @@ _MAGIC_BY_FIRST_BYTE: dict[int, tuple[tuple[bytes, str], ...]] = {
     first: tuple(entry for entry in _MAGIC if entry[0][0] == first)
     for first in {prefix[0] for prefix, _ in _MAGIC}
 }
+# Text that a browser or a shell runs: sniffed so that it cannot pose as a PDF or an image.
+_SCRIPT = "text/x-script"
+_HTML_START = re.compile(rb"\s*<(?:!doctype\s+html|html|head|body|script|iframe)[\s>/]", re.I)
+_ACTIVE = {_SCRIPT, "text/html"}
 _EXECUTABLES = {
     _PE,
     "application/x-msdownload",
@@ -83,7 +92,19 @@ def _magic(head: bytes) -> str | None:
         offset = int.from_bytes(head[0x3C:0x40], "little")
         if head[offset : offset + 4] == b"PE\x00\x00":
             return _PE
+    if head.startswith(b"MZ") and not _looks_like_text(head):
+        return "application/x-dosexec"
     return None
+
+
+def _text_kind(head: bytes) -> str:
+    """text/html, a script (a "#!" line), or text/plain for any other text."""
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    if head.startswith(b"#!"):
+        return _SCRIPT
+    if _HTML_START.match(head, 0, 1024) is not None:
+        return "text/html"
+    return "text/plain"
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -106,9 +127,7 @@ def detect_content_type(data: bytes) -> str | None:
     if found is not None:
         return found
     if _looks_like_text(head):
-        return (
-            "text/plain"  # text formats are not worth a puremagic call: no mismatch rides on them
-        )
+        return _text_kind(head)  # other text formats are not worth a puremagic call
     try:
         guessed = puremagic.from_string(head, mime=True)
     except Exception:  # puremagic raises its own and assorted errors on odd input
@@ -137,6 +156,9 @@ def is_mismatch(declared: str, detected: str | None) -> bool:
     declared_family, detected_family = _family(declared), _family(detected)
     if detected_family == "executable":
         return declared_family != "executable"
+    if detected in _ACTIVE:
+        # A page or a script is harmless behind a text label, dangerous behind a document one.
+        return declared_family not in (None, "executable")
     return (
         declared_family is not None
         and detected_family is not None

