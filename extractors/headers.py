@@ -94,6 +94,22 @@ def parse_header_block(buf: bytes, start: int, end: int, *, top: bool = False) -
         newline = buf.find(b"\n", pos, end)
         pos = end if newline < 0 else newline + 1  # an mbox separator line, not a header
     block_end, body_start, defects = _block_end(buf, pos, end)
+    while (top and body_start == block_end + 1 and buf.startswith(b"From ", body_start, end)
+           and defects and defects[-1] == "headers: missing blank line before body"):
+        # An mbox separator line among the headers (a relay's trace header was put in front of
+        # it): skip it as the stdlib parser does, and go on with the headers after it.
+        newline = buf.find(b"\n", body_start, end)
+        if newline < 0:
+            break
+        more_end, body_start, more = _block_end(buf, newline + 1, end)
+        if more == ("headers: none",):
+            body_start = newline + 1
+            block_end = newline
+            defects = (*defects[:-1], "headers: misplaced mbox From line skipped",
+                       "headers: missing blank line before body")
+            break
+        block_end = more_end
+        defects = (*defects[:-1], "headers: misplaced mbox From line skipped", *more)
     fields: list[tuple[str, str]] = []
     if block_end > pos:
         first = _WANTED_FIRST.match(buf, pos, block_end)
@@ -108,23 +124,29 @@ def parse_header_block(buf: bytes, start: int, end: int, *, top: bool = False) -
     return HeaderBlock(tuple(fields), body_start, defects)
 
 
-def _decoded(block: HeaderBlock, name: str) -> str | None:
+def _decoded(block: HeaderBlock, name: str, defects: list[str] | None) -> str | None:
+    found: list[str] = []
     if name in _ADDRESS_FIELDS:
         values = block.get_all(name)
-        return ", ".join(decode_header_text(v) for v in values) if values else None
-    value = block.get(name)
-    return None if value is None else decode_header_text(value)
+        text = ", ".join(decode_header_text(v, found) for v in values) if values else None
+    else:
+        value = block.get(name)
+        text = None if value is None else decode_header_text(value, found)
+    if defects is not None:
+        defects.extend(f"{name}: {defect}" for defect in found)
+    return text
 
 
-def message_headers(block: HeaderBlock) -> Headers:
-    """Return the headers of note of a message, decoded to str."""
+def message_headers(block: HeaderBlock, defects: list[str] | None = None) -> Headers:
+    """Return the headers of note of a message, decoded to str; charset fallbacks met are
+    appended to `defects` ("subject: charset: unknown 'x-foo'") when a list is given."""
     return Headers(
-        from_=_decoded(block, "from"),
-        to=_decoded(block, "to"),
-        cc=_decoded(block, "cc"),
-        subject=_decoded(block, "subject"),
-        date=_decoded(block, "date"),
-        message_id=_decoded(block, "message-id"),
-        in_reply_to=_decoded(block, "in-reply-to"),
-        references=_decoded(block, "references"),
+        from_=_decoded(block, "from", defects),
+        to=_decoded(block, "to", defects),
+        cc=_decoded(block, "cc", defects),
+        subject=_decoded(block, "subject", defects),
+        date=_decoded(block, "date", defects),
+        message_id=_decoded(block, "message-id", defects),
+        in_reply_to=_decoded(block, "in-reply-to", defects),
+        references=_decoded(block, "references", defects),
     )

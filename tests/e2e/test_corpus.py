@@ -49,15 +49,6 @@ KNOWN_DIFFERENCES = {
         "the stdlib decodes the placeholder text of the half-sent audio/basic as base64",
 }
 
-# A bug this test found, tracked by the xfail below. Remove it (and the mbox split of the
-# agreement) when the xfail starts passing.
-MBOX_BUG = (
-    "extractors/headers.py skips an mbox 'From ' separator line only at offset 0 of the raw "
-    "message, but the daemon extracts from the stored raw, where its own Received header comes "
-    "first: the 'From ' line then ends the header block ('headers: missing blank line before "
-    "body') and the whole message becomes one text body, losing its attachments. The stdlib "
-    "skips such a line anywhere in the headers (MisplacedEnvelopeHeaderDefect)."
-)
 
 # Our trace header: "Received: from …" then folded continuation lines, naming the message id.
 RECEIVED = re.compile(rb"Received: from [^\r\n]*\r\n(?:\t[^\r\n]*\r\n)+")
@@ -220,7 +211,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Delivery]:
 
     total = len(deliveries)
     accepted = [x for x in deliveries if x.code == 250]
-    ordinary = [x for x in accepted if not x.mbox_separator]
     terminal = [x for x in accepted if x.status in TERMINAL]
     slowest = max((x.terminal_after for x in terminal), default=0.0)
     print(f"\ncorpus through SMTP: {total} messages sent in {sent - started:.1f}s "
@@ -229,16 +219,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Delivery]:
     print(f"  exact      {_share(sum(x.exact for x in accepted), total)}")
     print(f"  terminal   {_share(len(terminal), total)}, the last {slowest:.1f}s after the "
           "last 250")
-    print(f"  agreement  {_share(*_agreement(ordinary))} of the reference attachments both "
-          "parsers agree on, messages without an mbox line")
-    print(f"  mbox line  {_share(*_agreement([x for x in accepted if x.mbox_separator]))} in "
-          "the messages that start with an mbox \"From \" line (a tracked bug, see below)")
-    print(f"  all        {_share(*_agreement(accepted))}")
+    print(f"  agreement  {_share(*_agreement(accepted))} of the reference attachments both "
+          "parsers agree on")
+    print(f"  mbox line  {_share(*_agreement([x for x in accepted if x.mbox_separator]))} of "
+          "those in the messages that start with an mbox \"From \" line")
     for x in accepted:
         if x.missing:
-            why = KNOWN_DIFFERENCES.get(x.file, "mbox bug" if x.mbox_separator else "UNEXPLAINED")
+            why = KNOWN_DIFFERENCES.get(x.file, "UNEXPLAINED")
             print(f"  missed {x.file}: {'; '.join(x.missing)[:200]}\n    why: {why}")
-    print(f"  mbox bug: {MBOX_BUG}")
     return deliveries
 
 
@@ -256,13 +244,14 @@ def test_every_message_is_terminal_within_seconds(corpus: list[Delivery]) -> Non
 
 
 def test_attachments_agree_with_both_reference_parsers(corpus: list[Delivery]) -> None:
-    ordinary = [x for x in corpus if not x.mbox_separator]
-    found, compared = _agreement(ordinary)
-    unexplained = {x.file: x.missing for x in ordinary
+    found, compared = _agreement(corpus)
+    unexplained = {x.file: x.missing for x in corpus
                    if x.missing and x.file not in KNOWN_DIFFERENCES}
     assert found / compared >= MIN_AGREEMENT, unexplained
+    assert unexplained == {}
 
 
-@pytest.mark.xfail(strict=True, reason=MBOX_BUG)
 def test_an_mbox_from_line_does_not_hide_the_attachments(corpus: list[Delivery]) -> None:
+    """52 corpus files start with an mbox "From " line; after our Received header it sits
+    among the headers, where it must be skipped (as the stdlib does), not end them."""
     assert {x.file: x.missing for x in corpus if x.mbox_separator and x.missing} == {}
