@@ -64,6 +64,12 @@ def find_codec(charset: str | None) -> str | None:
     return info.name
 
 
+def is_unknown_charset(charset: str | None) -> bool:
+    """True for a charset that was declared (not "unknown-8bit" and the like) but has no codec."""
+    name = normalize_charset(charset)
+    return name is not None and name not in _UNDECLARED and find_codec(name) is None
+
+
 def scrub_surrogates(text: str) -> str:
     """Return text that encodes to UTF-8: lone surrogates (utf-7, surrogateescape) become U+FFFD."""
     if text.isascii():

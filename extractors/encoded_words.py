@@ -25,11 +25,19 @@ def _word_bytes(encoding: str, text: str) -> bytes:
     return binascii.a2b_qp(raw, header=True)
 
 
-def decode_encoded_words(text: str) -> str:
+def _decode_run(run: bytearray, charset: str, defects: list[str] | None) -> str:
+    text, found = decode_text(bytes(run), charset)
+    if defects is not None:
+        defects.extend(d for d in found if d not in defects)
+    return text
+
+
+def decode_encoded_words(text: str, defects: list[str] | None = None) -> str:
     """Replace every RFC 2047 encoded word in text with its decoded characters.
 
     Adjacent words in one charset are decoded together: many mailers split a multi-byte
-    character across two words, which RFC 2047 forbids but readers accept.
+    character across two words, which RFC 2047 forbids but readers accept. A word in an unknown
+    charset is read as UTF-8, else Latin-1, and named in `defects` when a list is given.
     """
     if "=?" not in text:
         return text
@@ -45,7 +53,7 @@ def decode_encoded_words(text: str) -> str:
         # Whitespace between two adjacent encoded words is not part of the text (RFC 2047 §6.2).
         adjacent = previous_was_word and not gap.strip()
         if run and (not adjacent or charset != run_charset):
-            pieces.append(decode_text(bytes(run), run_charset)[0])
+            pieces.append(_decode_run(run, run_charset, defects))
             run.clear()
         if not adjacent:
             pieces.append(gap)
@@ -54,15 +62,16 @@ def decode_encoded_words(text: str) -> str:
         pos = match.end()
         previous_was_word = True
     if run:
-        pieces.append(decode_text(bytes(run), run_charset)[0])
+        pieces.append(_decode_run(run, run_charset, defects))
     pieces.append(text[pos:])
     return "".join(pieces)
 
 
-def decode_header_text(raw: str) -> str:
-    """Decode an unfolded header value held as Latin-1 text: 8-bit bytes, then RFC 2047 words."""
+def decode_header_text(raw: str, defects: list[str] | None = None) -> str:
+    """Decode an unfolded header value held as Latin-1 text: 8-bit bytes, then RFC 2047 words;
+    charset fallbacks are appended to `defects` when a list is given."""
     if not raw.isascii():
         # The value is a byte-for-byte Latin-1 view; raw 8-bit headers are mostly UTF-8.
         raw, _ = decode_fallback(raw.encode("latin-1", "replace"))
-    text = decode_encoded_words(raw)
+    text = decode_encoded_words(raw, defects)
     return scrub_surrogates(_LINE_BREAK.sub("", text)).strip()

@@ -44,11 +44,16 @@ class Entity:
 
     def file_name(self) -> str | None:
         """The decoded name as sent: Content-Disposition filename, else Content-Type name."""
+        return self.decoded_file_name()[0]
+
+    def decoded_file_name(self) -> tuple[str | None, tuple[str, ...]]:
+        """The decoded name as sent, and the charset defects met decoding it."""
         for params, key in ((self.disposition_params, "filename"), (self.params, "name")):
-            name = param_text(params, key, self.charset)
+            defects: list[str] = []
+            name = param_text(params, key, self.charset, defects)
             if name is not None and name.strip():
-                return name
-        return None
+                return name, tuple(f"file name: {defect}" for defect in defects)
+        return None, ()
 
     def is_attachment(self, name: str | None) -> bool:
         """True when the sender marked the entity as a file: attachment disposition or a name."""

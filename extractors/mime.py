@@ -101,11 +101,11 @@ class _Collector:
 
     def _attachment(self, leaf: Leaf) -> None:
         entity = leaf.entity
-        name = entity.file_name()
+        name, name_defects = entity.decoded_file_name()
         index = len(self.parts)
         decoded = _decode_leaf(leaf)
         data = decoded.data
-        defects = [*leaf.defects, *decoded.defects]
+        defects = [*leaf.defects, *name_defects, *decoded.defects]
         embedded = entity.content_type in EMBEDDED_MESSAGE_TYPES and decoded.failure is None
         if entity.content_type in _BINHEX_TYPES:
             defects.append("binhex: kept as sent, not decoded")
@@ -262,7 +262,7 @@ def extract_message(raw: bytes, limits: Limits) -> Extraction:
         defects.append(f"internal error while walking: {type(exc).__name__}")
     headers = Headers()
     try:
-        headers = message_headers(walk.top) if walk.top is not None else headers
+        headers = message_headers(walk.top, defects) if walk.top is not None else headers
     except MemoryError:
         raise
     except Exception as exc:  # same contract for the header fields

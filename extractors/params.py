@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-from extractors.charsets import decode_text, find_codec, scrub_surrogates
+from extractors.charsets import decode_text, find_codec, is_unknown_charset, scrub_surrogates
 from extractors.encoded_words import decode_encoded_words
 
 _NAME_END = re.compile(r"[=;]")
@@ -103,7 +103,9 @@ def _rfc2231_sections(params: dict[str, str], name: str) -> list[tuple[str, bool
     return ordered
 
 
-def _decode_rfc2231(sections: list[tuple[str, bool]], fallback: str | None) -> str:
+def _decode_rfc2231(
+    sections: list[tuple[str, bool]], fallback: str | None, defects: list[str] | None
+) -> str:
     charset: str | None = None
     chunks: list[bytes] = []
     for number, (value, encoded) in enumerate(sections):
@@ -113,14 +115,23 @@ def _decode_rfc2231(sections: list[tuple[str, bool]], fallback: str | None) -> s
         if number == 0 and value.count("'") >= 2:
             charset, _language, value = value.split("'", 2)
         chunks.append(unquote_to_bytes(value.encode("latin-1", "replace")))
-    return decode_name_bytes(b"".join(chunks), charset or None, fallback)
+    return decode_name_bytes(b"".join(chunks), charset or None, fallback, defects)
 
 
-def decode_name_bytes(data: bytes, charset: str | None, fallback: str | None) -> str:
-    """Decode name bytes: the declared charset, else UTF-8, the part's charset, then Latin-1."""
+def decode_name_bytes(
+    data: bytes, charset: str | None, fallback: str | None, defects: list[str] | None = None
+) -> str:
+    """Decode name bytes: the declared charset, else UTF-8, the part's charset, then Latin-1.
+
+    An unknown declared charset, or bytes invalid in the declared one, is named in `defects`.
+    """
     if charset is not None and find_codec(charset) is not None:
-        text, _ = decode_text(data, charset)
+        text, found = decode_text(data, charset)
+        if defects is not None:
+            defects.extend(found)
         return text
+    if defects is not None and charset is not None and is_unknown_charset(charset):
+        defects.append(f"charset: unknown {charset[:64]!r}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -131,21 +142,29 @@ def decode_name_bytes(data: bytes, charset: str | None, fallback: str | None) ->
             return scrub_surrogates(data.decode(codec))
         except (UnicodeError, LookupError, ValueError):
             pass
+    elif defects is not None and fallback is not None and is_unknown_charset(fallback):
+        defects.append(f"charset: unknown {fallback[:64]!r}, decoded as latin-1")
     return data.decode("latin-1")
 
 
-def param_text(params: dict[str, str], name: str, charset: str | None) -> str | None:
+def param_text(
+    params: dict[str, str], name: str, charset: str | None, defects: list[str] | None = None
+) -> str | None:
     """Return a parameter decoded to text (RFC 2231 first, then plain), None when absent.
 
-    `charset` is the part's own charset, tried for raw 8-bit values after UTF-8.
+    `charset` is the part's own charset, tried for raw 8-bit values after UTF-8. Charsets that
+    are unknown or do not fit the bytes are named in `defects` when a list is given.
     """
     sections = _rfc2231_sections(params, name)
     if sections is not None:
-        text = _decode_rfc2231(sections, charset)
+        text = _decode_rfc2231(sections, charset, defects)
     elif name in params:
         raw = params[name]
-        text = raw if raw.isascii() else decode_name_bytes(raw.encode("latin-1"), None, charset)
+        if raw.isascii():
+            text = raw
+        else:
+            text = decode_name_bytes(raw.encode("latin-1"), None, charset, defects)
     else:
         return None
     # Encoded words inside a parameter are illegal (RFC 2047 §5) but many mailers send them.
-    return decode_encoded_words(text)
+    return decode_encoded_words(text, defects)
