@@ -115,8 +115,10 @@ def test_logs_are_json_events_without_content_or_keys(daemon: Daemon,
     tx = next(e for e in daemon.events("smtp.transaction") if e.get("message_id") == msg_id)
     assert {"peer", "size", "result", "duration_ms", "timestamp", "level"} <= set(tx)
     assert tx["result"] == "250" and tx["size"] > 0
-    states = [e for e in daemon.events("message.state") if e["message_id"] == msg_id]
-    assert states and states[-1]["status"] == "ready"
+    # The API may answer `ready` a moment before the worker's log line reaches our pipe.
+    states = daemon.wait_for(lambda: [e for e in daemon.events("message.state")
+                                      if e["message_id"] == msg_id], 10, "message.state logged")
+    assert states[-1]["status"] == "ready"
     everything = json.dumps(daemon.logs)
     for secret in (secret_text, "secret-subj-9x", alice["api_key"]):
         assert secret not in everything

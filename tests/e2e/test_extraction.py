@@ -38,7 +38,8 @@ def test_oversized_part_is_rejected_and_the_rest_kept(fresh_root: Path) -> None:
             r = api.post(f"/v1/messages/{msg_id}/attachments/0/download")
             assert r.status_code == 409 and r.json()["error"]["code"] == "not_ready"
             assert api.post(f"/v1/messages/{msg_id}/attachments/1/download").status_code == 200
-        assert any(e["status"] == "rejected" for e in d.events("attachment.state"))
+        d.wait_for(lambda: [e for e in d.events("attachment.state") if e["status"] == "rejected"],
+                   10, "the rejection logged")
 
 
 def test_undecodable_part_is_recorded_never_dropped(fresh_root: Path) -> None:
