@@ -112,7 +112,8 @@ def test_logs_are_json_events_without_content_or_keys(daemon: Daemon,
     msg_id = daemon.send(plain("alice@agents.test", text=secret_text, subject="secret-subj-9x"),
                          ["alice@agents.test"])
     daemon.wait_message(alice["api_key"], msg_id)
-    tx = next(e for e in daemon.events("smtp.transaction") if e.get("message_id") == msg_id)
+    tx = daemon.wait_for(lambda: [e for e in daemon.events("smtp.transaction")
+                                  if e.get("message_id") == msg_id], 10, "the transaction")[0]
     assert {"peer", "size", "result", "duration_ms", "timestamp", "level"} <= set(tx)
     assert tx["result"] == "250" and tx["size"] > 0
     # The API may answer `ready` a moment before the worker's log line reaches our pipe.
