@@ -438,20 +438,17 @@ def profile_section(out_dir: Path) -> list[str]:
              f"`results/profile_small_c16_native.txt` ({rate('native')}). Without `--native`, "
              "py-spy leaves out idle threads, so shares are of *busy* samples (a thread inside "
              "a C call such as sqlite3's counts as busy)."]
-    t = s.get("small_c16_threads")
-    if t:
-        lines += ["", f"**small c=16, all busy threads** ({t['samples']} samples):"]
-        lines += _pct_table("By thread:", t["threads"], 6)
-        lines += _pct_table("Where the sample's innermost Python frame is:", t["leaf_buckets"])
-        lines += _pct_table("Stacks passing through (inclusive, overlapping):", t["components"])
-        lines += _pct_table("Top innermost functions:", t["leaf"], 10)
-    g = s.get("small_c16_gil")
-    if g:
-        lines += ["", f"**small c=16, GIL holder only** ({g['samples']} samples):"]
-        lines += _pct_table("By thread:", g["threads"], 6)
-        lines += _pct_table("Where the sample's innermost Python frame is:", g["leaf_buckets"])
-        lines += _pct_table("Stacks passing through (inclusive, overlapping):", g["components"])
-        lines += _pct_table("Top innermost functions:", g["leaf"], 12)
+    for flavour, title, top in (("small_c16_threads", "all busy threads", 10),
+                                ("small_c16_gil", "GIL holder only", 12)):
+        p = s.get(flavour)
+        if p:
+            lines += ["", f"**small c=16, {title}** ({p['samples']} samples):"]
+            lines += _pct_table("By thread:", p["threads"], 6)
+            lines += _pct_table("Where the sample's innermost Python frame is:",
+                                p["leaf_buckets"])
+            lines += _pct_table("Stacks passing through (inclusive, overlapping):",
+                                p["components"])
+            lines += _pct_table("Top innermost functions:", p["leaf"], top)
     n = s.get("small_c16_native")
     if n and n.get("states"):
         lines += ["", f"**small c=16, native stacks** ({n['samples']} samples, idle threads "

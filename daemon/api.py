@@ -24,6 +24,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from daemon.api_errors import ApiError, not_found
 from daemon.events import EventBus, events_router
 from daemon.keycache import MAX_TTL, KeyCache
 from daemon.lookups import Lookups
@@ -39,18 +40,6 @@ from storage.presign import content_disposition, download_content_type
 log = structlog.get_logger("postroom.api")
 
 INLINE_BODY_LIMIT = 1 << 20  # bodies above this are not inlined in GET /v1/messages/{id}
-
-
-class ApiError(Exception):
-    """An error answered with the SPEC's body."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def not_found(what: str = "message") -> ApiError:
-    return ApiError(404, "not_found", f"{what} not found")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from daemon.api_errors import ApiError
 from storage.db import translated_errors
 from storage.models import Event, Recipient
 
@@ -97,7 +98,6 @@ def events_router(sessions: async_sessionmaker[AsyncSession], bus: EventBus,
         until there is at least one. `next_cursor` resumes exactly where this answer ended."""
         after_seq = int(after) if after and after.isascii() and after.isdigit() else -1
         if after and not 0 <= after_seq <= MAX_CURSOR:
-            from daemon.api import ApiError  # the API's error type; imported late (cycle)
             raise ApiError(400, "invalid_cursor", "after is not a cursor from this API")
         after_seq = max(after_seq, 0)
         deadline = time.monotonic() + min(wait, max_wait)

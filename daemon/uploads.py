@@ -29,8 +29,9 @@ from sqlalchemy import update
 from sqlmodel import select
 
 from daemon.agents import utcnow
-from daemon.api import ApiContext, ApiError, JsonBody, not_found
+from daemon.api import ApiContext, JsonBody
 from daemon.api import _iso_ts as iso_ts
+from daemon.api_errors import ApiError, not_found
 from daemon.bodylimit import StreamedRoute
 from daemon.events import EventBus, event_rows, record_events
 from daemon.ids import new_upload_id
