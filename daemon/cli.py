@@ -102,7 +102,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def go() -> tuple[str | None, str | None]:
-        engine = make_engine(config.database.url, config.database.busy_timeout)
+        engine = make_engine(config.database.url, config.database.busy_timeout,
+                             config.database.pool_size)
         try:
             return await upgrade_schema(engine)
         finally:

@@ -143,6 +143,9 @@ class DatabaseConfig(_Section):
     url: str = "sqlite+aiosqlite:///var/postroom.db"
     # How long a writer waits for SQLite's lock (or a pool connection) before we answer 451.
     busy_timeout: PositiveDuration = 5.0
+    # PostgreSQL: connections each node keeps open; a writer waiting longer than busy_timeout
+    # for one gets 451, never a hang.
+    pool_size: int = Field(default=10, ge=2, le=500)
 
 
 class StorageConfig(_Section):

@@ -3,7 +3,9 @@
 Events are rows written in the same transaction as the change they report (ingest's insert,
 the pipeline's final write, a message given up), so a reader never sees an event for a change
 that did not commit, nor misses one that did; `seq` is the cursor and survives restarts. On
-SQLite one writer commits at a time, so `seq` order is commit order. A long poll is woken by
+SQLite one writer commits at a time, so `seq` order is commit order; on PostgreSQL the writers
+of events take the commit-order lock first (`storage.db.commit_in_order`), to the same effect
+across every node. A long poll is woken by
 writes on this node and re-reads at least every second for writes of other nodes.
 
 No `from __future__ import annotations`: FastAPI must see the route's annotations as objects
@@ -23,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.api_errors import ApiError
-from storage.db import translated_errors
+from storage.db import commit_in_order, translated_errors
 from storage.models import Event, Recipient
 
 EVENTS = Event.__table__  # type: ignore[attr-defined]
@@ -63,7 +65,9 @@ async def message_agents(conn: AsyncConnection, message_id: str) -> list[str]:
 
 
 async def record_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert event rows in the caller's transaction, their `seq` in commit order."""
     if rows:
+        await commit_in_order(conn)
         await conn.execute(EVENTS.insert(), list(rows))
 
 

@@ -28,7 +28,7 @@ from daemon.directory import Resolved
 from daemon.events import EventBus, event_rows, record_events
 from daemon.ids import new_message_id
 from daemon.pipeline import Lease
-from storage.db import insert_ignoring_conflicts, translated_errors
+from storage.db import commit_in_order, insert_ignoring_conflicts, translated_errors
 from storage.errors import TransientError
 from storage.group_commit import GroupCommit
 from storage.models import PROCESSING, RECEIVED, Message, Recipient
@@ -222,6 +222,7 @@ class Ingest:
     async def _insert(self, message_id: str, rkey: str, key: str, row: dict[str, Any],
                       recipients: list[Resolved]) -> Accepted:
         async def insert(conn: AsyncConnection) -> bool:
+            await commit_in_order(conn)  # the message's seq is a cursor too
             seq = (await conn.execute(_message_insert(conn, tuple(row)), row)).scalar()
             if seq is None:
                 return False  # another connection committed the same delivery first

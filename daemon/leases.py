@@ -1,8 +1,11 @@
 """Extraction jobs are claimed with leases, so exactly one worker on one node works a message.
 
 A claim is one conditional UPDATE: it succeeds only when the message is unfinished and nobody
-holds a live lease. A node that dies simply stops renewing; its leases expire and any node's
-sweeper finds the message again. Writes go through the group committer; nothing here knows MIME.
+holds a live lease. The sweeper claims a batch at once, choosing rows with `FOR UPDATE SKIP
+LOCKED` on PostgreSQL so that nodes sweeping together never wait on (or take) each other's rows;
+SQLite has one writer at a time, which makes the same statement safe there. A node that dies
+simply stops renewing; its leases expire and any node's sweeper claims the message again. Writes
+go through the group committer; nothing here knows MIME.
 """
 
 from __future__ import annotations
@@ -71,16 +74,42 @@ async def release_lease(writer: GroupCommit, message_id: str, owner: str,
     await writer.write(release)
 
 
-async def find_claimable(sessions: async_sessionmaker[AsyncSession], limit: int,
-                         older_than: float) -> list[str]:
-    """Unfinished messages nobody holds, received more than `older_than` seconds ago."""
-    now = utcnow()
+async def claim_batch(writer: GroupCommit, owner: str, lease: float, limit: int,
+                      older_than: float) -> list[tuple[str, int]]:
+    """Take the lease on up to `limit` unfinished messages nobody holds, oldest first, received
+    more than `older_than` seconds ago; returns (message id, attempt number) of each."""
     c = MESSAGES.c
-    async with sessions() as session, translated_errors():
-        rows = await session.execute(
-            select(c.id).where(_claimable(now), c.received_at < now - timedelta(seconds=older_than))
-            .order_by(c.seq).limit(limit))
-        return [r[0] for r in rows.all()]
+
+    async def claim(conn: AsyncConnection) -> list[tuple[str, int]]:
+        now = utcnow()
+        # A CTE, not `seq IN (subquery)`: PostgreSQL may run such a subquery more than once
+        # per statement, and its LIMIT then stops bounding the rows updated.
+        chosen = (select(c.seq)
+                  .where(_claimable(now), c.received_at < now - timedelta(seconds=older_than))
+                  .order_by(c.seq).limit(limit)
+                  .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+                  .cte("chosen"))
+        rows = (await conn.execute(
+            update(MESSAGES).where(c.seq == chosen.c.seq)
+            .values(status=PROCESSING, lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease), attempts=c.attempts + 1)
+            .returning(c.id, c.attempts, c.seq))).all()
+        return [(str(r[0]), int(r[1])) for r in sorted(rows, key=lambda r: int(r[2]))]
+
+    return await writer.write(claim)
+
+
+async def release_node_leases(writer: GroupCommit, owner: str) -> int:
+    """Give back every lease `owner` holds (a node stopping), for any node to claim at once."""
+    c = MESSAGES.c
+
+    async def release(conn: AsyncConnection) -> int:
+        result = await conn.execute(
+            update(MESSAGES).where(c.lease_owner == owner, c.status.in_(UNFINISHED))
+            .values(lease_owner=None, lease_expires_at=None))
+        return int(result.rowcount or 0)
+
+    return await writer.write(release)
 
 
 async def release_all_leases(sessions: async_sessionmaker[AsyncSession]) -> int:

@@ -1,9 +1,11 @@
 """After 250: extraction jobs, claimed by lease and re-run from the raw object until terminal.
 
-Each accepted message id goes on a bounded in-process queue; a sweeper also finds unfinished
-messages nobody holds (after a crash, on another node, or when the queue was full). A worker
-claims the lease, runs `extractors.extract_message` off the event loop, records every attachment
-as `pending`, stores bodies and attachment bytes, then marks each one terminal.
+Each accepted message id goes on a bounded in-process queue, usually already leased to this
+node by ingest; a sweeper also claims unfinished messages nobody holds (after a crash, another
+node's death, or when the queue was full). A worker extracts in a worker process, stores bodies
+and attachment bytes, then records every attachment terminal. Every write of results is fenced
+by the lease: a node that lost its lease (it stalled past expiry and another node took over)
+writes nothing, so a message is recorded once whoever finishes it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from daemon.agents import utcnow
 from daemon.events import EventBus, event_rows, message_agents, record_events
 from daemon.extraction_pool import ExtractionPool, remove_files
 from daemon.ids import new_attachment_id
-from daemon.leases import claim_message, find_claimable, release_lease, renew_lease
+from daemon.leases import (
+    claim_batch,
+    claim_message,
+    release_lease,
+    release_node_leases,
+    renew_lease,
+)
 from extractors import Extraction, Limits, Part
 from storage.errors import ObjectNotFound, PermanentError, TransientError
 from storage.group_commit import GroupCommit
@@ -70,6 +78,10 @@ class Notifier:
             await asyncio.wait_for(event.wait(), within)
 
 
+class LeaseLost(Exception):
+    """Our lease on the message is gone: another node owns it now and records its results."""
+
+
 @dataclass(frozen=True)
 class Lease:
     """A lease to write with a new message's row."""
@@ -110,8 +122,9 @@ class Pipeline:
         self._extraction = extraction
         self._node = node_id
         self._notifier = notifier
-        # (message id, when this node claimed it at ingest, or None when a worker must claim)
-        self._queue: asyncio.Queue[tuple[str, float | None]] = asyncio.Queue()
+        # (message id, when this node claimed it and the attempt it claimed, or None when a
+        # worker must claim)
+        self._queue: asyncio.Queue[tuple[str, tuple[float, int] | None]] = asyncio.Queue()
         self._queued: set[str] = set()
         self._reserved = 0  # places promised to messages being inserted with our lease
         self.busy = 0
@@ -150,7 +163,7 @@ class Pipeline:
     def claimed(self, message_id: str) -> None:
         """The row of `message_id` was committed with the lease from `reserve`."""
         self._reserved -= 1
-        self._queue.put_nowait((message_id, time.monotonic()))
+        self._queue.put_nowait((message_id, (time.monotonic(), 1)))
         self._queued.add(message_id)
 
     async def run(self) -> None:
@@ -160,43 +173,59 @@ class Pipeline:
                 tg.create_task(self._worker())
             tg.create_task(self._sweeper())
 
+    async def release_leases(self) -> None:
+        """Give back the leases this node holds (stopping), so another node need not wait for
+        them to expire."""
+        try:
+            released = await release_node_leases(self._writer, self._node)
+        except TransientError as e:
+            log.warning("pipeline.release_failed", error=str(e))
+            return
+        if released:
+            log.info("pipeline.leases_released", messages=released)
+
     async def _sweeper(self) -> None:
         while True:
             try:
-                room = self.settings.queue_size - self._queue.qsize()
+                room = self.settings.queue_size - self._queue.qsize() - self._reserved
                 if room > 0:
-                    for message_id in await find_claimable(self._sessions, min(room, 500),
-                                                           older_than=1.0):
-                        self.submit(message_id)
+                    for message_id, attempt in await claim_batch(
+                            self._writer, self._node, self.settings.lease, min(room, 500),
+                            older_than=1.0):
+                        if message_id not in self._queued:
+                            self._queue.put_nowait((message_id, (time.monotonic(), attempt)))
+                            self._queued.add(message_id)
             except TransientError as e:
                 log.warning("pipeline.sweep_failed", error=str(e))
             await asyncio.sleep(self.settings.sweep_interval)
 
     async def _worker(self) -> None:
         while True:
-            message_id, claimed_at = await self._queue.get()
+            message_id, claimed = await self._queue.get()
             self._queued.discard(message_id)
             self.busy += 1
             try:
-                await self.process(message_id, claimed_at)
+                await self.process(message_id, claimed)
             except Exception:
                 log.exception("pipeline.worker_error", message_id=message_id)
             finally:
                 self.busy -= 1
 
-    async def process(self, message_id: str, claimed_at: float | None = None) -> None:
+    async def process(self, message_id: str,
+                      claimed: tuple[float, int] | None = None) -> None:
         """Claim and extract one message; on a transient failure release it for a later retry.
 
-        `claimed_at` is set when ingest inserted the row with this node's lease (first attempt);
-        a lease that has aged in the queue is renewed first, and given up if it is not ours.
+        `claimed` is (when, attempt) when this node already holds the lease: ingest inserted
+        the row with it, or the sweeper claimed it. A lease that has aged in the queue is
+        renewed first, and given up if it is no longer ours.
         """
         try:
-            if claimed_at is None:
+            if claimed is None:
                 attempt = await claim_message(self._writer, message_id, self._node,
                                               self.settings.lease)
-            elif time.monotonic() - claimed_at < self.settings.lease / 3 or \
+            elif time.monotonic() - claimed[0] < self.settings.lease / 3 or \
                     await renew_lease(self._writer, message_id, self._node, self.settings.lease):
-                attempt = 1
+                attempt = claimed[1]
             else:
                 attempt = None
         except TransientError as e:
@@ -224,6 +253,8 @@ class Pipeline:
                 return  # the lease went to another node, which now owns the message
             log.info("pipeline.extracted", message_id=message_id, attempt=attempt,
                      duration_ms=round((time.monotonic() - started) * 1000, 2))
+        except LeaseLost:
+            log.warning("pipeline.lease_lost", message_id=message_id, attempt=attempt)
         except PermanentError as e:
             await self._fail(message_id, str(e))
         except Exception as e:
@@ -260,17 +291,18 @@ class Pipeline:
         reason = reason[:500]
 
         async def fail(conn: AsyncConnection) -> None:
-            await conn.execute(update(ATTACHMENTS).where(
-                ATTACHMENTS.c.message_id == message_id, ATTACHMENTS.c.status == PENDING)
-                .values(status=FAILED, error=reason))
             done = await conn.execute(update(MESSAGES).where(
                 MESSAGES.c.id == message_id, MESSAGES.c.lease_owner == self._node)
                 .values(status=FAILED, error=reason, processed_at=utcnow(),
                         lease_owner=None, lease_expires_at=None))
-            if done.rowcount:
-                await record_events(conn, event_rows(await message_agents(conn, message_id),
-                                                     "message.failed", message_id, utcnow(),
-                                                     status=FAILED))
+            if not done.rowcount:
+                return  # not ours any more: the node holding the lease decides
+            await conn.execute(update(ATTACHMENTS).where(
+                ATTACHMENTS.c.message_id == message_id, ATTACHMENTS.c.status == PENDING)
+                .values(status=FAILED, error=reason))
+            await record_events(conn, event_rows(await message_agents(conn, message_id),
+                                                 "message.failed", message_id, utcnow(),
+                                                 status=FAILED))
 
         try:
             await self._writer.write(fail)
@@ -337,7 +369,14 @@ class Pipeline:
                     message[f"{body.kind}_key"] = body_key(message_id, body.kind)
                     message[f"{body.kind}_size"] = body.size
 
-        async def record(conn: AsyncConnection) -> list[str]:
+        async def record(conn: AsyncConnection) -> list[str] | None:
+            # The fence first: the row stays locked (PostgreSQL) until this commits, and a
+            # node whose lease is gone changes nothing.
+            fenced = await conn.execute(update(MESSAGES).where(
+                MESSAGES.c.id == message_id, MESSAGES.c.lease_owner == self._node)
+                .values(**message))
+            if not fenced.rowcount:
+                return None
             earlier: dict[int, str] = {int(i): str(a) for i, a in (await conn.execute(
                 select(c.index, c.id).where(c.message_id == message_id))).all()}
             if earlier:
@@ -358,8 +397,6 @@ class Pipeline:
             } for p, (status, error) in zip(found.attachments, states, strict=True)]
             if rows:
                 await conn.execute(ATTACHMENTS.insert(), rows)
-            await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id)
-                               .values(**message))
             agents = await message_agents(conn, message_id)
             events = [e for p, r, (status, _) in zip(found.attachments, rows, states,
                                                      strict=True)
@@ -372,7 +409,9 @@ class Pipeline:
             await record_events(conn, events)
             return [str(r["id"]) for r in rows]
 
-        ids: list[str] = await self._writer.write(record)
+        ids = await self._writer.write(record)
+        if ids is None:
+            raise LeaseLost(message_id)
         self._events.notify()
         for part, att_id, (status, error) in zip(found.attachments, ids, states, strict=True):
             log.info("attachment.state", message_id=message_id, attachment_id=att_id,

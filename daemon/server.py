@@ -94,7 +94,8 @@ async def prepare_database(
     config: Config,
 ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
     """Engine and sessions, with the schema current (SQLite upgrades itself; others must be)."""
-    engine = make_engine(config.database.url, config.database.busy_timeout)
+    engine = make_engine(config.database.url, config.database.busy_timeout,
+                         config.database.pool_size)
     if config.is_sqlite:
         await upgrade_schema(engine)
     else:
@@ -252,7 +253,11 @@ async def serve(config: Config) -> int:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(tasks[0], 10)
     await ingest.wait_idle(10)  # accepts whose clients hung up still finish their durable write
-    for task in tasks[1:]:
+    tasks[1].cancel()  # the pipeline: extraction under way is dropped, its leases given back
+    await asyncio.gather(tasks[1], return_exceptions=True)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(pipeline.release_leases(), 5)
+    for task in tasks[2:]:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     stopper.cancel()

@@ -1,8 +1,16 @@
 """Database engine, sessions, schema versioning and the translation of database errors.
 
 SQLite runs in WAL mode with `synchronous=FULL`, so a committed row survives a power cut, and a
-bounded busy timeout, so a locked database becomes a 451 rather than a hang. SQLAlchemy errors
-are turned into `TransientError` here and nowhere else.
+bounded busy timeout, so a locked database becomes a 451 rather than a hang. PostgreSQL gets the
+same bounds: the pool wait, the connect, a lock wait and every statement have a timeout, and a
+connection is pinged before use, so a restarted server costs the transactions in flight (451)
+and nothing after. SQLAlchemy errors are turned into `TransientError` here and nowhere else.
+
+Rows with a `seq` (messages, events) are read by cursors (`after=`), which must never see a
+lower `seq` commit after a higher one. On SQLite one writer commits at a time. On PostgreSQL,
+sequence values are handed out at insert and commits land in any order, so every transaction
+that inserts such rows first takes one transaction-scoped advisory lock (`commit_in_order`):
+among them, `seq` order is commit order, across every node on the database.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Insert, Table, event
+from sqlalchemy import Insert, Table, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -32,6 +40,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import TransientError
 
+# pg_advisory_xact_lock key of `commit_in_order` ("postroom" in ASCII, as a bigint).
+COMMIT_ORDER_LOCK = int.from_bytes(b"postroom", "big") & (2**63 - 1)
+_ORDERED = "postroom.commit_ordered"
+MIGRATION_LOCK = COMMIT_ORDER_LOCK - 1
+
 
 class Conflict(Exception):
     """A unique constraint said no (another writer got there first)."""
@@ -45,8 +58,9 @@ def sqlite_path(url: str) -> Path | None:
     return None if not path or path.startswith(":memory:") else Path(path)
 
 
-def make_engine(url: str, busy_timeout: float = 5.0) -> AsyncEngine:
-    """An async engine for `url`; SQLite gets its folder, WAL, FULL sync and a busy timeout."""
+def make_engine(url: str, busy_timeout: float = 5.0, pool_size: int = 10) -> AsyncEngine:
+    """An async engine for `url`; SQLite gets its folder, WAL, FULL sync and a busy timeout,
+    PostgreSQL a fixed pool of `pool_size` connections and bounded waits."""
     # Bound values (addresses, ids) never appear in exception text, so never in logs.
     kwargs: dict[str, Any] = {"hide_parameters": True}
     path = sqlite_path(url)
@@ -58,8 +72,20 @@ def make_engine(url: str, busy_timeout: float = 5.0) -> AsyncEngine:
         kwargs.update(connect_args={"timeout": busy_timeout}, pool_size=24, max_overflow=0,
                       pool_timeout=busy_timeout)
     else:
-        kwargs.update(pool_size=10, max_overflow=10, pool_timeout=busy_timeout,
-                      pool_pre_ping=True)
+        # Every wait is bounded: a pool checkout, a connect, a lock (lock_timeout), a statement
+        # (command_timeout) and a transaction left idle by a stalled node (the server ends it).
+        lock_ms = str(int(busy_timeout * 1000))
+        kwargs.update(pool_size=pool_size, max_overflow=0, pool_timeout=busy_timeout,
+                      pool_pre_ping=True,
+                      connect_args={
+                          "timeout": busy_timeout,
+                          "command_timeout": busy_timeout * 4,
+                          "server_settings": {
+                              "application_name": "postroom",
+                              "lock_timeout": lock_ms,
+                              "idle_in_transaction_session_timeout": str(int(
+                                  busy_timeout * 12 * 1000)),
+                          }})
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
         @event.listens_for(engine.sync_engine, "connect")
@@ -119,8 +145,39 @@ async def upgrade_schema(engine: AsyncEngine) -> tuple[str | None, str | None]:
     """Apply every pending migration; returns (before, after) revisions."""
     before = await current_revision(engine)
     async with translated_errors(), engine.begin() as conn:
+        # Nodes upgrading at once take turns; the later ones find nothing left to do.
+        await advisory_lock(conn, MIGRATION_LOCK)
         await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), "head"))
     return before, await current_revision(engine)
+
+
+async def commit_in_order(conn: AsyncConnection) -> None:
+    """Make this transaction's `seq` values commit in order (PostgreSQL; see the module text).
+
+    Call it before inserting a row with a `seq`. Taken at most once per transaction when the
+    caller marks the transaction (`ordered_transaction`); otherwise the lock is re-entrant and
+    a second call only costs a round trip.
+    """
+    if conn.dialect.name != "postgresql" or conn.info.get(_ORDERED):
+        return
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": COMMIT_ORDER_LOCK})
+
+
+@contextlib.asynccontextmanager
+async def ordered_transaction(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Take the commit-order lock now, for the whole of the transaction open on `conn`."""
+    await commit_in_order(conn)
+    conn.info[_ORDERED] = True
+    try:
+        yield
+    finally:
+        conn.info.pop(_ORDERED, None)
+
+
+async def advisory_lock(conn: AsyncConnection, key: int) -> None:
+    """A transaction-scoped advisory lock on PostgreSQL (SQLite: its write lock does the same)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def insert_ignoring_conflicts(conn: AsyncConnection, table: Table) -> Insert:

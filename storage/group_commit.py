@@ -4,7 +4,9 @@ SQLite has one write lock; sixteen connections each committing for themselves qu
 sleeping back-offs and pay an fsync apiece. Here each write is a small function of a connection;
 the writer task takes everything queued, runs it in one transaction and commits once, and only
 then answers each caller, so "committed" still means committed. A batch that fails is retried one
-write at a time, so one bad write cannot take its neighbours down with it.
+write at a time, so one bad write cannot take its neighbours down with it. On PostgreSQL each
+batch holds the commit-order lock (`storage.db.commit_in_order`) from its start, so the batches
+of all nodes commit one after another and never wait on each other's rows in a cycle.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.db import translated_errors
+from storage.db import ordered_transaction, translated_errors
 
 T = TypeVar("T")
 Write = Callable[[AsyncConnection], Awaitable[Any]]
@@ -69,7 +71,8 @@ class GroupCommit:
     async def _commit(self, batch: list[_Pending]) -> None:
         results: list[Any] = []
         try:
-            async with translated_errors(), self._engine.begin() as conn:
+            async with translated_errors(), self._engine.begin() as conn, \
+                    ordered_transaction(conn):
                 for pending in batch:
                     results.append(await pending.write(conn))
         except Exception as e:

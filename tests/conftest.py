@@ -1,4 +1,5 @@
-"""Fixtures of both tiers: the S3 API server (moto, a real process) the S3 tests run against."""
+"""Fixtures of both tiers: the S3 API server (moto, a real process) and the machine's
+PostgreSQL, which the S3 and PostgreSQL tests run against."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import pgserver
 from tests.s3server import S3_ENV, S3_ENV_REMOVED, MotoServer, start_moto_server
 
 
@@ -23,3 +25,14 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[pgserver.PgServer]:
+    """The machine's PostgreSQL (skipped without one, failed under CI); fresh databases come from
+    `pg.new_database()` and are dropped when the run ends."""
+    yield pgserver.server()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    pgserver.shutdown()

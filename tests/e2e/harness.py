@@ -234,8 +234,34 @@ def queued_id(reply: bytes | str) -> str:
     return text.rsplit("queued as ", 1)[1].strip()
 
 
+# `POSTROOM_TEST_DATABASE=postgresql` runs every daemon the harness configures on a fresh
+# PostgreSQL database instead of its own SQLite file (`make test` does so for the feature suites).
+TEST_DATABASE = os.environ.get("POSTROOM_TEST_DATABASE", "sqlite")
+
+
+def database_section(root: Path | None = None, upgraded: bool = True) -> str:
+    """The `[database]` section this run's daemons get ("" for the SQLite default). A daemon
+    restarted in the same `root` finds its own database again, as it finds its SQLite file."""
+    if TEST_DATABASE == "sqlite":
+        return ""
+    if TEST_DATABASE != "postgresql":
+        raise AssertionError(f"POSTROOM_TEST_DATABASE={TEST_DATABASE!r}: sqlite or postgresql")
+    from tests import pgserver
+
+    remembered = root / ".test-database-url" if root is not None else None
+    if remembered is not None and remembered.is_file():
+        url = remembered.read_text()
+    else:
+        url = pgserver.server().new_database(upgraded)
+        if remembered is not None:
+            remembered.write_text(url)
+    return f'[database]\nurl = "{url}"\n'
+
+
 def write_config(root: Path, smtp: str = "", pipeline: str = "", extra: str = "") -> Path:
     path = root / "config.toml"
+    if "[database]" not in extra:
+        extra = database_section(root) + extra
     path.write_text(BASE_CONFIG.format(smtp=smtp, pipeline=pipeline, extra=extra))
     return path
 

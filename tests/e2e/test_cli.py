@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from storage.db import head_revision
-from tests.e2e.harness import Daemon, running_daemon, write_config
+from tests.e2e.harness import Daemon, database_section, running_daemon, write_config
 from tests.e2e.mail import plain
 
 
@@ -87,7 +87,7 @@ def test_serve_refuses_a_bad_config_naming_the_key(tmp_path: Path) -> None:
 
 
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path)
+    cfg = write_config(tmp_path, extra=database_section(upgraded=False))
     d = Daemon(root=tmp_path, config_path=cfg, proc=None)  # type: ignore[arg-type]
     head = head_revision()
     first = d.cli("db", "upgrade").stdout
