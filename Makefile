@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit e2e corpus bench bench-quick clean
+.PHONY: run test test-pg lint unit e2e corpus bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -20,9 +20,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# The feature suites again with every daemon on its own fresh PostgreSQL database (SPEC §10);
+# `make test-pg` runs every end-to-end suite that way.
+PG_SUITES := tests/e2e/test_delivery.py tests/e2e/test_events.py tests/e2e/test_uploads.py \
+	tests/e2e/test_client.py tests/e2e/test_api_keys.py tests/e2e/test_cli.py
+
 test: lint
 	bash scripts/install-test-deps.sh
+	bash scripts/start-postgres.sh
 	$(VENV)/bin/pytest
+	POSTROOM_TEST_DATABASE=postgresql $(VENV)/bin/pytest $(PG_SUITES)
+
+test-pg: $(STAMP)
+	bash scripts/start-postgres.sh
+	POSTROOM_TEST_DATABASE=postgresql $(VENV)/bin/pytest tests/e2e --deselect \
+	  tests/e2e/test_durability.py
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit

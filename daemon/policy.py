@@ -15,6 +15,9 @@ REFUSED_UNTRUSTED = "554 5.7.1 Relay access denied: your address is not trusted"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 UNKNOWN_RECIPIENT = "550 5.1.1 Recipient address rejected: no such mailbox"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+ADDRESS_TOO_LONG = "501 5.1.3 Recipient address too long (254 octets at most)"
+# RFC 5321 §4.5.3.1.3: a path is at most 256 octets with its angle brackets.
+MAX_ADDRESS_OCTETS = 254
 MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 TRY_LATER = "451 4.3.0 Temporary failure, please try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
@@ -59,6 +62,14 @@ def declared_size_refusal(mail_options: Sequence[str], max_size: int) -> str | N
         name, _, value = opt.partition("=")
         if name.upper() == "SIZE" and value.isdigit() and int(value) > max_size:
             return MESSAGE_TOO_BIG
+    return None
+
+
+def address_refusal(address: str) -> str | None:
+    """501 for an address longer than SMTP allows (it could be no mailbox of ours, and no
+    database column need hold it); None otherwise."""
+    if len(address.encode("utf-8", "surrogateescape")) > MAX_ADDRESS_OCTETS:
+        return ADDRESS_TOO_LONG
     return None
 
 

@@ -94,6 +94,10 @@ class PostroomHandler:
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         resolved: list[Resolved] = envelope.resolved  # type: ignore[attr-defined]
+        too_long = policy.address_refusal(address)
+        if too_long:
+            _log_refusal("RCPT", session, too_long)
+            return too_long
         try:
             found = await self.directory.lookup(address)
         except TransientError:

@@ -29,7 +29,15 @@ from sqlalchemy import Insert, Table, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -38,7 +46,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.errors import TransientError
+from storage.errors import TransientError, Unavailable
 
 # pg_advisory_xact_lock key of `commit_in_order` ("postroom" in ASCII, as a bigint).
 COMMIT_ORDER_LOCK = int.from_bytes(b"postroom", "big") & (2**63 - 1)
@@ -111,8 +119,25 @@ async def translated_errors() -> AsyncIterator[None]:
         yield
     except IntegrityError as e:
         raise Conflict(_driver_message(e)) from e
-    except (DBAPIError, SQLAlchemyError, OSError) as e:
-        raise TransientError(f"database: {_driver_message(e)}") from e
+    except (DBAPIError, SQLAlchemyError, OSError, TimeoutError) as e:
+        kind = Unavailable if _unavailable(e) else TransientError
+        raise kind(f"database: {_driver_message(e)}") from e
+
+
+# SQLSTATE classes and codes that say the server, not the statement, is the trouble:
+# connection exceptions, insufficient resources, operator intervention, lock not available.
+_UNAVAILABLE_STATES = ("08", "53", "57", "55P03")
+
+
+def _unavailable(e: BaseException) -> bool:
+    if isinstance(e, OSError | TimeoutError | OperationalError | InterfaceError
+                  | PoolTimeout | DisconnectionError):
+        return True
+    if isinstance(e, DBAPIError) and e.connection_invalidated:
+        return True
+    orig = getattr(e, "orig", None)
+    state = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    return bool(state) and state.startswith(_UNAVAILABLE_STATES)
 
 
 def _driver_message(e: BaseException) -> str:

@@ -16,6 +16,11 @@ class TransientError(StorageError):
     """The store or database did not answer as it should; the same call may succeed later."""
 
 
+class Unavailable(TransientError):
+    """The database as a whole did not answer (a lost connection, no pool connection, a lock
+    wait or a statement past its timeout, a server shutting down): whatever the statement."""
+
+
 class PermanentError(StorageError):
     """The request itself is wrong (bad key, missing object); retrying will not help."""
 

@@ -4,9 +4,12 @@ SQLite has one write lock; sixteen connections each committing for themselves qu
 sleeping back-offs and pay an fsync apiece. Here each write is a small function of a connection;
 the writer task takes everything queued, runs it in one transaction and commits once, and only
 then answers each caller, so "committed" still means committed. A batch that fails is retried one
-write at a time, so one bad write cannot take its neighbours down with it. On PostgreSQL each
-batch holds the commit-order lock (`storage.db.commit_in_order`) from its start, so the batches
-of all nodes commit one after another and never wait on each other's rows in a cycle.
+write at a time, so one bad write cannot take its neighbours down with it, unless the database
+itself is unavailable (`Unavailable`): then every write of the batch fails at once.
+
+On PostgreSQL each batch holds the commit-order lock (`storage.db.commit_in_order`) from its
+start, so the batches of all nodes commit one after another and never wait on each other's rows
+in a cycle.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.db import ordered_transaction, translated_errors
+from storage.errors import Unavailable
 
 T = TypeVar("T")
 Write = Callable[[AsyncConnection], Awaitable[Any]]
@@ -60,6 +64,12 @@ class GroupCommit:
                 continue
             try:
                 await self._commit(batch)
+            except Unavailable as e:
+                # The database is away: no write would fare better alone, and trying each in
+                # turn would make the last caller wait a timeout per neighbour.
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(e)
             except Exception:
                 if len(batch) == 1:
                     continue  # _commit already answered it

@@ -156,6 +156,19 @@ class PgServer:
         run_sync(go())
 
 
+def restart_cluster() -> None:
+    """Restart the machine's PostgreSQL cluster (fast mode: sessions are cut off), as an
+    operator or a crash would; returns once it accepts connections again."""
+    import subprocess
+    from pathlib import Path
+
+    versions = sorted(p.name for p in Path("/etc/postgresql").iterdir())
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main",
+                    "restart", "--", "-m", "fast"], check=True, timeout=120,
+                   capture_output=True)
+    PgServer().check()
+
+
 _server: PgServer | None = None
 _failure: str | None = None
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.barrier import SyncBarrier, syncfs_available
 from storage.db import make_engine
-from storage.errors import TransientError
+from storage.errors import TransientError, Unavailable
 from storage.group_commit import GroupCommit
 
 
@@ -64,6 +64,36 @@ async def test_a_locked_database_fails_the_write_as_transient(tmp_path: Path) ->
 
         with pytest.raises(TransientError):
             await writer.write(write)
+    finally:
+        other.rollback()
+        other.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await engine.dispose()
+
+
+async def test_a_batch_meeting_a_locked_database_fails_at_once_not_write_by_write(
+        tmp_path: Path) -> None:
+    import sqlite3
+    import time
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/l.db", busy_timeout=0.3)
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (n INTEGER)"))
+    writer = GroupCommit(engine)
+    other = sqlite3.connect(tmp_path / "l.db")
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        async def write(conn: AsyncConnection) -> None:
+            await conn.execute(text("INSERT INTO t (n) VALUES (1)"))
+
+        pending = [asyncio.ensure_future(writer.write(write)) for _ in range(10)]
+        runner = asyncio.create_task(writer.run())  # all ten queued: one batch
+        started = time.monotonic()
+        outcome = await asyncio.gather(*pending, return_exceptions=True)
+        took = time.monotonic() - started
+        assert all(isinstance(o, Unavailable) for o in outcome), outcome
+        assert writer.batches == 0 and took < 2.0, took  # one busy timeout, not ten
     finally:
         other.rollback()
         other.close()

@@ -54,3 +54,12 @@ async def test_an_exception_in_a_hook_becomes_451() -> None:
 
     handler = PostroomHandler(None, None, 100, 10, "ESMTP", SmtpCounters())  # type: ignore[arg-type]
     assert (await handler.handle_exception(RuntimeError("boom"))).startswith("451 4.3.0")
+
+
+def test_an_address_longer_than_smtp_allows_is_refused() -> None:
+    fits = "a+" + "t" * 236 + "@agents.test"  # 250 octets
+    assert len(fits) == 250 and policy.address_refusal(fits) is None
+    assert policy.address_refusal("x" * 242 + "@agents.test") is None  # 254
+    assert policy.address_refusal("x" * 243 + "@agents.test") == policy.ADDRESS_TOO_LONG
+    assert policy.address_refusal("é" * 122 + "@agents.test") == policy.ADDRESS_TOO_LONG
+    assert policy.ADDRESS_TOO_LONG.startswith("501 5.1.3")
