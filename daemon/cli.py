@@ -1,4 +1,4 @@
-"""The `postroom` command line (SPEC §7): serve, check-config, agent …, db upgrade.
+"""The `postroom` command line (SPEC §7): serve, check-config, agent …, db upgrade, gc.
 
 Every command takes `--config` (else `POSTROOM_CONFIG`, else ./config.toml when present).
 Errors print one line to stderr and exit 2 (bad usage or configuration) or 1 (a refusal).
@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from daemon.agents import AgentError, AgentInfo, create_agent, list_agents, remove_agent, rotate_key
-from daemon.config import CONFIG_ENV, Config, ConfigError, load_config
+from daemon.config import CONFIG_ENV, Config, ConfigError, load_config, parse_duration
 from daemon.logs import configure_logging
+from daemon.orphans import OrphanReport, remove_orphans
 from daemon.server import StartupError, build_store, check_supported, prepare_database, serve
 from daemon.views import iso
 from storage.db import make_engine, upgrade_schema
@@ -155,6 +156,39 @@ def cmd_agent_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    config = _config(args)
+    configure_logging(config.log.format, config.log.level, stream=sys.stderr)
+    grace: float = args.grace
+
+    async def go() -> OrphanReport:
+        engine, sessions = await prepare_database(config)
+        store = await build_store(config)
+        try:
+            return await remove_orphans(store, sessions, grace, dry_run=args.dry_run)
+        finally:
+            await store.close()
+            await engine.dispose()
+
+    report = _run(go())
+    if args.json:
+        print(json.dumps({"scanned": report.scanned, "orphans": len(report.removed),
+                          "removed": not args.dry_run, "keys": report.removed,
+                          "too_young": report.too_young}))
+    else:
+        verb = "found" if args.dry_run else "removed"
+        print(f"gc: {report.scanned} objects scanned, {len(report.removed)} orphans {verb}, "
+              f"{report.too_young} younger than {grace:g} s left alone")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -170,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                                       required=True)
     db.add_parser("upgrade", parents=[common], help="apply pending migrations"
                   ).set_defaults(fn=cmd_db_upgrade)
+    gc = sub.add_parser("gc", parents=[common],
+                        help="remove objects no message row points at (orphans)")
+    gc.add_argument("--grace", default="1h", type=_duration,
+                    help="leave younger objects alone: they may belong to a delivery in flight "
+                         "(default 1h)")
+    gc.add_argument("--dry-run", action="store_true", help="list, do not delete")
+    gc.set_defaults(fn=cmd_gc)
     agent = sub.add_parser("agent", help="manage agents").add_subparsers(dest="agent_command",
                                                                           required=True)
     add = agent.add_parser("add", parents=[common], help="create an agent and print its key")

@@ -147,6 +147,22 @@ class DatabaseConfig(_Section):
     # for one gets 451, never a hang.
     pool_size: int = Field(default=10, ge=2, le=500)
 
+    @field_validator("url")
+    @classmethod
+    def _driver(cls, url: str) -> str:
+        """SQLite through aiosqlite or PostgreSQL through asyncpg; a bare `postgresql://` (or
+        `postgres://`) URL gets the asyncpg driver, `sqlite://` aiosqlite."""
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise ValueError("expected a URL such as postgresql+asyncpg://user@host/db")
+        driver = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
+                  "postgresql+asyncpg": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite",
+                  "sqlite+aiosqlite": "sqlite+aiosqlite"}.get(scheme.lower())
+        if driver is None:
+            raise ValueError(f"unsupported database {scheme!r}: use postgresql+asyncpg://… "
+                             "or sqlite+aiosqlite:///…")
+        return f"{driver}://{rest}"
+
 
 class StorageConfig(_Section):
     backend: Literal["local", "s3"] = "local"

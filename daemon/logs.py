@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -15,8 +15,11 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
-def configure_logging(fmt: str | None, level: str) -> None:
-    """Install the renderer for this process; `fmt` None picks by whether stdout is a TTY."""
+def configure_logging(fmt: str | None, level: str, stream: TextIO | None = None) -> None:
+    """Install the renderer for this process; `fmt` None picks by whether stdout is a TTY.
+
+    The daemon logs to stdout (the journal); a command whose stdout is its answer logs to
+    `stream` (stderr)."""
     if fmt is None:
         fmt = "console" if sys.stdout.isatty() else "json"
     renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
@@ -30,7 +33,7 @@ def configure_logging(fmt: str | None, level: str) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=True,
     )
     # Libraries log through stdlib logging; keep them quiet unless they warn.

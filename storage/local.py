@@ -10,6 +10,7 @@ runs in a small thread pool of its own, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import secrets
@@ -25,7 +26,7 @@ from urllib.parse import urlencode
 
 from storage.barrier import SyncBarrier, syncfs_available
 from storage.errors import InvalidKey, ObjectNotFound, TransientError
-from storage.objects import PresignedGet, PresignedPost, check_key
+from storage.objects import PresignedGet, PresignedPost, StoredObject, check_key
 from storage.presign import PostPolicy, SignedGet, SignedPut, UrlSigner
 
 T = TypeVar("T")
@@ -232,6 +233,25 @@ class LocalStore:
 
     async def exists(self, key: str) -> bool:
         return await self._run(lambda: self.path_for(key).is_file())
+
+    async def list_keys(self, prefix: str, start_after: str = "",
+                        limit: int = 1000) -> list[StoredObject]:
+        """Files under the folder `prefix`, in key order (a walk of that folder per page)."""
+        def walk() -> list[StoredObject]:
+            top = self.root.joinpath(*check_key(prefix.rstrip("/")).split("/"))
+            found: list[tuple[str, Path]] = []
+            for folder, dirs, files in os.walk(top):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                rel = Path(folder).relative_to(self.root).as_posix()
+                found += [(f"{rel}/{f}", Path(folder) / f) for f in files
+                          if not f.startswith(".")]
+            out: list[StoredObject] = []
+            for key, path in sorted(k for k in found if k[0] > start_after)[:limit]:
+                with contextlib.suppress(FileNotFoundError):  # removed while we walked
+                    out.append(StoredObject(key, path.stat().st_mtime))
+            return out
+
+        return await self._run(walk)
 
     async def size(self, key: str) -> int | None:
         def size_of() -> int | None:

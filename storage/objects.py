@@ -32,6 +32,14 @@ def check_key(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class StoredObject:
+    """One object as a listing shows it: its key and when it was last written (unix seconds)."""
+
+    key: str
+    modified: float
+
+
+@dataclass(frozen=True)
 class PresignedGet:
     """A URL that fetches one object until `expires_at` (unix seconds)."""
 
@@ -82,6 +90,11 @@ class ObjectStore(Protocol):
 
     async def exists(self, key: str) -> bool:
         """True when an object is stored under `key`."""
+
+    async def list_keys(self, prefix: str, start_after: str = "",
+                        limit: int = 1000) -> list[StoredObject]:
+        """Up to `limit` objects under the folder `prefix` ("raw/"), in key order, each key
+        greater than `start_after`: page on with the last key returned."""
 
     async def presign_get(
         self, key: str, *, expires_in: float, file_name: str, content_type: str

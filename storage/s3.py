@@ -26,7 +26,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
 )
 
 from storage.errors import ObjectNotFound, TransientError
-from storage.objects import PresignedGet, PresignedPost, check_key
+from storage.objects import PresignedGet, PresignedPost, StoredObject, check_key
 from storage.presign import content_disposition
 
 T = TypeVar("T")
@@ -240,6 +240,18 @@ class S3Store:
         except ObjectNotFound:
             return False
         return True
+
+    async def list_keys(self, prefix: str, start_after: str = "",
+                        limit: int = 1000) -> list[StoredObject]:
+        """One ListObjectsV2 page (S3 lists keys in UTF-8 binary order, as ours sort)."""
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix,
+                                   "MaxKeys": max(1, min(limit, 1000))}
+        if start_after:
+            request["StartAfter"] = self.prefix + start_after
+        async with self._translated("list"):
+            page = await self._client.list_objects_v2(**request)
+        return [StoredObject(o["Key"][len(self.prefix):], o["LastModified"].timestamp())
+                for o in page.get("Contents", [])]
 
     async def size(self, key: str) -> int | None:
         target = self._object(key)

@@ -281,7 +281,7 @@ def test_three_nodes_one_killed_mid_load_lose_and_duplicate_nothing(
 
         # And in the bucket: every object of every message, and nothing else but the raw
         # bytes of transactions the victim never answered (their rows never committed; the
-        # relay delivered them again elsewhere).
+        # relay delivered them again elsewhere), which `postroom gc` then removes.
         keys = _bucket_keys(s3_server, c.bucket)
         expected = {raw_key(m) for m in ids} | {body_key(m, "text") for m in ids} | {
             attachment_key(s.message_id, i) for s in load if s.message_id
@@ -290,11 +290,16 @@ def test_three_nodes_one_killed_mid_load_lose_and_duplicate_nothing(
         strays = keys - expected
         assert all(k.startswith("raw/") for k in strays), sorted(strays)
         assert len(strays) <= len(threads), sorted(strays)
+        cautious = json.loads(survivor.cli("gc", "--json").stdout)  # default grace: 1 hour
+        assert cautious["orphans"] == 0 and cautious["too_young"] == len(strays)
+        swept = json.loads(survivor.cli("gc", "--grace", "0s", "--json").stdout)
+        assert sorted(swept["keys"]) == sorted(strays)
+        assert _bucket_keys(s3_server, c.bucket) == expected
         print(f"\nscale-out: {len(load)} messages through 3 nodes in {load_seconds:.1f} s, "
               f"node {victim} killed holding {len(orphaned)} unfinished; all ready "
               f"{settle:.1f} s after the load; "
               f"{sum(len(s.tries) - 1 for s in load)} relay retries; "
-              f"{len(strays)} raw objects of unanswered transactions")
+              f"{len(strays)} raw objects of unanswered transactions, removed by gc")
 
 
 def _until_ready(api: httpx.Client, message_id: str, within: float = 60.0) -> dict[str, Any]:

@@ -106,6 +106,9 @@ def test_config_env_variable_names_the_file(tmp_path: Path) -> None:
     ('[pipeline]\nsweep_interval = 0\n', "pipeline.sweep_interval"),
     ('[storage]\nsigning_key = "short"\n', "storage.signing_key"),
     ('[http]\nmax_body = 10\n', "http.max_body"),
+    ('[database]\nurl = "mysql://db/x"\n', "database.url"),
+    ('[database]\nurl = "postgresql"\n', "database.url"),
+    ('[database]\npool_size = 1\n', "database.pool_size"),
 ])
 def test_errors_name_the_offending_key(tmp_path: Path, toml: str, key: str) -> None:
     cfg = tmp_path / "c.toml"
@@ -168,3 +171,17 @@ def test_s3_needs_a_bucket_and_takes_a_clean_prefix(tmp_path: Path) -> None:
 def test_the_shipped_config_needs_nothing_unsupported() -> None:
     shipped = Path(__file__).resolve().parents[2] / "config.toml"
     assert unsupported(load_config(shipped, env={})) == []
+
+
+def test_database_urls_get_their_async_driver(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    for given, meant in (
+            ("postgresql://postroom@db:5432/mail", "postgresql+asyncpg://postroom@db:5432/mail"),
+            ("postgres://db/mail", "postgresql+asyncpg://db/mail"),
+            ("postgresql+asyncpg://db/mail", "postgresql+asyncpg://db/mail"),
+            ("sqlite:////srv/p.db", "sqlite+aiosqlite:////srv/p.db")):
+        cfg.write_text(f'[database]\nurl = "{given}"\npool_size = 20\n')
+        c = load_config(cfg, env={})
+        assert c.database.url == meant
+        assert c.database.pool_size == 20
+        assert c.is_sqlite == meant.startswith("sqlite")
