@@ -54,6 +54,22 @@ def sqlalchemy_url(dsn: str) -> str:
     return dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
+def _owner_alive(database: str) -> bool:
+    """Is the test run that made `database` (its pid is in the name) still running? Another
+    run's databases are never touched while it lives, even idle between two daemons."""
+    try:
+        pid = int(database[len(PREFIX) + 1:].split("_", 1)[0])
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PgServer:
     """One test run's handle on the server: makes and drops its databases."""
 
@@ -87,7 +103,8 @@ class PgServer:
         return run_sync(go())
 
     def drop_leftovers(self) -> None:
-        """Drop databases of earlier runs that nobody is connected to any more."""
+        """Drop databases of earlier runs that were killed before they could (their process
+        is gone and nobody is connected to them)."""
         async def go() -> None:
             conn = await asyncpg.connect(self.admin_dsn, timeout=5)
             try:
@@ -96,7 +113,7 @@ class PgServer:
                     "(SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
                     f"{PREFIX}\\_%")]
                 for name in names:
-                    if not name.startswith(self.run_tag + "_"):
+                    if not _owner_alive(name):
                         await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
             finally:
                 await conn.close()
