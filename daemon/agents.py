@@ -47,6 +47,7 @@ class AgentInfo:
     addresses: tuple[str, ...]
     key_prefix: str
     created_at: datetime
+    pgp_fingerprint: str | None = None
 
 
 async def _addresses(session: AsyncSession, agent_id: str) -> tuple[str, ...]:
@@ -55,8 +56,17 @@ async def _addresses(session: AsyncSession, agent_id: str) -> tuple[str, ...]:
     return tuple(rows.all())
 
 
+@dataclass(frozen=True)
+class PgpKey:
+    """An agent's OpenPGP public key, already checked (`daemon.openpgp.Gpg.inspect_public_key`)."""
+
+    armored: str
+    fingerprint: str
+
+
 async def create_agent(sessions: async_sessionmaker[AsyncSession], name: str,
-                       addresses: list[str], api_key: str | None = None) -> tuple[AgentInfo, str]:
+                       addresses: list[str], api_key: str | None = None,
+                       pgp_key: PgpKey | None = None) -> tuple[AgentInfo, str]:
     """Create an agent owning `addresses`; returns it and its API key (shown once)."""
     if name.startswith("agt_") or not name.strip() or len(name) > 200:
         raise AgentError(f"invalid agent name {name!r} (1–200 characters, not starting with agt_)")
@@ -66,7 +76,9 @@ async def create_agent(sessions: async_sessionmaker[AsyncSession], name: str,
     key = api_key or new_api_key()
     now = utcnow()
     agent = Agent(id=new_agent_id(), name=name, key_hash=hash_api_key(key),
-                  key_prefix=key[:10], created_at=now, updated_at=now)
+                  key_prefix=key[:10], created_at=now, updated_at=now,
+                  pgp_public_key=pgp_key.armored if pgp_key else None,
+                  pgp_fingerprint=pgp_key.fingerprint if pgp_key else None)
     async with sessions() as session, translated_errors():
         if (await session.exec(select(Agent).where(Agent.name == name))).first():
             raise AgentError(f"an agent named {name!r} exists")
@@ -81,7 +93,12 @@ async def create_agent(sessions: async_sessionmaker[AsyncSession], name: str,
             await session.commit()
         except Exception as e:  # a concurrent writer took the name or an address
             raise AgentError(f"could not create agent {name!r}: {e}") from e
-    return AgentInfo(agent.id, agent.name, tuple(addrs), agent.key_prefix, agent.created_at), key
+    return _info(agent, tuple(addrs)), key
+
+
+def _info(agent: Agent, addresses: tuple[str, ...]) -> AgentInfo:
+    return AgentInfo(agent.id, agent.name, addresses, agent.key_prefix, agent.created_at,
+                     agent.pgp_fingerprint)
 
 
 async def find_agent(sessions: async_sessionmaker[AsyncSession], ref: str) -> AgentInfo | None:
@@ -91,8 +108,7 @@ async def find_agent(sessions: async_sessionmaker[AsyncSession], ref: str) -> Ag
             Agent.id == ref if ref.startswith("agt_") else Agent.name == ref))).first()
         if agent is None:
             return None
-        return AgentInfo(agent.id, agent.name, await _addresses(session, agent.id),
-                         agent.key_prefix, agent.created_at)
+        return _info(agent, await _addresses(session, agent.id))
 
 
 async def list_agents(sessions: async_sessionmaker[AsyncSession]) -> list[AgentInfo]:
@@ -103,8 +119,7 @@ async def list_agents(sessions: async_sessionmaker[AsyncSession]) -> list[AgentI
     by_agent: dict[str, list[str]] = {}
     for a in addr_rows:
         by_agent.setdefault(a.agent_id, []).append(a.address)
-    return [AgentInfo(a.id, a.name, tuple(sorted(by_agent.get(a.id, []))), a.key_prefix,
-                      a.created_at) for a in agents]
+    return [_info(a, tuple(sorted(by_agent.get(a.id, [])))) for a in agents]
 
 
 async def remove_agent(sessions: async_sessionmaker[AsyncSession], ref: str) -> AgentInfo:
@@ -134,10 +149,27 @@ async def rotate_key(sessions: async_sessionmaker[AsyncSession],
         agent.updated_at = utcnow()
         session.add(agent)
         await session.commit()
-        info = AgentInfo(agent.id, agent.name, await _addresses(session, agent.id),
-                         agent.key_prefix, agent.created_at)
+        info = _info(agent, await _addresses(session, agent.id))
     return info, key
 
 
-__all__ = ["AgentError", "AgentInfo", "Conflict", "create_agent", "find_agent",
-           "list_agents", "normalize_address", "remove_agent", "rotate_key", "utcnow"]
+async def set_pgp_key(sessions: async_sessionmaker[AsyncSession], ref: str,
+                      pgp_key: PgpKey | None) -> AgentInfo:
+    """Give the agent a new OpenPGP key (None: none). Mail stored earlier stays encrypted to
+    the key it was stored with; running daemons use the new key within seconds."""
+    async with sessions() as session, translated_errors():
+        agent = (await session.exec(select(Agent).where(
+            Agent.id == ref if ref.startswith("agt_") else Agent.name == ref))).first()
+        if agent is None:
+            raise AgentError(f"no agent {ref!r}")
+        agent.pgp_public_key = pgp_key.armored if pgp_key else None
+        agent.pgp_fingerprint = pgp_key.fingerprint if pgp_key else None
+        agent.updated_at = utcnow()
+        session.add(agent)
+        await session.commit()
+        return _info(agent, await _addresses(session, agent.id))
+
+
+__all__ = ["AgentError", "AgentInfo", "Conflict", "PgpKey", "create_agent", "find_agent",
+           "list_agents", "normalize_address", "remove_agent", "rotate_key", "set_pgp_key",
+           "utcnow"]

@@ -70,8 +70,15 @@ class DownloadResponse(BaseModel):
     expires_at: str
     file_name: str
     content_type: str
-    size: int
+    size: int  # of the plaintext, as `sha256`
     sha256: str
+    # Encrypted at rest (SPEC §8): the URL serves an armored OpenPGP file of this digest.
+    encrypted: bool = False
+    stored_size: int | None = None
+    stored_sha256: str | None = None
+
+
+PGP_ENCRYPTED = "application/pgp-encrypted"
 
 
 def _error_body(code: str, message: str) -> dict[str, Any]:
@@ -167,13 +174,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return float(min(asked, ctx.presign_ttl))
 
     async def presigned(key: str, expires_in: float, file_name: str, content_type: str,
-                        size: int, sha256: str) -> Response:
+                        size: int, sha256: str, stored_size: int | None = None,
+                        stored_sha256: str | None = None, encrypted: bool = False) -> Response:
         """The DownloadResponse body, built as a dict: the shape is fixed, so no validation."""
         signed = await ctx.store.presign_get(key, expires_in=expires_in, file_name=file_name,
                                              content_type=content_type)
         return JsonBody({"url": signed.url, "expires_at": _iso_ts(signed.expires_at),
                          "file_name": file_name, "content_type": content_type, "size": size,
-                         "sha256": sha256})
+                         "sha256": sha256, "encrypted": encrypted, "stored_size": stored_size,
+                         "stored_sha256": stored_sha256})
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -258,6 +267,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         att = await load_attachment(agent_id, message_id, index)
         if att.status != READY or not att.object_key:
             raise ApiError(409, "not_ready", f"attachment is {att.status}, not ready")
+        if att.stored_sha256 is not None:  # encrypted at rest: the URL serves OpenPGP armor
+            return await presigned(att.object_key, ttl(body), att.file_name, PGP_ENCRYPTED,
+                                   att.size, att.sha256, att.stored_size, att.stored_sha256,
+                                   encrypted=True)
         return await presigned(att.object_key, ttl(body), att.file_name,
                                download_content_type(att.content_type), att.size, att.sha256)
 
@@ -267,6 +280,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
                            body: DownloadRequest | None = None) -> Response:
         """A presigned URL of the raw message as received (with our Received header)."""
         msg = (await load_message(agent_id, message_id))[0][0]
+        if msg.encrypted_to:
+            return await presigned(msg.raw_key, ttl(body), f"{msg.id}.eml.asc", PGP_ENCRYPTED,
+                                   msg.size, msg.raw_sha256, encrypted=True)
         return await presigned(msg.raw_key, ttl(body), f"{msg.id}.eml", "message/rfc822",
                                msg.size, msg.raw_sha256)
 

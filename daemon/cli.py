@@ -15,9 +15,19 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from daemon.agents import AgentError, AgentInfo, create_agent, list_agents, remove_agent, rotate_key
+from daemon.agents import (
+    AgentError,
+    AgentInfo,
+    create_agent,
+    list_agents,
+    remove_agent,
+    rotate_key,
+    set_pgp_key,
+)
+from daemon.at_rest import read_public_key
 from daemon.config import CONFIG_ENV, Config, ConfigError, load_config, parse_duration
 from daemon.logs import configure_logging
+from daemon.openpgp import GpgUnavailable, gpg_version
 from daemon.orphans import OrphanReport, remove_orphans
 from daemon.server import StartupError, build_store, check_supported, prepare_database, serve
 from daemon.views import iso
@@ -45,7 +55,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _agent_json(info: AgentInfo, api_key: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": info.id, "name": info.name, "addresses": list(info.addresses)}
+    out: dict[str, Any] = {"id": info.id, "name": info.name, "addresses": list(info.addresses),
+                           "pgp_fingerprint": info.pgp_fingerprint}
     if api_key is not None:
         out["api_key"] = api_key
     else:
@@ -84,11 +95,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         # A bucket that is missing or out of reach is a configuration error worth catching
         # before a relay gets 451s; the local store's directory is made on first start.
         _run(_probe_store(config))
+    try:
+        gpg = f"{gpg_version(config.encryption.gpg)} ({config.encryption.gpg})"
+    except GpgUnavailable as e:
+        if config.encryption.at_rest == "required":
+            raise ConfigError(f'encryption.gpg: {e} (encryption.at_rest = "required")') from e
+        gpg = f"unavailable: {e}"
+    for spec in config.agents:  # each declared key must be one mail can be encrypted to
+        if spec.openpgp_public_key_file is not None:
+            try:
+                read_public_key(spec.openpgp_public_key_file, config.encryption.gpg)
+            except AgentError as e:
+                raise ConfigError(f"agents ({spec.name}).openpgp_public_key_file: {e}") from e
     summary = {
         "smtp": config.smtp.listen, "protocol": config.smtp.protocol,
         "http": config.http.listen, "database": config.database.url.split("://")[0],
         "storage": config.storage.backend, "agents": [a.name for a in config.agents],
         "max_message_size": config.smtp.max_message_size,
+        "encryption": config.encryption.at_rest, "gpg": gpg,
     }
     if args.json:
         print(json.dumps({"ok": True, **summary}))
@@ -117,14 +141,32 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_agent_add(args: argparse.Namespace) -> int:
     config = _config(args)
+    pgp_key = read_public_key(args.pgp_key, config.encryption.gpg) if args.pgp_key else None
     info, key = _run(_with_sessions(
-        config, lambda s: create_agent(s, args.name, args.address)))
+        config, lambda s: create_agent(s, args.name, args.address, pgp_key=pgp_key)))
     if args.json:
         print(json.dumps(_agent_json(info, key)))
     else:
         print(f"created agent {info.name} ({info.id})")
         print(f"  addresses: {', '.join(info.addresses)}")
+        if info.pgp_fingerprint:
+            print(f"  OpenPGP:   {info.pgp_fingerprint}")
         print(f"  API key:   {key}   (shown once)")
+    return 0
+
+
+def cmd_agent_set_pgp_key(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if (args.key_file is None) == (not args.none):
+        raise AgentError("give a public key FILE, or --none to remove the agent's key")
+    pgp_key = read_public_key(args.key_file, config.encryption.gpg) if args.key_file else None
+    info = _run(_with_sessions(config, lambda s: set_pgp_key(s, args.agent, pgp_key)))
+    if args.json:
+        print(json.dumps(_agent_json(info)))
+    elif info.pgp_fingerprint:
+        print(f"agent {info.name}: mail is now encrypted to {info.pgp_fingerprint}")
+    else:
+        print(f"agent {info.name}: no OpenPGP key (mail is stored as it arrives)")
     return 0
 
 
@@ -135,7 +177,8 @@ def cmd_agent_list(args: argparse.Namespace) -> int:
         print(json.dumps([_agent_json(a) for a in agents]))
     else:
         for a in agents:
-            print(f"{a.id}  {a.name}  {', '.join(a.addresses)}  key {a.key_prefix}…")
+            pgp = f"  pgp {a.pgp_fingerprint}" if a.pgp_fingerprint else ""
+            print(f"{a.id}  {a.name}  {', '.join(a.addresses)}  key {a.key_prefix}…{pgp}")
     return 0
 
 
@@ -217,7 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--address", action="append", required=True,
                      help="an address it owns (repeatable; *@domain is a catch-all)")
+    add.add_argument("--pgp-key", type=Path, metavar="FILE",
+                     help="its armored OpenPGP public key: mail to it is stored encrypted")
     add.set_defaults(fn=cmd_agent_add)
+    pgp = agent.add_parser("set-pgp-key", parents=[common],
+                           help="set (or with --none remove) an agent's OpenPGP public key")
+    pgp.add_argument("agent", help="name or id")
+    pgp.add_argument("key_file", type=Path, nargs="?", metavar="FILE")
+    pgp.add_argument("--none", action="store_true", help="remove the key")
+    pgp.set_defaults(fn=cmd_agent_set_pgp_key)
     agent.add_parser("list", parents=[common], help="list agents").set_defaults(fn=cmd_agent_list)
     rm = agent.add_parser("remove", parents=[common], help="delete an agent")
     rm.add_argument("agent", help="name or id")

@@ -15,12 +15,15 @@ tests/e2e/test_client.py runs the seed examples through it on the local store an
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+
+from daemon.openpgp import Decryptor, OpenPgpError
 
 
 class PostroomError(Exception):
@@ -29,6 +32,16 @@ class PostroomError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
+
+
+def _key_source(value: Any) -> str | bytes | Path:
+    """What `decrypt_with` names: armored key text, or a path (a key file or a GnuPG home)."""
+    if isinstance(value, Path | bytes):
+        return value
+    text = str(value)
+    if "-----BEGIN PGP" in text:
+        return text
+    return Path(text)
 
 
 class Client:
@@ -141,18 +154,50 @@ class Client:
             raise PostroomError(response.status_code, "download_failed", response.text[:200])
         return response.content
 
-    def fetch_message(self, message_id: str, decrypt_with: Any = None) -> dict[str, Any]:
+    def fetch_message(self, message_id: str, decrypt_with: Any = None,
+                      passphrase: str | None = None) -> dict[str, Any]:
         """The message with every `ready` attachment's bytes under `content`.
 
-        `decrypt_with` (an OpenPGP private key) is for messages encrypted at rest, which this
-        daemon does not produce yet; passing one raises PostroomError (`not_supported`).
+        `decrypt_with` (an armored OpenPGP private key, a file holding one, or a GnuPG home
+        directory) decrypts what was encrypted at rest (SPEC §8): `text` and `html`, and each
+        attachment whose status says `encrypted` with postroom's own at-rest format. Each
+        decrypted attachment is checked against its `sha256`; its `file_name` loses the
+        `.asc` postroom added. Without a key, encrypted content stays as stored (armored).
+        Attachments that arrived encrypted (PGP/MIME payloads) are decrypted too when the key
+        opens them, else left as they are with `decrypted: false`.
         """
-        if decrypt_with is not None:
-            raise PostroomError(0, "not_supported",
-                                "decryption arrives with encryption at rest (OpenPGP)")
         message = self.get_message(message_id)
-        for att in message.get("attachments", []):
-            if att.get("status") == "ready":
+        decryptor = Decryptor(_key_source(decrypt_with), passphrase) if decrypt_with else None
+        try:
+            sealed = message.get("encryption") is not None
+            if decryptor is not None and sealed:
+                for kind in ("text", "html"):
+                    if message.get(kind):
+                        message[kind] = decryptor.decrypt_bytes(
+                            str(message[kind]).encode("ascii")).decode("utf-8", "replace")
+            for att in message.get("attachments", []):
+                if att.get("status") != "ready":
+                    continue
                 link = self.request_inbound_attachment_download(message_id, int(att["index"]))
-                att["content"] = self.download(link["url"])
+                content = self.download(link["url"])
+                if decryptor is not None and att.get("stored_sha256"):
+                    content = decryptor.decrypt_bytes(content)
+                    if hashlib.sha256(content).hexdigest() != att["sha256"]:
+                        raise PostroomError(0, "integrity", f"attachment {att['index']}: "
+                                            "decrypted bytes do not match its sha256")
+                    if str(att["file_name"]).endswith(".asc"):
+                        att["file_name"] = str(att["file_name"])[:-4]
+                    att["decrypted"] = True
+                elif decryptor is not None and att.get("encrypted"):
+                    try:
+                        content = decryptor.decrypt_bytes(content)
+                        att["decrypted"] = True
+                    except OpenPgpError:
+                        att["decrypted"] = False
+                att["content"] = content
+        except OpenPgpError as e:
+            raise PostroomError(0, "decryption_failed", str(e)) from e
+        finally:
+            if decryptor is not None:
+                decryptor.close()
         return message

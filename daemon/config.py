@@ -217,6 +217,10 @@ class UploadsConfig(_Section):
 class EncryptionConfig(_Section):
     at_rest: Literal["off", "when_key", "required"] = "when_key"
     gnupg_home: Path = Path("var/gnupg")
+    # Beyond SPEC §3: the GnuPG binary (a name on PATH or a path) and how long one gpg run may
+    # take before the delivery gets 451 or the job is retried.
+    gpg: str = Field(default="gpg", min_length=1)
+    gpg_timeout: PositiveDuration = 120.0
 
 
 class RetentionConfig(_Section):
@@ -269,10 +273,6 @@ def unsupported(config: Config) -> list[str]:
     for key in ("require_tls", "proxy_protocol"):
         if getattr(smtp, key):
             found.append(f"smtp.{key}")
-    if config.encryption.at_rest == "required":
-        found.append('encryption.at_rest = "required"')
-    found += [f"agents.{i}.openpgp_public_key_file" for i, a in enumerate(config.agents)
-              if a.openpgp_public_key_file is not None]
     return found
 
 

@@ -2,22 +2,24 @@
 
 RCPT must not wait on the database for every recipient, yet an agent added by the CLI must be
 reachable within 5 s (SPEC §7): the snapshot is re-read on a short timer, and a miss re-reads
-it at once (at most five times a second, so unknown recipients cannot flood the database).
+it at once (at most five times a second, so unknown recipients cannot flood the database). The
+snapshot also holds each agent's OpenPGP key fingerprint (SPEC §8), never the key itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 
 import structlog
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import TransientError
-from storage.models import Address
+from storage.models import Address, Agent
 
 log = structlog.get_logger("postroom.directory")
 
@@ -29,6 +31,7 @@ class Resolved:
     agent_id: str
     address: str
     tag: str | None
+    pgp_fingerprint: str | None = None
 
 
 def resolve(table: dict[str, str], address: str) -> Resolved | None:
@@ -59,6 +62,7 @@ class Directory:
         self._sessions = sessions
         self._refresh = refresh
         self._table: dict[str, str] = {}
+        self.fingerprints: dict[str, str] = {}  # agent id → OpenPGP key fingerprint
         self._loaded_at = 0.0
 
     async def reload(self) -> None:
@@ -66,9 +70,12 @@ class Directory:
         try:
             async with self._sessions() as session:
                 rows = (await session.exec(select(Address))).all()
+                keyed = (await session.exec(select(Agent.id, Agent.pgp_fingerprint).where(
+                    col(Agent.pgp_fingerprint).is_not(None)))).all()
         except Exception as e:  # the database is away: keep serving the last snapshot
             raise TransientError(f"directory reload failed: {type(e).__name__}") from e
         self._table = {r.address: r.agent_id for r in rows}
+        self.fingerprints = {agent_id: str(fpr) for agent_id, fpr in keyed}
         self._loaded_at = time.monotonic()
 
     async def lookup(self, address: str) -> Resolved | None:
@@ -77,6 +84,9 @@ class Directory:
         if found is None and time.monotonic() - self._loaded_at > 0.2:
             await self.reload()
             found = resolve(self._table, address)
+        fingerprint = self.fingerprints.get(found.agent_id) if found is not None else None
+        if found is not None and fingerprint is not None:
+            found = dataclasses.replace(found, pgp_fingerprint=fingerprint)
         return found
 
     async def run(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -24,21 +25,26 @@ from sqlmodel import select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import utcnow
+from daemon.at_rest import OpenPgp
 from daemon.directory import Resolved
 from daemon.events import EventBus, event_rows, record_events
+from daemon.extract_worker import Extracted
+from daemon.extraction_pool import remove_files
 from daemon.ids import new_message_id
 from daemon.pipeline import Lease
+from daemon.results import Outcome, Stored, attachment_rows, message_values, result_events
 from storage.db import commit_in_order, insert_ignoring_conflicts, translated_errors
 from storage.errors import TransientError
 from storage.group_commit import GroupCommit
-from storage.models import PROCESSING, RECEIVED, Message, Recipient
-from storage.objects import ObjectStore, raw_key
-from storage.spool import Spool, Spooler
+from storage.models import PROCESSING, RECEIVED, Attachment, Message, Recipient
+from storage.objects import ObjectStore, attachment_key, body_key, raw_key
+from storage.spool import Spool, Spooled, Spooler, spool_name
 
 log = structlog.get_logger("postroom.ingest")
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 RECIPIENTS = Recipient.__table__  # type: ignore[attr-defined]
+ATTACHMENTS = Attachment.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -114,12 +120,22 @@ class Jobs(Protocol):
     def submit(self, message_id: str) -> None: ...
 
 
+class Extract(Protocol):
+    """Extraction in a worker process (the pipeline's), as ingest needs it for mail it must
+    encrypt before it is stored."""
+
+    async def __call__(self, source: bytes | Path) -> Extracted: ...
+
+
 class Ingest:
     """Stores accepted messages durably and hands their ids to the pipeline."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], writer: GroupCommit,
                  store: ObjectStore, spooler: Spooler, hostname: str, dedupe_window: float,
-                 jobs: Jobs, events: EventBus) -> None:
+                 jobs: Jobs, events: EventBus, pgp: OpenPgp | None = None,
+                 extract: Extract | None = None) -> None:
+        self._pgp = pgp
+        self._extract = extract
         self._events = events
         self._spooler = spooler
         self._sessions = sessions
@@ -177,6 +193,9 @@ class Ingest:
 
     async def _accept(self, delivery: Delivery, incoming: Incoming) -> Accepted:
         spooled = incoming.spool.finish()
+        keys = sorted({r.pgp_fingerprint for r in delivery.recipients if r.pgp_fingerprint})
+        if keys and self._pgp is not None and self._pgp.mode != "off":
+            return await self._accept_encrypted(delivery, incoming.message_id, spooled, keys)
         message_id = incoming.message_id
         rkey = raw_key(message_id)
         try:
@@ -219,8 +238,88 @@ class Ingest:
             self._jobs.claimed(message_id)
         return accepted
 
+    async def _accept_encrypted(self, delivery: Delivery, message_id: str, spooled: Spooled,
+                                fingerprints: list[str]) -> Accepted:
+        """Mail for agents with keys (SPEC §8): taken apart now, while its plaintext is here,
+        then every object encrypted to all the recipients' keys at once and stored, and the
+        message recorded complete; only then 250. Nothing readable leaves the process, and
+        nothing is left to do after 250 that would need the plaintext again."""
+        assert self._pgp is not None and self._extract is not None
+        pgp, spool_dir = self._pgp, self._store.spool_dir
+        rkey = raw_key(message_id)
+        plain = spooled.path
+        if plain is None:  # the extraction worker and gpg read files
+            plain = spool_name(spool_dir, "plain")
+            assert spooled.data is not None
+            await asyncio.to_thread(plain.write_bytes, spooled.data)
+        uploads: list[tuple[str, Path]] = []
+        stored: dict[str, Stored] = {}
+        try:
+            result = await self._extract(plain)
+            try:
+                found = result.found
+                signature = await pgp.signature(found)
+                by_index = {str(p.index): p for p in found.attachments}
+                enc = spool_name(spool_dir, "enc")
+                await pgp.encrypt_file(plain, enc, fingerprints)
+                uploads.append((rkey, enc))
+                for slot, name in result.files.items():
+                    part = by_index.get(slot)
+                    plain_key = body_key(message_id, slot) if part is None \
+                        else attachment_key(message_id, part.index)
+                    if part is not None and part.encrypted:  # ciphertext already: as it came
+                        uploads.append((plain_key, Path(name)))
+                        continue
+                    enc = spool_name(spool_dir, "enc")
+                    digest = await pgp.encrypt_file(Path(name), enc, fingerprints)
+                    stored[slot] = Stored(plain_key + ".asc", digest.sha256, digest.size)
+                    uploads.append((plain_key + ".asc", enc))
+                await self._store.put_files(uploads)
+            finally:
+                remove_files(result.files)
+                for _, leftover in uploads:
+                    leftover.unlink(missing_ok=True)
+        finally:
+            plain.unlink(missing_ok=True)
+        now = utcnow()
+        outcome = Outcome(stored=stored, encrypted_to=tuple(fingerprints), signature=signature)
+        key = dedupe_key(spooled.body_sha256, delivery.recipients)
+        row = {
+            "id": message_id, "dedupe_key": key,
+            "mail_from": "" if delivery.mail_from == "<>" else delivery.mail_from,
+            "peer": delivery.peer[:100], "size": spooled.size, "raw_key": rkey,
+            "raw_sha256": spooled.sha256, "received_at": now, "attempts": 1,
+            **message_values(message_id, found, True, now, outcome),
+        }
+        rows = attachment_rows(message_id, found, True, now, {}, outcome)
+        recipients = list({r.address: r for r in delivery.recipients}.values())
+        agents = sorted({r.agent_id for r in recipients})
+        events = result_events(agents, message_id, found, rows, str(row["status"]), now)
+        try:
+            accepted = await self._insert(message_id, rkey, key, row, recipients,
+                                          attachments=rows, later_events=events)
+        except BaseException:
+            await self._discard([k for k, _ in uploads if k != rkey])
+            raise
+        if accepted.duplicate:
+            await self._discard([k for k, _ in uploads if k != rkey])
+        else:
+            log.info("message.state", message_id=message_id, status=row["status"],
+                     attachments=len(rows), encrypted_to=len(fingerprints))
+        return accepted
+
+    async def _discard(self, keys: list[str]) -> None:
+        """Remove objects written for a message that was not recorded (best effort: what
+        remains is an orphan for `postroom gc`)."""
+        for k in keys:
+            try:
+                await self._store.delete(k)
+            except Exception:
+                log.warning("ingest.orphan_object", key=k)
+
     async def _insert(self, message_id: str, rkey: str, key: str, row: dict[str, Any],
-                      recipients: list[Resolved]) -> Accepted:
+                      recipients: list[Resolved], attachments: list[dict[str, Any]] | None = None,
+                      later_events: list[dict[str, Any]] | None = None) -> Accepted:
         async def insert(conn: AsyncConnection) -> bool:
             await commit_in_order(conn)  # the message's seq is a cursor too
             seq = (await conn.execute(_message_insert(conn, tuple(row)), row)).scalar()
@@ -229,9 +328,13 @@ class Ingest:
             await conn.execute(RECIPIENTS.insert(), [
                 {"message_seq": seq, "message_id": message_id, "agent_id": r.agent_id,
                  "address": r.address, "tag": r.tag} for r in recipients])
+            if attachments:
+                await conn.execute(ATTACHMENTS.insert(), attachments)
             await record_events(conn, event_rows((r.agent_id for r in recipients),
                                                  "message.received", message_id, row["received_at"],
                                                  status=str(row["status"])))
+            if later_events:
+                await record_events(conn, later_events)
             return True
 
         # No read first: the unique dedupe key makes the insert itself the redelivery check, so

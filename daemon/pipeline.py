@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import structlog
 from sqlalchemy import delete, select, update
@@ -25,9 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import utcnow
+from daemon.at_rest import OpenPgp
 from daemon.events import EventBus, event_rows, message_agents, record_events
+from daemon.extract_worker import Extracted
 from daemon.extraction_pool import ExtractionPool, remove_files
-from daemon.ids import new_attachment_id
 from daemon.leases import (
     claim_batch,
     claim_message,
@@ -35,15 +35,14 @@ from daemon.leases import (
     release_node_leases,
     renew_lease,
 )
-from extractors import Extraction, Limits, Part
+from daemon.openpgp import GpgUnavailable
+from daemon.results import Outcome, attachment_rows, message_values, result_events, states
+from extractors import Extraction, Limits
 from storage.errors import ObjectNotFound, PermanentError, TransientError
 from storage.group_commit import GroupCommit
 from storage.models import (
     FAILED,
-    PARTIAL,
     PENDING,
-    READY,
-    REJECTED,
     Attachment,
     Message,
 )
@@ -100,20 +99,14 @@ class PipelineSettings:
     limits: Limits
 
 
-def _part_status(part: Part) -> tuple[str, str | None]:
-    if part.outcome == "rejected":
-        return REJECTED, part.reason or "rejected"
-    if part.outcome == "failed":
-        return FAILED, part.reason or "could not decode"
-    return READY, None
-
-
 class Pipeline:
     """The queue, its workers and the sweeper of one node."""
 
     def __init__(self, settings: PipelineSettings, sessions: async_sessionmaker[AsyncSession],
                  writer: GroupCommit, store: ObjectStore, extraction: ExtractionPool,
-                 node_id: str, notifier: Notifier, events: EventBus) -> None:
+                 node_id: str, notifier: Notifier, events: EventBus,
+                 pgp: OpenPgp | None = None) -> None:
+        self._pgp = pgp
         self._events = events
         self.settings = settings
         self._sessions = sessions
@@ -240,7 +233,7 @@ class Pipeline:
                              "finished (the process died while extracting)")
             self._notifier.changed(message_id)
             return
-        job = asyncio.create_task(self._extract_and_store(message_id))
+        job = asyncio.create_task(self._extract_and_store(message_id, attempt))
         renewer = asyncio.create_task(self._renew(message_id, job))
         started = time.monotonic()
         try:
@@ -311,7 +304,7 @@ class Pipeline:
         except TransientError as e:
             log.warning("pipeline.fail_not_recorded", message_id=message_id, error=str(e))
 
-    async def _extract_and_store(self, message_id: str) -> None:
+    async def _extract_and_store(self, message_id: str, attempt: int = 1) -> None:
         rkey = raw_key(message_id)
         # The worker reads the raw object from a file: the store's own when it is local, else
         # a spool copy. The message's bytes never pass through this process.
@@ -330,6 +323,7 @@ class Pipeline:
                 copy.unlink(missing_ok=True)
         found = result.found
         try:
+            found, outcome = await self._check_signature(found, attempt)
             to_store = sum(p.size for p in found.attachments if p.outcome != "rejected")
             if to_store > PENDING_FIRST_ABOVE:
                 # Storing will take a while: let agents see the attachments as pending first.
@@ -338,36 +332,41 @@ class Pipeline:
                 (body_key(message_id, slot) if slot in ("text", "html")
                  else attachment_key(message_id, int(slot)), Path(path))
                 for slot, path in result.files.items()])
-            await self._record(message_id, found, final=True)
+            await self._record(message_id, found, final=True, outcome=outcome)
         finally:
             remove_files(result.files)
 
-    async def _record(self, message_id: str, found: Extraction, final: bool) -> None:
+    async def _check_signature(self, found: Extraction,
+                               attempt: int) -> tuple[Extraction, Outcome]:
+        """The signature check (SPEC §8); a gpg that stays unavailable costs retries, then
+        the message is recorded without the check (a defect says so) rather than failed."""
+        if self._pgp is None:
+            return found, Outcome()
+        try:
+            return found, Outcome(signature=await self._pgp.signature(found))
+        except GpgUnavailable as e:
+            if attempt < self.settings.max_attempts:
+                raise
+            return (dataclasses.replace(found, defects=(
+                *found.defects, f"signature: not checked: {str(e)[:200]}")), Outcome())
+
+    async def extract(self, source: bytes | Path) -> Extracted:
+        """Extract one message in a worker process, outside any job (ingest's, for mail it
+        encrypts before storing); the caller owns the files."""
+        return await self._extraction.extract(source, self.settings.limits,
+                                              self._store.spool_dir)
+
+    async def _record(self, message_id: str, found: Extraction, final: bool,
+                      outcome: Outcome | None = None) -> None:
         """Write the message's attachment rows and headers in one transaction.
 
         Not `final`: every attachment `pending`. `final` (its bytes are stored): each one
         terminal, and the message too, its lease released. Attachment ids survive retries.
         """
         now = utcnow()
-        h = found.headers
         c = ATTACHMENTS.c
-        states = [_part_status(p) if final else (PENDING, None) for p in found.attachments]
-        message: dict[str, Any] = {
-            "from_header": h.from_, "to_header": h.to, "cc_header": h.cc,
-            "subject": h.subject, "date_header": h.date, "message_id_header": h.message_id,
-            "in_reply_to": h.in_reply_to, "references_header": h.references,
-            "attachment_count": len(found.attachments),
-            "defects": json.dumps(list(found.defects)),
-            "pgp": found.pgp, "smime": found.smime,
-        }
-        if final:
-            message.update(
-                status=READY if all(st == READY for st, _ in states) else PARTIAL,
-                processed_at=now, lease_owner=None, lease_expires_at=None, error=None)
-            for body in (found.text_body, found.html_body):
-                if body is not None:
-                    message[f"{body.kind}_key"] = body_key(message_id, body.kind)
-                    message[f"{body.kind}_size"] = body.size
+        outcome = outcome or Outcome()
+        message = message_values(message_id, found, final, now, outcome)
 
         async def record(conn: AsyncConnection) -> list[str] | None:
             # The fence first: the row stays locked (PostgreSQL) until this commits, and a
@@ -381,39 +380,20 @@ class Pipeline:
                 select(c.index, c.id).where(c.message_id == message_id))).all()}
             if earlier:
                 await conn.execute(delete(ATTACHMENTS).where(c.message_id == message_id))
-            rows = [{
-                "id": earlier.get(p.index) or new_attachment_id(), "message_id": message_id,
-                "index": p.index, "status": status, "file_name": p.file_name,
-                "original_file_name": p.original_file_name, "content_type": p.content_type[:255],
-                "detected_content_type": p.detected_content_type or None,
-                "content_type_mismatch": p.content_type_mismatch, "disposition": p.disposition,
-                "content_id": p.content_id, "size": p.size, "sha256": p.sha256,
-                "parent": p.parent, "path": p.path[:255], "source": p.source,
-                "encrypted": p.encrypted, "encryption": None, "error": error,
-                "defects": json.dumps(list(p.defects)),
-                "object_key": attachment_key(message_id, p.index)
-                if final and p.outcome != "rejected" else None,
-                "created_at": now, "ready_at": now if status == READY else None,
-            } for p, (status, error) in zip(found.attachments, states, strict=True)]
+            rows = attachment_rows(message_id, found, final, now, earlier, outcome)
             if rows:
                 await conn.execute(ATTACHMENTS.insert(), rows)
-            agents = await message_agents(conn, message_id)
-            events = [e for p, r, (status, _) in zip(found.attachments, rows, states,
-                                                     strict=True)
-                      for e in event_rows(agents, f"attachment.{status}", message_id, now,
-                                          attachment_id=str(r["id"]), index=p.index,
-                                          status=status)]
-            if final:
-                events += event_rows(agents, f"message.{message['status']}", message_id, now,
-                                     status=str(message["status"]))
-            await record_events(conn, events)
+            await record_events(conn, result_events(
+                await message_agents(conn, message_id), message_id, found, rows,
+                str(message["status"]) if final else None, now))
             return [str(r["id"]) for r in rows]
 
         ids = await self._writer.write(record)
         if ids is None:
             raise LeaseLost(message_id)
         self._events.notify()
-        for part, att_id, (status, error) in zip(found.attachments, ids, states, strict=True):
+        for part, att_id, (status, error) in zip(found.attachments, ids, states(found, final),
+                                                 strict=True):
             log.info("attachment.state", message_id=message_id, attachment_id=att_id,
                      index=part.index, status=status, size=part.size, error=error)
         if final:

@@ -15,6 +15,10 @@ REFUSED_UNTRUSTED = "554 5.7.1 Relay access denied: your address is not trusted"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 UNKNOWN_RECIPIENT = "550 5.1.1 Recipient address rejected: no such mailbox"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+OTHER_ENCRYPTION = ("452 4.5.3 Recipient's mail is stored with other encryption: send it in "
+                    "another transaction")
+NO_KEY_FOR_ENCRYPTION = ("550 5.7.1 Recipient has no OpenPGP key and this server stores mail "
+                         "only encrypted")
 ADDRESS_TOO_LONG = "501 5.1.3 Recipient address too long (254 octets at most)"
 # RFC 5321 §4.5.3.1.3: a path is at most 256 octets with its angle brackets.
 MAX_ADDRESS_OCTETS = 254
@@ -73,10 +77,23 @@ def address_refusal(address: str) -> str | None:
     return None
 
 
-def recipient_refusal(accepted_so_far: int, max_recipients: int, known: bool) -> str | None:
-    """The reply that refuses one RCPT, or None to accept it."""
+def recipient_refusal(accepted_so_far: int, max_recipients: int, known: bool,
+                      keyless_refused: bool = False, other_encryption: bool = False
+                      ) -> str | None:
+    """The reply that refuses one RCPT, or None to accept it.
+
+    `keyless_refused`: the address is an agent's without an OpenPGP key while
+    `encryption.at_rest = "required"`. `other_encryption`: this recipient's mail would be
+    stored encrypted and the transaction's first recipient's not, or the reverse; one message
+    is stored one way, so the relay is asked (452, as for too many recipients) to send it again
+    in a transaction of its own.
+    """
     if accepted_so_far >= max_recipients:
         return TOO_MANY_RECIPIENTS
     if not known:
         return UNKNOWN_RECIPIENT
+    if keyless_refused:
+        return NO_KEY_FOR_ENCRYPTION
+    if other_encryption:
+        return OTHER_ENCRYPTION
     return None

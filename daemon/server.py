@@ -22,8 +22,9 @@ import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from daemon.agents import AgentError, create_agent, find_agent
+from daemon.agents import AgentError, create_agent, find_agent, set_pgp_key
 from daemon.api import ApiContext, create_app
+from daemon.at_rest import OpenPgp, read_public_key
 from daemon.bodylimit import BodyLimit
 from daemon.config import Config, parse_listen, unsupported
 from daemon.directory import Directory
@@ -111,12 +112,23 @@ async def ensure_config_agents(config: Config,
                                sessions: async_sessionmaker[AsyncSession]) -> None:
     """Create the agents config.toml declares; print a new agent's key once."""
     for spec in config.agents:
-        if await find_agent(sessions, spec.name) is not None:
+        try:
+            pgp_key = None if spec.openpgp_public_key_file is None else await asyncio.to_thread(
+                read_public_key, spec.openpgp_public_key_file, config.encryption.gpg)
+        except AgentError as e:
+            raise StartupError(f"agents ({spec.name}): {e}") from e
+        existing = await find_agent(sessions, spec.name)
+        if existing is not None:
+            if pgp_key is not None and existing.pgp_fingerprint != pgp_key.fingerprint:
+                # The file is the source of truth for an agent declared in config.toml.
+                await set_pgp_key(sessions, spec.name, pgp_key)
+                log.info("agent.pgp_key_set", agent_id=existing.id,
+                         fingerprint=pgp_key.fingerprint)
             continue
         key = config.agent_keys.get(spec.api_key_env) if spec.api_key_env else None
         try:
             info, api_key = await create_agent(sessions, spec.name, spec.addresses,
-                                               api_key=key)
+                                               api_key=key, pgp_key=pgp_key)
         except AgentError as e:
             raise StartupError(f"agents: {e}") from e
         log.info("agent.created", agent_id=info.id, name=info.name, addresses=list(info.addresses))
@@ -173,6 +185,8 @@ async def serve(config: Config) -> int:
     node_id = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     directory = Directory(sessions, config.pipeline.directory_refresh)
     await directory.reload()
+    pgp = OpenPgp(config.encryption, sessions, directory)
+    await pgp.start()
     notifier = Notifier()
     events = EventBus()
     stale = clear_stale(store.spool_dir)  # before any worker process writes there
@@ -186,14 +200,15 @@ async def serve(config: Config) -> int:
         PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
                          Limits(config.limits.max_attachment_size, config.limits.max_parts,
                                 config.limits.max_depth)),
-        sessions, writer, store, extraction, node_id, notifier, events)
+        sessions, writer, store, extraction, node_id, notifier, events, pgp)
     spooler = Spooler(store.spool_dir, config.smtp.spool_threshold)
     ingest = Ingest(sessions, writer, store, spooler, config.smtp.hostname, p.dedupe_window,
-                    jobs=pipeline, events=events)
+                    jobs=pipeline, events=events, pgp=pgp, extract=pipeline.extract)
     counters = SmtpCounters()
     handler = PostroomHandler(directory, ingest, config.smtp.max_message_size,
                               config.smtp.max_recipients,
-                              "LMTP" if config.smtp.protocol == "lmtp" else "ESMTP", counters)
+                              "LMTP" if config.smtp.protocol == "lmtp" else "ESMTP", counters,
+                              at_rest=config.encryption.at_rest)
     networks = parse_networks(config.smtp.trusted_networks)
     connections: set[PostroomSMTP] = set()
 

@@ -55,7 +55,8 @@ class PostroomHandler:
     """aiosmtpd hooks: EHLO extensions, MAIL size, RCPT resolution."""
 
     def __init__(self, directory: Directory, ingest: Ingest, max_size: int, max_recipients: int,
-                 protocol_name: str, counters: SmtpCounters) -> None:
+                 protocol_name: str, counters: SmtpCounters, at_rest: str = "off") -> None:
+        self.at_rest = at_rest
         self.counters = counters
         self.directory = directory
         self.ingest = ingest
@@ -103,7 +104,12 @@ class PostroomHandler:
         except TransientError:
             _log_refusal("RCPT", session, policy.TRY_LATER)
             return policy.TRY_LATER
-        refusal = policy.recipient_refusal(len(resolved), self.max_recipients, found is not None)
+        keyed = found is not None and found.pgp_fingerprint is not None
+        refusal = policy.recipient_refusal(
+            len(resolved), self.max_recipients, found is not None,
+            keyless_refused=self.at_rest == "required" and not keyed,
+            other_encryption=self.at_rest != "off" and bool(resolved)
+            and (resolved[0].pgp_fingerprint is not None) != keyed)
         if refusal:
             _log_refusal("RCPT", session, refusal)
             return refusal

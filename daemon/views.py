@@ -45,6 +45,7 @@ def attachment_view(a: AttachmentRow) -> dict[str, Any]:
         "content_id": a.content_id, "size": a.size, "sha256": a.sha256, "parent": a.parent,
         "path": a.path, "source": a.source, "encrypted": a.encrypted,
         "encryption": json.loads(a.encryption) if a.encryption else None,
+        "stored_sha256": a.stored_sha256, "stored_size": a.stored_size,
         "error": a.error, "defects": _json_list(a.defects),
         "created_at": iso(a.created_at), "ready_at": iso(a.ready_at),
     }
@@ -82,14 +83,29 @@ def message_view(m: MessageRow, mine: Sequence[RecipientRow],
                  text: str | None, html: str | None) -> dict[str, Any]:
     """A message in full: the summary plus bodies, attachments and defects."""
     out = message_summary(m, mine)
+    recipients = _json_list(m.encrypted_to) if m.encrypted_to else None
+    sealed = recipients is not None
     out.update({
+        # Encrypted at rest: `text` and `html` are the armored OpenPGP messages as stored.
         "text": text, "html": html,
         "body": {
-            "text": None if m.text_key is None else {"size": m.text_size},
-            "html": None if m.html_key is None else {"size": m.html_size},
+            "text": None if m.text_key is None else {"size": m.text_size, "encrypted": sealed},
+            "html": None if m.html_key is None else {"size": m.html_size, "encrypted": sealed},
         },
         "attachments": [attachment_view(a) for a in attachments],
         "defects": _json_list(m.defects),
         "pgp": m.pgp, "smime": m.smime,
+        "encryption": None if recipients is None else {
+            "algorithm": "openpgp", "format": "armored", "recipients": recipients},
+        "signature": _json_object(m.signature),
+        "manifest": _json_list(m.manifest) if m.manifest else None,
     })
     return out
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

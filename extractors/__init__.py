@@ -4,6 +4,25 @@ No I/O, no awaits, no logging; `extract_message` never raises on any input.
 """
 
 from extractors.mime import extract_message
-from extractors.records import Body, Extraction, Headers, Limits, Part
+from extractors.records import (
+    Body,
+    Encryption,
+    Extraction,
+    Headers,
+    Limits,
+    ManifestEntry,
+    Part,
+    Signed,
+)
 
-__all__ = ["Body", "Extraction", "Headers", "Limits", "Part", "extract_message"]
+__all__ = [
+    "Body",
+    "Encryption",
+    "Extraction",
+    "Headers",
+    "Limits",
+    "ManifestEntry",
+    "Part",
+    "Signed",
+    "extract_message",
+]

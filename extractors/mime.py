@@ -9,22 +9,32 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, TypeVar
 
 from extractors.charsets import decode_text
 from extractors.encoded_words import decode_header_text
 from extractors.filenames import safe_file_name
-from extractors.headers import message_headers, parse_header_block
+from extractors.headers import HeaderBlock, message_headers, parse_header_block
+from extractors.pgp import (
+    apply_manifest,
+    cleartext_signed,
+    pgp_mime_signed,
+    read_manifest,
+    signer_address,
+)
 from extractors.records import (
     Body,
     Extraction,
     Headers,
     Limits,
+    ManifestEntry,
     Part,
     PartOutcome,
     PartSource,
+    Signed,
 )
-from extractors.security import is_encrypted_part
+from extractors.security import part_encryption
 from extractors.sniff import detect_content_type, is_mismatch
 from extractors.tnef import is_tnef, tnef_files
 from extractors.transfer import UUENCODE_ENCODINGS, Decoded, decode_transfer, is_identity
@@ -34,6 +44,7 @@ from extractors.walk import EMBEDDED_MESSAGE_TYPES, Leaf, MimeWalk
 _UUENCODE_TYPES = frozenset({"application/x-uuencode", "text/x-uuencode", "application/uue"})
 _BINHEX_TYPES = frozenset({"application/mac-binhex40", "application/x-binhex40"})
 _BODY_KINDS: dict[str, Literal["text", "html"]] = {"text/plain": "text", "text/html": "html"}
+_T = TypeVar("_T")
 
 
 def _decode_leaf(leaf: Leaf) -> Decoded:
@@ -128,6 +139,7 @@ class _Collector:
             outcome, reason = "rejected", "too_large"
         if embedded and not leaf.can_descend:
             defects.append("depth_limit")
+        encryption = part_encryption(entity, name, data, payload=leaf.encrypted)
         self.parts.append(
             Part(
                 index=index,
@@ -144,7 +156,8 @@ class _Collector:
                 sha256=digest,
                 parent=leaf.parent,
                 source="uuencode" if entity.transfer_encoding in UUENCODE_ENCODINGS else "mime",
-                encrypted=leaf.encrypted or is_encrypted_part(entity, name, data),
+                encrypted=encryption is not None,
+                encryption=encryption,
                 outcome=outcome,
                 reason=reason,
                 defects=tuple(defects),
@@ -195,6 +208,7 @@ class _Collector:
         detected = detect_content_type(data)
         size = len(data)
         too_large = size > self.limits.max_attachment_size
+        encryption = part_encryption(None, name, data)
         self.parts.append(
             Part(
                 index=index,
@@ -211,7 +225,8 @@ class _Collector:
                 sha256=hashlib.sha256(data).hexdigest(),
                 parent=parent,
                 source=source,
-                encrypted=is_encrypted_part(leaf.entity, name, data),
+                encrypted=encryption is not None,
+                encryption=encryption,
                 outcome="rejected" if too_large else "ok",
                 reason="too_large" if too_large else None,
                 defects=defects,
@@ -243,6 +258,41 @@ class _Collector:
         )
 
 
+def _total(defects: list[str], what: str, compute: Callable[[], _T], fallback: _T) -> _T:
+    """compute(), or fallback with a defect: the contract is total, one bug loses one field."""
+    try:
+        return compute()
+    except MemoryError:
+        raise
+    except Exception as exc:
+        defects.append(f"internal error in {what}: {type(exc).__name__}")
+        return fallback
+
+
+def _signed(walk: MimeWalk, text: Body | None, top: HeaderBlock,
+            defects: list[str]) -> Signed | None:
+    """What the top message's OpenPGP signature covers: PGP/MIME first, else a cleartext block."""
+    signer = signer_address(top.get("from"))
+    found = walk.signed_parts()
+    if found is not None:
+        signed, signed_defects = pgp_mime_signed(*found, signer)
+        defects.extend(signed_defects)
+        return signed
+    return None if text is None else cleartext_signed(text.text, signer)
+
+
+def _manifest(raw: bytes, top: HeaderBlock, parts: list[Part],
+              defects: list[str]) -> tuple[ManifestEntry, ...] | None:
+    """The X-AgentMail-Attachments entries, their encrypted flags applied to `parts` in place."""
+    manifest, manifest_defects = read_manifest(raw, top.body_start)
+    defects.extend(manifest_defects)
+    if manifest:
+        flagged, unmatched = apply_manifest(parts, manifest)
+        parts[:] = flagged
+        defects.extend(unmatched)
+    return manifest
+
+
 def extract_message(raw: bytes, limits: Limits) -> Extraction:
     """Extract the headers, text/html bodies and attachment parts of one raw message."""
     walk = MimeWalk(raw, limits.max_depth)
@@ -261,12 +311,16 @@ def extract_message(raw: bytes, limits: Limits) -> Extraction:
     except Exception as exc:  # a walker bug: keep every part found so far
         defects.append(f"internal error while walking: {type(exc).__name__}")
     headers = Headers()
-    try:
-        headers = message_headers(walk.top, defects) if walk.top is not None else headers
-    except MemoryError:
-        raise
-    except Exception as exc:  # same contract for the header fields
-        defects.append(f"internal error in headers: {type(exc).__name__}")
+    signed: Signed | None = None
+    manifest: tuple[ManifestEntry, ...] | None = None
+    text_body = collector.bodies.get("text")
+    top = walk.top
+    if top is not None:
+        headers = _total(defects, "headers", lambda: message_headers(top, defects), headers)
+        signed = _total(defects, "signed content",
+                        lambda: _signed(walk, text_body, top, defects), None)
+        manifest = _total(defects, "x-agentmail-attachments",
+                          lambda: _manifest(raw, top, collector.parts, defects), None)
     summary = collector.summary_of_dropped()
     if summary is not None:
         collector.parts.append(summary)
@@ -275,12 +329,17 @@ def extract_message(raw: bytes, limits: Limits) -> Extraction:
         )
     if not raw or raw.isspace():
         defects.append("message: empty")
+    pgp = walk.pgp
+    if pgp is None and signed is not None:
+        pgp = "signed"  # only a cleartext signature gets here: PGP/MIME set walk.pgp itself
     return Extraction(
         headers=headers,
-        text_body=collector.bodies.get("text"),
+        text_body=text_body,
         html_body=collector.bodies.get("html"),
         attachments=tuple(collector.parts),
         defects=(*walk.defects, *defects),
-        pgp=walk.pgp,
+        pgp=pgp,
         smime=walk.smime,
+        signed=signed,
+        manifest=manifest,
     )

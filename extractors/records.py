@@ -12,6 +12,7 @@ from typing import Literal
 PartSource = Literal["mime", "uuencode", "tnef"]
 PartOutcome = Literal["ok", "rejected", "failed"]
 Security = Literal["encrypted", "signed"]
+SignedKind = Literal["pgp-mime", "inline"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,14 @@ class Limits:
     max_attachment_size: int = 40 * 1024 * 1024
     max_parts: int = 1000
     max_depth: int = 32
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """How ciphertext is encrypted as sent (SPEC §8 `encryption`)."""
+
+    algorithm: str  # "openpgp" or "smime"
+    format: str  # "armored" (ASCII armor) or "binary"
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,7 @@ class Part:
     parent: int | None = None  # index of the containing .eml / TNEF part, None at the top
     source: PartSource = "mime"
     encrypted: bool = False  # ciphertext as sent: a PGP/MIME payload, S/MIME enveloped data
+    encryption: Encryption | None = None  # set exactly when `encrypted` is true
     outcome: PartOutcome = "ok"
     reason: str | None = None  # "too_large", "part_limit", "depth_limit" or a decode error
     defects: tuple[str, ...] = ()
@@ -75,6 +85,29 @@ class Headers:
 
 
 @dataclass(frozen=True)
+class Signed:
+    """What an OpenPGP signature of the top message covers, ready to be verified elsewhere."""
+
+    kind: SignedKind
+    # "pgp-mime": the first part of the multipart/signed as it lies in the message, headers
+    # included, every line ending made CRLF (RFC 3156 §5). "inline": the cleartext-signed block
+    # of the text body, BEGIN to END line, as UTF-8; it holds its own signature.
+    content: bytes
+    signature: bytes | None  # "pgp-mime": the transfer-decoded second part; "inline": None
+    signer: str | None  # the top From addr-spec, lower-case; None when absent or unparseable
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One entry of the X-AgentMail-Attachments header (SPEC §8), as the sender claims it."""
+
+    file_name: str  # at most 255 characters
+    content_type: str | None
+    encrypted: bool | None  # None when absent or not a boolean
+    encryption: Encryption | None
+
+
+@dataclass(frozen=True)
 class Extraction:
     """Everything extraction found in one message."""
 
@@ -86,3 +119,6 @@ class Extraction:
     # What the top message says of itself (SPEC §8): "encrypted", "signed" or None.
     pgp: Security | None = None
     smime: Security | None = None
+    signed: Signed | None = None  # what an OpenPGP signature of the top message covers
+    # The X-AgentMail-Attachments header's entries; None when absent or unreadable.
+    manifest: tuple[ManifestEntry, ...] | None = None

@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Literal
 
 from extractors.entity import Entity
-from extractors.records import Security
+from extractors.pgp import openpgp_data
+from extractors.records import Encryption, Security
 
 _PKCS7_MIME = ("application/pkcs7-mime", "application/x-pkcs7-mime")
 _PKCS7_SIGNATURE = ("application/pkcs7-signature", "application/x-pkcs7-signature")
 _ENVELOPED = ("enveloped-data", "authenveloped-data")
 _PGP_FILE_SUFFIXES = (".pgp", ".gpg")
-_ARMORED_MESSAGE = b"-----BEGIN PGP MESSAGE-----"
+_SMIME = Encryption("smime", "binary")
 
 
 def _smime_type(entity: Entity) -> str:
@@ -43,13 +44,32 @@ def entity_security(entity: Entity) -> tuple[Literal["pgp", "smime"], Security] 
     return None
 
 
-def is_encrypted_part(entity: Entity, name: str | None, data: bytes) -> bool:
-    """True for a leaf whose bytes are ciphertext: S/MIME enveloped data or an OpenPGP message."""
-    if entity.content_type in _PKCS7_MIME:
-        return _smime_type(entity) in (*_ENVELOPED, "")
-    if name is not None and name.lower().endswith(_PGP_FILE_SUFFIXES):
-        return True
-    return data[:1024].lstrip().startswith(_ARMORED_MESSAGE)
+def part_encryption(
+    entity: Entity | None, name: str | None, data: bytes, *, payload: bool = False
+) -> Encryption | None:
+    """How a leaf's bytes are encrypted as sent; None when they are not ciphertext.
+
+    `payload` is the second part of a multipart/encrypted: ciphertext whatever it looks like.
+    S/MIME enveloped data goes by its label. Otherwise an OpenPGP message is ciphertext: armored
+    anywhere, binary when a .pgp/.gpg name or an application/pgp-encrypted type hints at it or
+    its first packet looks whole. A .pgp/.gpg name with bytes we cannot read is trusted; one
+    holding a key or a signature is not ciphertext, and neither is the RFC 3156 control part
+    ("Version: 1").
+    """
+    content_type = "" if entity is None else entity.content_type
+    if entity is not None and content_type in _PKCS7_MIME:
+        if _smime_type(entity) in (*_ENVELOPED, ""):
+            return _SMIME
+        if not payload:
+            return None
+    named = name is not None and name.lower().endswith(_PGP_FILE_SUFFIXES)
+    hinted = payload or named or content_type == "application/pgp-encrypted"
+    found = openpgp_data(data, hinted=hinted)
+    if found is not None and (found[0] or payload):
+        return Encryption("openpgp", found[1])
+    if payload or (named and found is None):
+        return Encryption("openpgp", "binary")
+    return None
 
 
 def stronger(current: Security | None, seen: Security) -> Security:

@@ -147,6 +147,9 @@ class _Frame:
         self.root = (
             self._related_root(entity.params.get("start")) if self.subtype == "related" else 0
         )
+        # (start, end) in owner.buf of the first two children, kept for a signed multipart
+        # whose signed content is wanted byte for byte; None when not wanted.
+        self.spans: list[tuple[int, int]] | None = None
 
     def first_delimiter(self) -> bool:
         """Skip the preamble; False when no delimiter line exists at all."""
@@ -194,6 +197,8 @@ class _Frame:
             self.pos, self.done = found[1], found[2]
         number = self.count
         self.count += 1
+        if self.spans is not None and number < 2:
+            self.spans.append((start, end))
         candidate = owner.body_candidate and (self.subtype == "alternative" or number == self.root)
         # RFC 1847 §2.2: the first part of multipart/encrypted is control information, the
         # second the ciphertext; neither is a body.
@@ -225,6 +230,7 @@ class MimeWalk:
         # What the top message's own entities say about signing and encryption.
         self.pgp: Security | None = None
         self.smime: Security | None = None
+        self._signed: _Frame | None = None  # the top message's first PGP/MIME multipart/signed
 
     def _defect(self, path: str, defect: str) -> None:
         self.defects.append(f"{path}: {defect}" if path else defect)
@@ -263,6 +269,18 @@ class MimeWalk:
                                  depth, self._scopes, parent)
         self._stack.append(root)
 
+    def signed_parts(self) -> tuple[bytes, tuple[tuple[int, int], ...]] | None:
+        """The buffer and the (start, end) of the content and signature parts (the signature
+        missing when the multipart stops early) of the first PGP/MIME multipart/signed met in
+        the top message, outside any embedded message; None when there is none.
+
+        A part runs from the line after its delimiter to the line break before the next one,
+        which belongs to that delimiter (RFC 2046 §5.1.1), its header lines included.
+        """
+        if self._signed is None or not self._signed.spans:
+            return None
+        return self._signed.owner.buf, tuple(self._signed.spans)
+
     def _open(self, item: _Pending) -> Leaf | None:
         block = parse_header_block(item.buf, item.start, item.end, top=item.message_root)
         defects = block.defects
@@ -274,8 +292,7 @@ class MimeWalk:
             defects = ()
         entity = read_entity(block, item.default_type)
         path = _join(item.path, 1) if item.message_root else item.path
-        if item.scope == 0:
-            self._note_security(entity)
+        security = self._note_security(entity) if item.scope == 0 else None
         if entity.maintype == "multipart":
             if item.depth >= self._max_depth:
                 # The whole entity, headers included, so the kept bytes can still be parsed.
@@ -285,6 +302,9 @@ class MimeWalk:
                 frame = _Frame(item, entity, block.body_start,
                                boundary.encode("latin-1", "replace"))
                 if frame.first_delimiter():
+                    if security == ("pgp", "signed") and self._signed is None:
+                        frame.spans = []
+                        self._signed = frame
                     for defect in (*defects, *entity.defects):
                         self._defect(item.path, defect)
                     self._stack.append(frame)
@@ -298,15 +318,16 @@ class MimeWalk:
             )
         return self._leaf(item, block.body_start, entity, path, defects, False)
 
-    def _note_security(self, entity: Entity) -> None:
+    def _note_security(self, entity: Entity) -> tuple[str, Security] | None:
         found = entity_security(entity)
         if found is None:
-            return
+            return None
         kind, seen = found
         if kind == "pgp":
             self.pgp = stronger(self.pgp, seen)
         else:
             self.smime = stronger(self.smime, seen)
+        return found
 
     def _leaf(
         self,

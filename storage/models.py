@@ -29,6 +29,9 @@ class Agent(SQLModel, table=True):
     key_prefix: str = Field(max_length=16)
     created_at: datetime
     updated_at: datetime
+    # SPEC §8: an armored OpenPGP public key; mail to the agent is encrypted to it at rest.
+    pgp_public_key: str | None = Field(default=None, sa_column=Column(Text))
+    pgp_fingerprint: str | None = Field(default=None, max_length=40)
 
 
 class Address(SQLModel, table=True):
@@ -77,6 +80,12 @@ class Message(SQLModel, table=True):
     # What the message says of itself (SPEC §8): "encrypted", "signed" or None.
     pgp: str | None = Field(default=None, max_length=16)
     smime: str | None = Field(default=None, max_length=16)
+    # Encrypted at rest: JSON list of the key fingerprints every stored object is encrypted to.
+    encrypted_to: str | None = Field(default=None, sa_column=Column(Text))
+    # JSON {"status", "fingerprint"} when a signature was checked; the X-AgentMail-Attachments
+    # manifest as parsed (JSON list).
+    signature: str | None = Field(default=None, sa_column=Column(Text))
+    manifest: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class Recipient(SQLModel, table=True):
@@ -122,6 +131,9 @@ class Attachment(SQLModel, table=True):
     object_key: str | None = Field(default=None, max_length=200)
     created_at: datetime
     ready_at: datetime | None = None
+    # What the store holds when it differs from the plaintext (encrypted at rest).
+    stored_sha256: str | None = Field(default=None, max_length=64)
+    stored_size: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class Upload(SQLModel, table=True):

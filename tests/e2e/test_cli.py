@@ -19,7 +19,8 @@ def test_agent_added_while_running_is_accepted_within_5_seconds(daemon: Daemon) 
     started = time.monotonic()
     out = daemon.cli("agent", "add", "late", "--address", "late@agents.test", "--json")
     info = json.loads(out.stdout)
-    assert set(info) == {"id", "name", "addresses", "api_key"}
+    assert set(info) == {"id", "name", "addresses", "api_key", "pgp_fingerprint"}
+    assert info["pgp_fingerprint"] is None
     assert info["name"] == "late" and info["addresses"] == ["late@agents.test"]
     daemon.wait_for(lambda: daemon.rcpt_code("late@agents.test") == 250, 5.0, "RCPT accepted")
     assert time.monotonic() - started < 5 + 2  # the CLI's own start-up plus the 5 s rule

@@ -141,7 +141,6 @@ def test_only_the_named_agent_key_variables_are_kept(tmp_path: Path) -> None:
     ('[smtp]\ntls_cert = "c.pem"\ntls_key = "k.pem"\n', "smtp.tls_cert"),
     ('[smtp]\nproxy_protocol = true\n', "smtp.proxy_protocol"),
     ('[smtp.auth_users]\nrelay = "x"\n', "smtp.auth_users"),
-    ('[encryption]\nat_rest = "required"\n', "encryption.at_rest"),
 ])
 def test_settings_this_version_cannot_honour_are_named(tmp_path: Path, toml: str,
                                                       named: str) -> None:
