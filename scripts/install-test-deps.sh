@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives as a user would: swaks, curl and jq for the README tour,
-# systemd-analyze (package systemd) for the unit file's checks.
+# systemd-analyze (package systemd) for the unit file's checks, gpg and gpgconf (package gnupg)
+# for OpenPGP, which the daemon itself needs too.
 # Installs only what is missing; needs root (CI and the dev machines run as root).
 set -euo pipefail
 need=()
@@ -8,6 +9,7 @@ for tool in swaks curl jq; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+{ command -v gpg && command -v gpgconf; } >/dev/null 2>&1 || need+=(gnupg)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-test-deps: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2

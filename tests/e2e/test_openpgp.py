@@ -327,3 +327,34 @@ def test_required_refuses_keyless_agents_and_off_stores_plaintext(
         view = d.wait_message(agent["api_key"], d.send(
             with_attachment("ivo@agents.test", b"open"), ["ivo@agents.test"]))
         assert view["encryption"] is None and view["attachments"][0]["encrypted"] is False
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_check_config_reports_gpg_and_a_40_mib_attachment_is_encrypted_in_bounded_memory(
+        fresh_root: Path, keys: dict[str, TestKey]) -> None:
+    smtp = 'max_message_size = "80MiB"'
+    with running_daemon(fresh_root, smtp=smtp) as d:
+        report = json.loads(d.cli("check-config", "--json").stdout)
+        assert report["gpg"].startswith("2.") and report["encryption"] == "when_key"
+        agent = _add_keyed(d, "jan", "jan@agents.test", keys["ana"])
+        big = os.urandom(40 * 1024 * 1024)
+        before = _peak_rss_kib(d.proc.pid)
+        message_id = d.send(with_attachment("jan@agents.test", big, file_name="big.bin",
+                                            content_type="application/octet-stream"),
+                            ["jan@agents.test"])
+        grown_mib = (_peak_rss_kib(d.proc.pid) - before) / 1024
+        view = d.wait_message(agent["api_key"], message_id, 120)
+        assert view["attachments"][0]["sha256"] == hashlib.sha256(big).hexdigest()
+        with Client(d.url, agent["api_key"]) as client:
+            opened = client.fetch_message(message_id, decrypt_with=keys["ana"].private)
+        assert opened["attachments"][0]["content"] == big
+        # The daemon never held the message (55 MiB as base64) or the attachment whole: it
+        # streamed DATA to a spool file, and gpg encrypted file to file.
+        print(f"\n40 MiB encrypted at rest: daemon peak RSS grew {grown_mib:.1f} MiB")
+        assert grown_mib < 40, grown_mib
