@@ -22,8 +22,8 @@ lint: $(STAMP)
 
 # The feature suites again with every daemon on its own fresh PostgreSQL database (SPEC §10);
 # `make test-pg` runs every end-to-end suite that way.
-PG_SUITES := tests/e2e/test_delivery.py tests/e2e/test_events.py tests/e2e/test_uploads.py \
-	tests/e2e/test_client.py tests/e2e/test_api_keys.py tests/e2e/test_cli.py
+PG_SUITES := tests/e2e/test_delivery.py tests/e2e/test_events.py tests/e2e/test_client.py \
+	tests/e2e/test_api_keys.py
 
 test: lint
 	bash scripts/install-test-deps.sh

@@ -28,12 +28,14 @@ from daemon.api_errors import ApiError, not_found
 from daemon.events import EventBus, events_router
 from daemon.keycache import MAX_TTL, KeyCache
 from daemon.lookups import Lookups
+from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from daemon.metrics import Metrics
 from daemon.pipeline import Notifier
 from daemon.views import attachment_view, message_summary, message_view
 from storage.db import translated_errors
 from storage.errors import ObjectNotFound, StorageError, TransientError
 from storage.local import LocalStore
-from storage.models import READY, TERMINAL_ATTACHMENT, UNFINISHED, Message, Recipient
+from storage.models import PURGED, READY, TERMINAL_ATTACHMENT, UNFINISHED, Message, Recipient
 from storage.objects import ObjectStore
 from storage.presign import content_disposition, download_content_type
 
@@ -53,6 +55,7 @@ class ApiContext:
     key_cache_ttl: float = MAX_TTL  # how long a confirmed key is trusted (≤ 2 s)
     upload_max_bytes: int = 10 * 1024**2  # uploads.max_bytes
     events: EventBus | None = None  # None: long polls only re-read every second
+    metrics: Metrics | None = None  # None: no /metrics
 
 
 MessageId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -108,6 +111,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.exception_handler(StorageError)
     async def _storage(request: Request, exc: StorageError) -> JSONResponse:
         log.warning("api.storage_error", path=request.url.path, error=str(exc))
+        if ctx.metrics is not None:
+            if str(exc).startswith("database"):
+                ctx.metrics.errors.count_database("api")
+            else:
+                ctx.metrics.errors.count_storage("api")
         return JSONResponse(_error_body("unavailable", "storage is unavailable, retry later"),
                             status_code=503)
 
@@ -183,6 +191,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
                          "file_name": file_name, "content_type": content_type, "size": size,
                          "sha256": sha256, "encrypted": encrypted, "stored_size": stored_size,
                          "stored_sha256": stored_sha256})
+
+    if ctx.metrics is not None:
+        metrics = ctx.metrics
+
+        @app.get("/metrics", tags=["health"], response_class=Response)
+        async def prometheus() -> Response:
+            """Prometheus text exposition (no authentication, no content: counts only)."""
+            return Response(await metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -280,6 +296,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
                            body: DownloadRequest | None = None) -> Response:
         """A presigned URL of the raw message as received (with our Received header)."""
         msg = (await load_message(agent_id, message_id))[0][0]
+        if msg.status == PURGED:
+            raise ApiError(409, "purged", "the message is past retention: its bytes are gone")
         if msg.encrypted_to:
             return await presigned(msg.raw_key, ttl(body), f"{msg.id}.eml.asc", PGP_ENCRYPTED,
                                    msg.size, msg.raw_sha256, encrypted=True)

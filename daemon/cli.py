@@ -1,4 +1,5 @@
-"""The `postroom` command line (SPEC §7): serve, check-config, agent …, db upgrade, gc.
+"""The `postroom` command line (SPEC §7): serve, check-config, health, agent …, db upgrade,
+messages list|show, reprocess, gc.
 
 Every command takes `--config` (else `POSTROOM_CONFIG`, else ./config.toml when present).
 Errors print one line to stderr and exit 2 (bad usage or configuration) or 1 (a refusal).
@@ -15,6 +16,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
+
+from daemon import smtp_auth
 from daemon.agents import (
     AgentError,
     AgentInfo,
@@ -25,11 +29,20 @@ from daemon.agents import (
     set_pgp_key,
 )
 from daemon.at_rest import read_public_key
-from daemon.config import CONFIG_ENV, Config, ConfigError, load_config, parse_duration
+from daemon.config import (
+    CONFIG_ENV,
+    Config,
+    ConfigError,
+    load_config,
+    parse_duration,
+    parse_listen,
+)
 from daemon.logs import configure_logging
 from daemon.openpgp import GpgUnavailable, gpg_version
-from daemon.orphans import OrphanReport, remove_orphans
+from daemon.operator import operator_list, operator_show
+from daemon.retention import GcReport, RepairError, collect, reprocess
 from daemon.server import StartupError, build_store, check_supported, prepare_database, serve
+from daemon.tls import TlsError, load_tls
 from daemon.views import iso
 from storage.db import make_engine, upgrade_schema
 from storage.errors import TransientError
@@ -51,7 +64,10 @@ def _config(args: argparse.Namespace) -> Config:
     path: Path | None = args.config
     if path is None and not os.environ.get(CONFIG_ENV) and Path("config.toml").is_file():
         path = Path("config.toml")
-    return load_config(path)
+    config = load_config(path)
+    # A command's stdout is its answer; its log lines go to stderr (`serve` logs to stdout).
+    configure_logging(config.log.format, config.log.level, stream=sys.stderr)
+    return config
 
 
 def _agent_json(info: AgentInfo, api_key: str | None = None) -> dict[str, Any]:
@@ -95,6 +111,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         # A bucket that is missing or out of reach is a configuration error worth catching
         # before a relay gets 451s; the local store's directory is made on first start.
         _run(_probe_store(config))
+    try:
+        load_tls(config.smtp.tls_cert, config.smtp.tls_key)
+    except TlsError as e:
+        raise ConfigError(str(e)) from e
     try:
         gpg = f"{gpg_version(config.encryption.gpg)} ({config.encryption.gpg})"
     except GpgUnavailable as e:
@@ -199,6 +219,32 @@ def cmd_agent_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """Ask the daemon's /readyz: exit 0 when the database and the object store answer."""
+    config = _config(args)
+    url = args.url or _local_url(config.http.listen[0])
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/readyz", timeout=args.timeout)
+        body = r.json()
+    except (httpx.HTTPError, ValueError) as e:
+        body, status = {"status": "unreachable", "error": f"{type(e).__name__}: {e}"}, 1
+    else:
+        status = 0 if r.status_code == 200 else 1
+    if args.json:
+        print(json.dumps(body))
+    else:
+        checks = body.get("checks") or {}
+        print(f"{body.get('status')}" + "".join(f"\n  {k}: {v}" for k, v in checks.items())
+              + (f"\n  {body['error']}" if "error" in body else ""))
+    return status
+
+
+def _local_url(listen: str) -> str:
+    host, port = parse_listen(listen)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -208,28 +254,68 @@ def _duration(text: str) -> float:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     config = _config(args)
-    configure_logging(config.log.format, config.log.level, stream=sys.stderr)
     grace: float = args.grace
 
-    async def go() -> OrphanReport:
+    async def go() -> GcReport:
         engine, sessions = await prepare_database(config)
         store = await build_store(config)
         try:
-            return await remove_orphans(store, sessions, grace, dry_run=args.dry_run)
+            return await collect(store, sessions, config.retention.days, grace,
+                                 orphans=not args.purge_only, dry_run=args.dry_run)
         finally:
             await store.close()
             await engine.dispose()
 
     report = _run(go())
     if args.json:
-        print(json.dumps({"scanned": report.scanned, "orphans": len(report.removed),
-                          "removed": not args.dry_run, "keys": report.removed,
+        print(json.dumps({"purged": len(report.purged), "messages": report.purged,
+                          "scanned": report.scanned, "orphans": len(report.orphans),
+                          "removed": not args.dry_run, "keys": report.orphans,
                           "too_young": report.too_young}))
     else:
         verb = "found" if args.dry_run else "removed"
-        print(f"gc: {report.scanned} objects scanned, {len(report.removed)} orphans {verb}, "
+        print(f"gc: {len(report.purged)} messages purged (retention {config.retention.days} "
+              f"days), {report.scanned} objects scanned, {len(report.orphans)} orphans {verb}, "
               f"{report.too_young} younger than {grace:g} s left alone")
     return 0
+
+
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if bool(args.message_ids) == args.failed:
+        raise AgentError("name message ids, or --failed")
+    ids = _run(_with_sessions(config, lambda s: reprocess(s, args.message_ids, args.failed)))
+    if args.json:
+        print(json.dumps({"reprocess": ids}))
+    else:
+        print(f"{len(ids)} messages handed back for extraction" +
+              "".join(f"\n  {i}" for i in ids))
+    return 0
+
+
+def cmd_messages_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    rows = _run(_with_sessions(config, lambda s: operator_list(
+        s, status=args.status, agent=args.agent, limit=args.limit)))
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for m in rows:
+            print(f"{m['id']}  {m['status']:<10} {m['received_at']}  {m['size']:>9} B  "
+                  f"{m['attachment_count']} att  {', '.join(m['recipients'])}")
+    return 0
+
+
+def cmd_messages_show(args: argparse.Namespace) -> int:
+    config = _config(args)
+    view = _run(_with_sessions(config, lambda s: operator_show(s, args.message_id)))
+    print(json.dumps(view, indent=None if args.json else 2))
+    return 0
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """A line for [smtp.auth_users]: the password from stdin, or a prompt without echo."""
+    return smtp_auth.main(["hash"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,12 +333,36 @@ def build_parser() -> argparse.ArgumentParser:
                                                                       required=True)
     db.add_parser("upgrade", parents=[common], help="apply pending migrations"
                   ).set_defaults(fn=cmd_db_upgrade)
+    sub.add_parser("hash-password", help="hash a password for smtp.auth_users (stdin or a "
+                   "prompt)").set_defaults(fn=cmd_hash_password)
+    health = sub.add_parser("health", parents=[common],
+                            help="exit 0 when the daemon is ready (its /readyz), else 1")
+    health.add_argument("--url", help="the daemon's HTTP base URL (default: from http.listen)")
+    health.add_argument("--timeout", type=float, default=5.0)
+    health.set_defaults(fn=cmd_health)
+    reproc = sub.add_parser("reprocess", parents=[common],
+                            help="extract messages again from their raw objects")
+    reproc.add_argument("message_ids", nargs="*", metavar="MESSAGE_ID")
+    reproc.add_argument("--failed", action="store_true", help="every failed message")
+    reproc.set_defaults(fn=cmd_reprocess)
+    messages = sub.add_parser("messages", help="messages, for operators").add_subparsers(
+        dest="messages_command", required=True)
+    mlist = messages.add_parser("list", parents=[common], help="recent messages, newest first")
+    mlist.add_argument("--status", help="only this status (received, ready, failed, …)")
+    mlist.add_argument("--agent", help="only this agent's (name or id)")
+    mlist.add_argument("--limit", type=int, default=50)
+    mlist.set_defaults(fn=cmd_messages_list)
+    mshow = messages.add_parser("show", parents=[common], help="one message: rows, no content")
+    mshow.add_argument("message_id")
+    mshow.set_defaults(fn=cmd_messages_show)
     gc = sub.add_parser("gc", parents=[common],
-                        help="remove objects no message row points at (orphans)")
+                        help="purge messages past retention.days, remove orphan objects")
     gc.add_argument("--grace", default="1h", type=_duration,
                     help="leave younger objects alone: they may belong to a delivery in flight "
                          "(default 1h)")
-    gc.add_argument("--dry-run", action="store_true", help="list, do not delete")
+    gc.add_argument("--dry-run", action="store_true",
+                    help="list orphans, delete nothing (and purge nothing)")
+    gc.add_argument("--purge-only", action="store_true", help="skip the orphan sweep")
     gc.set_defaults(fn=cmd_gc)
     agent = sub.add_parser("agent", help="manage agents").add_subparsers(dest="agent_command",
                                                                           required=True)
@@ -288,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StartupError) as e:  # the operator must change something: exit 2
         print(f"postroom: {e}", file=sys.stderr)
         return 2
-    except (AgentError, TransientError) as e:  # a refusal or an outage: exit 1
+    except (AgentError, RepairError, TransientError) as e:  # a refusal or an outage: exit 1
         print(f"postroom: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

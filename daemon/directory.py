@@ -78,6 +78,10 @@ class Directory:
         self.fingerprints = {agent_id: str(fpr) for agent_id, fpr in keyed}
         self._loaded_at = time.monotonic()
 
+    def agent_ids(self) -> set[str]:
+        """Agents owning at least one address in the snapshot."""
+        return set(self._table.values())
+
     async def lookup(self, address: str) -> Resolved | None:
         """Resolve with the snapshot; on a miss, re-read once if the snapshot is over 0.2 s old."""
         found = resolve(self._table, address)

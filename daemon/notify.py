@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 
 class Notifier:
@@ -51,3 +52,15 @@ class Notifier:
         while True:
             self.send("WATCHDOG=1")
             await asyncio.sleep(self.watchdog_interval)
+
+    async def status(self, describe: Callable[[], str], every: float = 10.0) -> None:
+        """Send `STATUS=<describe()>` every `every` seconds (what `systemctl status` shows)."""
+        if not self.enabled:
+            return
+        while True:
+            await asyncio.sleep(every)
+            self.send(f"STATUS={describe()}")
+
+    def reloading(self) -> None:
+        """RELOADING=1 with the monotonic timestamp systemd ≥ 253 wants beside it."""
+        self.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")

@@ -35,6 +35,7 @@ from daemon.leases import (
     release_node_leases,
     renew_lease,
 )
+from daemon.metrics import Metrics
 from daemon.openpgp import GpgUnavailable
 from daemon.results import Outcome, attachment_rows, message_values, result_events, states
 from extractors import Extraction, Limits
@@ -105,8 +106,9 @@ class Pipeline:
     def __init__(self, settings: PipelineSettings, sessions: async_sessionmaker[AsyncSession],
                  writer: GroupCommit, store: ObjectStore, extraction: ExtractionPool,
                  node_id: str, notifier: Notifier, events: EventBus,
-                 pgp: OpenPgp | None = None) -> None:
+                 pgp: OpenPgp | None = None, metrics: Metrics | None = None) -> None:
         self._pgp = pgp
+        self._metrics = metrics
         self._events = events
         self.settings = settings
         self._sessions = sessions
@@ -244,8 +246,11 @@ class Pipeline:
                 if current is not None and current.cancelling():
                     raise  # this node is shutting down; the lease will expire
                 return  # the lease went to another node, which now owns the message
+            took = time.monotonic() - started
             log.info("pipeline.extracted", message_id=message_id, attempt=attempt,
-                     duration_ms=round((time.monotonic() - started) * 1000, 2))
+                     duration_ms=round(took * 1000, 2))
+            if self._metrics is not None:
+                self._metrics.extraction_seconds.observe(took)
         except LeaseLost:
             log.warning("pipeline.lease_lost", message_id=message_id, attempt=attempt)
         except PermanentError as e:
@@ -254,6 +259,11 @@ class Pipeline:
             if isinstance(e, TransientError):
                 log.warning("pipeline.transient", message_id=message_id, attempt=attempt,
                             error=str(e))
+                if self._metrics is not None:
+                    if str(e).startswith("database"):
+                        self._metrics.errors.count_database("pipeline")
+                    else:
+                        self._metrics.errors.count_storage("pipeline")
             else:
                 log.exception("pipeline.error", message_id=message_id, attempt=attempt)
             if attempt >= self.settings.max_attempts:

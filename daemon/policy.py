@@ -27,6 +27,18 @@ TRY_LATER = "451 4.3.0 Temporary failure, please try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 SENDER_OK = "250 2.1.0 Ok"
 RECIPIENT_OK = "250 2.1.5 Ok"
+IDLE_TIMEOUT = "421 4.4.2 Idle for too long, closing connection"
+TLS_ALREADY_ACTIVE = "503 5.5.1 TLS already active"
+MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
+AUTH_REQUIRED = "530 5.7.0 Authentication required"
+AUTH_NEEDS_TLS = "538 5.7.11 Encryption required for requested authentication mechanism"
+AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
+AUTH_OK = "235 2.7.0 Authentication successful"
+AUTH_NOT_OFFERED = "502 5.5.1 AUTH not available"
+TOO_MANY_AUTH_FAILURES = "421 4.7.0 Too many failed authentication attempts, closing connection"
+# AUTH commands that end unauthenticated before the connection is closed: enough for a typo,
+# and a guesser must reconnect (and pay for the TLS handshake) every three tries.
+MAX_AUTH_FAILURES = 3
 
 
 def parse_networks(networks: Iterable[str]) -> tuple[Network, ...]:
@@ -49,14 +61,33 @@ def is_trusted(peer_host: str | None, networks: Sequence[Network]) -> bool:
 
 def connection_refusal(peer_host: str | None, networks: Sequence[Network],
                        open_connections: int, max_connections: int,
-                       draining: bool) -> str | None:
-    """The greeting that refuses this connection, or None to serve it."""
+                       draining: bool, auth_offered: bool = False) -> str | None:
+    """The greeting that refuses this connection, or None to serve it.
+
+    With `smtp.auth_users` set (`auth_offered`) a client outside `trusted_networks` is served:
+    it may deliver once it has authenticated (see `mail_refusal`).
+    """
     if draining:
         return SHUTTING_DOWN
-    if not is_trusted(peer_host, networks):
+    if not auth_offered and not is_trusted(peer_host, networks):
         return REFUSED_UNTRUSTED
     if open_connections > max_connections:
         return TOO_MANY_CONNECTIONS
+    return None
+
+
+def mail_refusal(*, tls: bool, require_tls: bool, trusted: bool, authenticated: bool
+                 ) -> str | None:
+    """The reply that refuses MAIL for who the client is and how it came, or None.
+
+    `require_tls` applies to every client, trusted or not. A client outside
+    `trusted_networks` reaches MAIL only when AUTH is offered, and must have authenticated;
+    a client inside needs no AUTH.
+    """
+    if require_tls and not tls:
+        return MUST_STARTTLS
+    if not trusted and not authenticated:
+        return AUTH_REQUIRED
     return None
 
 

@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import structlog
 import uvicorn
@@ -33,10 +33,14 @@ from daemon.extraction_pool import ExtractionPool
 from daemon.ingest import Ingest
 from daemon.leases import release_all_leases
 from daemon.lookups import Lookups
+from daemon.metrics import Errors, Metrics, Sources
 from daemon.notify import Notifier as SystemdNotifier
 from daemon.pipeline import Notifier, Pipeline, PipelineSettings
 from daemon.policy import parse_networks
-from daemon.smtp import PostroomHandler, PostroomSMTP, SmtpCounters
+from daemon.retention import run_periodically
+from daemon.smtp import PostroomHandler, PostroomLMTP, PostroomSMTP, SmtpCounters
+from daemon.smtp_auth import AuthUsers
+from daemon.tls import TlsError, load_tls
 from daemon.uploads import streamed_routes
 from extractors import Limits
 from storage.db import current_revision, head_revision, make_engine, make_sessions, upgrade_schema
@@ -48,8 +52,6 @@ from storage.presign import UrlSigner
 from storage.spool import Spooler, clear_stale
 
 log = structlog.get_logger("postroom.server")
-
-DRAIN_DEADLINE = 30.0
 
 
 class StartupError(Exception):
@@ -165,12 +167,19 @@ def _addr(sock: socket.socket) -> str:
 async def serve(config: Config) -> int:
     """Run the daemon until SIGTERM or SIGINT; returns the exit status."""
     check_supported(config)
+    try:  # a bad certificate or key stops the start before anything is opened
+        tls = load_tls(config.smtp.tls_cert, config.smtp.tls_key)
+    except TlsError as e:
+        raise StartupError(str(e)) from e
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     systemd = SystemdNotifier()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    reload_hooks: list[Callable[[], None]] = []  # SIGHUP: things that re-read their files
+    if tls is not None:
+        reload_hooks.append(tls.reload)  # a bad file keeps the old context (TlsError logged)
     engine, sessions = await prepare_database(config)
     store = await build_store(config)
     try:
@@ -196,15 +205,19 @@ async def serve(config: Config) -> int:
     await extraction.start()
     p = config.pipeline
     writer = GroupCommit(engine)
+    counters = SmtpCounters()
+    metrics = Metrics(Sources(
+        smtp=counters, queue_depth=lambda: pipeline.depth, busy_workers=lambda: pipeline.busy,
+        commits=lambda: (writer.batches, writer.writes, writer.failures), errors=Errors()),
+        sessions)
     pipeline = Pipeline(
         PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
                          Limits(config.limits.max_attachment_size, config.limits.max_parts,
                                 config.limits.max_depth)),
-        sessions, writer, store, extraction, node_id, notifier, events, pgp)
+        sessions, writer, store, extraction, node_id, notifier, events, pgp, metrics)
     spooler = Spooler(store.spool_dir, config.smtp.spool_threshold)
     ingest = Ingest(sessions, writer, store, spooler, config.smtp.hostname, p.dedupe_window,
                     jobs=pipeline, events=events, pgp=pgp, extract=pipeline.extract)
-    counters = SmtpCounters()
     handler = PostroomHandler(directory, ingest, config.smtp.max_message_size,
                               config.smtp.max_recipients,
                               "LMTP" if config.smtp.protocol == "lmtp" else "ESMTP", counters,
@@ -212,11 +225,18 @@ async def serve(config: Config) -> int:
     networks = parse_networks(config.smtp.trusted_networks)
     connections: set[PostroomSMTP] = set()
 
+    users = AuthUsers(config.smtp.auth_users) if config.smtp.auth_users else None
+    protocol = PostroomLMTP if config.smtp.protocol == "lmtp" else PostroomSMTP
+    proxy_timeout = config.smtp.proxy_protocol_timeout if config.smtp.proxy_protocol else None
+
     def smtp_factory() -> PostroomSMTP:
-        proto = PostroomSMTP(handler, counters, networks, config.smtp.max_connections,
-                             connections=connections, hostname=config.smtp.hostname,
-                             timeout=config.smtp.timeout, enable_SMTPUTF8=True,
-                             data_size_limit=None, ident="postroom ESMTP", loop=loop)
+        proto = protocol(handler, counters, networks, config.smtp.max_connections,
+                         connections=connections, tls=tls, users=users,
+                         require_tls=config.smtp.require_tls, proxy_timeout=proxy_timeout,
+                         hostname=config.smtp.hostname,
+                         timeout=config.smtp.timeout, enable_SMTPUTF8=True,
+                         data_size_limit=None, ident=f"postroom {handler.protocol_name}",
+                         loop=loop)
         return proto
 
     smtp_socks = [_bind(listen) for listen in config.smtp.listen]
@@ -225,7 +245,8 @@ async def serve(config: Config) -> int:
     lookups = Lookups(engine)
     app = create_app(ApiContext(sessions, store, notifier, config.storage.presign_ttl,
                                 config.http.max_wait, lookups=lookups,
-                                upload_max_bytes=config.uploads.max_bytes, events=events))
+                                upload_max_bytes=config.uploads.max_bytes, events=events,
+                                metrics=metrics))
     bounded = BodyLimit(app, config.http.max_body, streamed_routes(config.uploads.max_bytes))
     http = _QuietServer(uvicorn.Config(bounded, log_level="warning",
                                        access_log=False, lifespan="off",
@@ -238,6 +259,44 @@ async def serve(config: Config) -> int:
     ]
     if systemd.watchdog_interval is not None:
         tasks.append(asyncio.create_task(systemd.watchdog(), name="watchdog"))
+    if config.retention.days > 0:
+        tasks.append(asyncio.create_task(
+            run_periodically(store, sessions, config.retention.days,
+                             every=config.retention.interval), name="gc"))
+
+    def describe() -> str:
+        sent = sum(counters.transactions.values())
+        return (f"{counters.open_connections} connections, {sent} transactions "
+                f"({counters.transactions.get('250', 0)} accepted), queue {pipeline.depth}, "
+                f"extracting {pipeline.busy}")
+
+    if systemd.enabled:  # every task here runs until the end: one that returns stops serve()
+        tasks.append(asyncio.create_task(systemd.status(describe), name="status"))
+
+    async def reload() -> None:
+        """SIGHUP: re-read agents (and, with TLS, the certificate files) without dropping a
+        connection; systemd sees RELOADING=1 … READY=1 around it."""
+        systemd.reloading()
+        log.info("daemon.reloading")
+        try:
+            await directory.reload()
+            for hook in reload_hooks:
+                await asyncio.to_thread(hook)
+        except Exception as e:  # a bad file: keep serving with what was loaded before
+            log.error("daemon.reload_failed", error=str(e))
+        else:
+            log.info("daemon.reloaded", agents=len(set(directory.fingerprints) |
+                                                   set(directory.agent_ids())))
+        systemd.send("READY=1", f"STATUS={describe()}")
+
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        task = asyncio.create_task(reload(), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     while not http.started and not tasks[0].done():  # noqa: ASYNC110 - uvicorn offers no event
         await asyncio.sleep(0.01)
     log.info("daemon.ready", smtp=[_addr(s) for s in smtp_socks],
@@ -259,7 +318,7 @@ async def serve(config: Config) -> int:
     counters.draining = True
     for srv in smtp_servers:
         srv.close()
-    deadline = loop.time() + DRAIN_DEADLINE
+    deadline = loop.time() + config.smtp.drain_timeout
     while counters.in_data and loop.time() < deadline:  # noqa: ASYNC110 - a counter, polled
         await asyncio.sleep(0.05)
     for conn in list(connections):

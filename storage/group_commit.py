@@ -45,6 +45,7 @@ class GroupCommit:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.batches = 0
         self.writes = 0
+        self.failures = 0  # transactions that failed (a batch, or one write retried alone)
 
     async def write(self, write: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `write` in the next batch; returns its result once the batch is committed."""
@@ -86,6 +87,7 @@ class GroupCommit:
                 for pending in batch:
                     results.append(await pending.write(conn))
         except Exception as e:
+            self.failures += 1
             if len(batch) == 1 and not batch[0].future.done():
                 batch[0].future.set_exception(e)
             raise

@@ -127,13 +127,13 @@ def test_logs_are_json_events_without_content_or_keys(daemon: Daemon,
     assert all(e.get("event") != "unparsed" for e in daemon.logs)
 
 
-def test_unsupported_settings_stop_serve_and_check_config(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, smtp="require_tls = true")
+def test_settings_that_cannot_work_stop_serve_and_check_config(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, smtp="require_tls = true")  # TLS required, no certificate
     d = Daemon(root=tmp_path, config_path=cfg, proc=None)  # type: ignore[arg-type]
     for command in ("serve", "check-config"):
         out = d.cli(command, check=False)
         assert out.returncode == 2, out
-        assert "not available in this version: smtp.require_tls" in out.stderr
+        assert "smtp.require_tls: needs smtp.tls_cert and smtp.tls_key" in out.stderr
         assert "Traceback" not in out.stderr
 
 

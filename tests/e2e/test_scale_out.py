@@ -311,3 +311,47 @@ def _until_ready(api: httpx.Client, message_id: str, within: float = 60.0) -> di
         if view["status"] not in ("received", "processing") or time.monotonic() > deadline:
             return view
         time.sleep(0.1)
+
+
+def test_a_node_stopped_with_sigterm_gives_its_leases_back_at_once(
+        pg: PgServer, s3_server: MotoServer, tmp_path: Path) -> None:
+    """With 60 s leases, a node that drains and exits with work queued hands it over at once:
+    the other node finishes it long before the leases could have expired."""
+    url, bucket = pg.new_database(), s3_server.new_bucket()
+    nodes = []
+    try:
+        for i in range(2):
+            root = tmp_path / f"node{i}"
+            config = _config(root, url, s3_server, bucket)
+            config.write_text(config.read_text().replace(
+                'lease = "3s"', 'lease = "60s"\nworkers = 1'))
+            nodes.append(start_daemon(root, config))
+        a, b = nodes
+        agent = a.add_agent("ned", "ned@agents.test")
+        ids = []
+        with a.smtp() as s:  # one connection, many messages: quick to hand over
+            s.ehlo("relay.example")
+            for size in (300_000, 300_000, 30_000_000):  # the last one keeps a busy
+                s.mail("s@example.org")
+                s.rcpt("ned@agents.test")
+                code, text = s.data(with_attachment("ned@agents.test", os.urandom(size),
+                                                    subject=f"drain {size}").as_bytes())
+                assert code == 250
+                ids.append(queued_id(text))
+        stopped = time.monotonic()
+        assert a.stop() == 0
+        released = a.events("pipeline.leases_released")
+        assert released and released[0]["messages"] >= 1, "a finished everything first"
+        with b.api(agent["api_key"]) as api:
+            for message_id in ids:
+                assert _until_ready(api, message_id, 30)["status"] == "ready"
+        took = time.monotonic() - stopped
+        assert took < 40, took  # not the 60 s a dead node's leases would take
+        print(f"\ndrain: node a released {released[0]['messages'] if released else 0} leases; "
+              f"node b finished everything {took:.1f} s after a stopped")
+    finally:
+        for n in nodes:
+            if n.proc.poll() is None:
+                n.stop()
+            else:
+                n.close_pipes()

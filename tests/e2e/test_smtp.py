@@ -134,14 +134,15 @@ def test_slow_but_moving_data_is_not_cut_off_by_the_idle_timer(fresh_root: Path)
         c.close()
 
 
-def test_an_idle_connection_is_closed_after_the_timeout(fresh_root: Path) -> None:
+def test_an_idle_connection_gets_421_and_is_closed_after_the_timeout(fresh_root: Path) -> None:
     with running_daemon(fresh_root, smtp='timeout = "1s"') as d:
         c = Raw(d.smtp_port)
         assert c.reply().startswith(b"220")
         start = time.monotonic()
+        assert c.reply().startswith(b"421 4.4.2")
         with pytest.raises(ConnectionError):
             c.line()
-        assert time.monotonic() - start < 5
+        assert 0.9 < time.monotonic() - start < 5
         c.close()
 
 
@@ -227,3 +228,15 @@ def test_disconnect_mid_data_keeps_nothing(fresh_root: Path) -> None:
         assert d.message_ids(agent["api_key"]) == []
         assert list((fresh_root / "var" / "objects" / "raw").glob("*")) == []
         assert d.rcpt_code("a@t.test") == 250  # and the daemon serves the next client
+
+
+def test_the_received_header_names_the_client_the_protocol_and_the_message(
+        daemon: Daemon, alice: dict[str, Any]) -> None:
+    msg_id = daemon.send(plain("alice@agents.test"), ["alice@agents.test"])
+    with daemon.api(alice["api_key"]) as api:
+        link = api.post(f"/v1/messages/{msg_id}/raw/download").json()
+    raw = httpx.get(link["url"]).content
+    trace = raw[:raw.index(b"\r\n", raw.index(b"; ")) + 2].decode()
+    assert trace.startswith("Received: from client.example ([127.0.0.1])\r\n"
+                            f"\tby mx.test.example (postroom) with ESMTP id {msg_id}\r\n"
+                            "\tfor <alice@agents.test>; "), trace

@@ -14,6 +14,7 @@ from daemon.config import (
     parse_size,
     unsupported,
 )
+from daemon.smtp_auth import hash_password
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -77,11 +78,11 @@ def test_environment_overrides_file_values(tmp_path: Path) -> None:
     cfg.write_text('[smtp]\nmax_recipients = 5\n')
     env = {"POSTROOM_SMTP__MAX_RECIPIENTS": "7",
            "POSTROOM_SMTP__TRUSTED_NETWORKS": '["10.0.0.0/8"]',
-           "POSTROOM_SMTP__REQUIRE_TLS": "true", "UNRELATED": "x"}
+           "POSTROOM_SMTP__PROXY_PROTOCOL": "true", "UNRELATED": "x"}
     c = load_config(cfg, env=env)
     assert c.smtp.max_recipients == 7
     assert c.smtp.trusted_networks == ["10.0.0.0/8"]
-    assert c.smtp.require_tls is True
+    assert c.smtp.proxy_protocol is True
 
 
 def test_config_env_variable_names_the_file(tmp_path: Path) -> None:
@@ -135,18 +136,43 @@ def test_only_the_named_agent_key_variables_are_kept(tmp_path: Path) -> None:
     assert "pr_secret" not in repr(c)
 
 
-@pytest.mark.parametrize(("toml", "named"), [
-    ('[smtp]\nprotocol = "lmtp"\n', "smtp.protocol"),
-    ('[smtp]\nrequire_tls = true\n', "smtp.require_tls"),
-    ('[smtp]\ntls_cert = "c.pem"\ntls_key = "k.pem"\n', "smtp.tls_cert"),
-    ('[smtp]\nproxy_protocol = true\n', "smtp.proxy_protocol"),
-    ('[smtp.auth_users]\nrelay = "x"\n', "smtp.auth_users"),
-])
-def test_settings_this_version_cannot_honour_are_named(tmp_path: Path, toml: str,
-                                                      named: str) -> None:
+def test_the_smtp_settings_are_all_honoured(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
-    cfg.write_text(toml)
-    assert any(named in item for item in unsupported(load_config(cfg, env={})))
+    cfg.write_text(f"""[smtp]
+protocol = "lmtp"
+tls_cert = "c.pem"
+tls_key = "k.pem"
+require_tls = true
+proxy_protocol = true
+proxy_protocol_timeout = "2s"
+[smtp.auth_users]
+relay = "{hash_password('pw', n=1024)}"
+""")
+    c = load_config(cfg, env={})
+    assert unsupported(c) == []
+    assert (c.smtp.tls_cert, c.smtp.tls_key) == (tmp_path / "c.pem", tmp_path / "k.pem")
+    assert c.smtp.proxy_protocol_timeout == 2.0 and c.smtp.auth_users is not None
+    assert "scrypt" not in repr(c)
+
+
+@pytest.mark.parametrize(("toml", "named", "says"), [
+    ('tls_cert = "c.pem"', "smtp.tls_key", "together"),
+    ('tls_key = "k.pem"', "smtp.tls_cert", "together"),
+    ("require_tls = true", "smtp.require_tls", "smtp.tls_cert"),
+    ('[smtp.auth_users]\nrelay = "RIGHT"', "smtp.auth_users", "smtp.tls_cert"),
+    ('tls_cert = "c"\ntls_key = "k"\n[smtp.auth_users]\nrelay = "hunter2"', "smtp.auth_users",
+     "relay: not a password hash"),
+    ('tls_cert = "c"\ntls_key = "k"\nauth_users = {}', "smtp.auth_users", "no users"),
+    ('proxy_protocol_timeout = "0s"', "smtp.proxy_protocol_timeout", ""),
+])
+def test_tls_auth_and_proxy_settings_that_cannot_work_are_refused(
+        tmp_path: Path, toml: str, named: str, says: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[smtp]\n" + toml.replace("RIGHT", hash_password("pw", n=1024)) + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg, env={})
+    assert named in str(err.value) and says in str(err.value)
+    assert "hunter2" not in str(err.value)
 
 
 def test_s3_needs_a_bucket_and_takes_a_clean_prefix(tmp_path: Path) -> None:

@@ -63,3 +63,38 @@ def test_an_address_longer_than_smtp_allows_is_refused() -> None:
     assert policy.address_refusal("x" * 243 + "@agents.test") == policy.ADDRESS_TOO_LONG
     assert policy.address_refusal("é" * 122 + "@agents.test") == policy.ADDRESS_TOO_LONG
     assert policy.ADDRESS_TOO_LONG.startswith("501 5.1.3")
+
+
+def test_with_auth_offered_an_untrusted_client_is_greeted() -> None:
+    assert policy.connection_refusal("192.0.2.1", NETS, 1, 10, False,
+                                     auth_offered=True) is None
+    assert policy.connection_refusal("192.0.2.1", NETS, 11, 10, False, auth_offered=True) == \
+        policy.TOO_MANY_CONNECTIONS
+    assert policy.connection_refusal("192.0.2.1", NETS, 1, 10, True, auth_offered=True) == \
+        policy.SHUTTING_DOWN
+
+
+def test_mail_needs_tls_when_required_and_auth_outside_the_trusted_networks() -> None:
+    def refusal(tls: bool = True, require_tls: bool = False, trusted: bool = True,
+                authenticated: bool = False) -> str | None:
+        return policy.mail_refusal(tls=tls, require_tls=require_tls, trusted=trusted,
+                                   authenticated=authenticated)
+
+    assert refusal(tls=False) is None
+    assert refusal(tls=False, require_tls=True) == policy.MUST_STARTTLS
+    assert refusal(tls=True, require_tls=True) is None
+    assert refusal(trusted=False) == policy.AUTH_REQUIRED
+    assert refusal(trusted=False, authenticated=True) is None
+    # Without TLS there is no AUTH: asking for STARTTLS first is the useful answer.
+    assert refusal(tls=False, require_tls=True, trusted=False) == policy.MUST_STARTTLS
+    assert policy.MUST_STARTTLS == "530 5.7.0 Must issue a STARTTLS command first"
+    assert policy.AUTH_REQUIRED == "530 5.7.0 Authentication required"
+
+
+def test_auth_and_timeout_replies() -> None:
+    assert policy.AUTH_NEEDS_TLS == \
+        "538 5.7.11 Encryption required for requested authentication mechanism"
+    assert policy.AUTH_INVALID == "535 5.7.8 Authentication credentials invalid"
+    assert policy.TOO_MANY_AUTH_FAILURES.startswith("421 4.7.0")
+    assert policy.IDLE_TIMEOUT.startswith("421 4.4.2")
+    assert policy.MAX_AUTH_FAILURES == 3
