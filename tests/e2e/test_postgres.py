@@ -172,3 +172,27 @@ def test_addresses_up_to_smtps_limit_fit_and_longer_ones_are_refused(
         assert view["status"] == "ready" and view["recipients"] == [longest]
         assert view["tag"] == "t" * (254 - len("k+@kit.test"))
         assert d.rcpt_code("k" + longest) == 501
+
+
+def test_readyz_and_health_fail_while_the_database_refuses_connections(
+        pg: PgServer, tmp_path: Path) -> None:
+    url = pg.new_database()
+    name = url.rsplit("/", 1)[1]
+    admin = pg.dsn("postgres")
+    with running_daemon(tmp_path, extra=_section(url, 'busy_timeout = "2s"\n')) as d:
+        assert httpx.get(f"{d.url}/readyz", timeout=30).status_code == 200
+        # The database stops answering this daemon: no new connections, the old ones cut.
+        pg.fetch(admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        pg.fetch(admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE datname = $1", name)
+        try:
+            r = httpx.get(f"{d.url}/readyz", timeout=30)
+            assert r.status_code == 503, r.text
+            assert r.json()["checks"]["database"] != "ok"
+            assert r.json()["checks"]["storage"] == "ok"
+            assert d.cli("health", check=False).returncode == 1
+        finally:
+            pg.fetch(admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        d.wait_for(lambda: httpx.get(f"{d.url}/readyz", timeout=30).status_code == 200, 20,
+                   "readiness back")
+        assert d.cli("health", check=False).returncode == 0
