@@ -20,7 +20,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# The feature suites again with every daemon on its own fresh PostgreSQL database (SPEC §10);
+# The suite runs in three processes, a module each at a time (every daemon, database and bucket
+# is its own); tests marked `serial` (one restarts PostgreSQL) run alone afterwards. Then the
+# feature suites again with every daemon on its own fresh PostgreSQL database (SPEC §10);
 # `make test-pg` runs every end-to-end suite that way.
 PG_SUITES := tests/e2e/test_delivery.py tests/e2e/test_events.py tests/e2e/test_client.py \
 	tests/e2e/test_api_keys.py
@@ -28,8 +30,9 @@ PG_SUITES := tests/e2e/test_delivery.py tests/e2e/test_events.py tests/e2e/test_
 test: lint
 	bash scripts/install-test-deps.sh
 	bash scripts/start-postgres.sh
-	$(VENV)/bin/pytest
-	POSTROOM_TEST_DATABASE=postgresql $(VENV)/bin/pytest $(PG_SUITES)
+	$(VENV)/bin/pytest -n 3 --dist loadfile -m "not serial"
+	$(VENV)/bin/pytest -m serial
+	POSTROOM_TEST_DATABASE=postgresql $(VENV)/bin/pytest -n 2 --dist loadfile $(PG_SUITES)
 
 test-pg: $(STAMP)
 	bash scripts/start-postgres.sh

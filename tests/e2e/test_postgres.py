@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from storage.db import head_revision
 from tests.e2e.harness import queued_id, running_daemon, write_config
@@ -57,6 +58,7 @@ def test_a_node_never_migrates_postgresql_itself(pg: PgServer, tmp_path: Path) -
         assert d.wait_message(agent["api_key"], sent)["status"] == "ready"
 
 
+@pytest.mark.serial  # restarts the whole cluster: no other test may use it meanwhile
 def test_postgresql_restarting_under_load_costs_451s_then_service_resumes(
         pg: PgServer, tmp_path: Path) -> None:
     url = pg.new_database()
