@@ -29,7 +29,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[pgserver.PgServer]:
-    """The machine's PostgreSQL (skipped without one, failed under CI); fresh databases come from
+    """The machine's PostgreSQL (the tests fail without one); fresh databases come from
     `pg.new_database()` and are dropped when the run ends."""
     yield pgserver.server()
 

@@ -4,8 +4,7 @@ The server is the one the machine runs (127.0.0.1:5432, trust auth; `POSTROOM_TE
 another). Each test run makes one template database with the schema upgraded by postroom's own
 migrations, and every daemon or test gets a copy of it (`CREATE DATABASE … TEMPLATE`, a few
 milliseconds), dropped when the run ends. Databases left by a run that was killed are dropped by
-the next. Under CI (`CI` set) a server that does not answer fails the tests that need it;
-elsewhere they are skipped with the reason.
+the next. A server that does not answer fails the tests that need it, saying so.
 """
 
 from __future__ import annotations
@@ -22,11 +21,6 @@ import asyncpg
 ADMIN_DSN = os.environ.get("POSTROOM_TEST_PG", "postgresql://127.0.0.1:5432/test")
 PREFIX = "postroom_t"
 T = TypeVar("T")
-
-
-def required() -> bool:
-    """Must the PostgreSQL tests run (CI), rather than be skipped when there is no server?"""
-    return bool(os.environ.get("CI"))
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -191,7 +185,7 @@ _failure: str | None = None
 
 
 def server() -> PgServer:
-    """This run's PgServer, connected on first use; skips (or, under CI, fails) without one."""
+    """This run's PgServer, connected on first use; fails the test without one."""
     global _server, _failure
     import pytest
 
@@ -205,9 +199,8 @@ def server() -> PgServer:
             _failure = f"PostgreSQL at {ADMIN_DSN} does not answer: {type(e).__name__}: {e}"
     if _server is None:
         assert _failure is not None
-        if required():
-            pytest.fail(_failure + " (CI must run the PostgreSQL tests; .ci/run starts it)")
-        pytest.skip(_failure)
+        pytest.fail(_failure + " (the PostgreSQL tests need it: scripts/start-postgres.sh "
+                    "starts the machine's cluster, as `make test` and .ci/run do)")
     return _server
 
 
