@@ -26,8 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from daemon.agents import AgentError, PgpKey
 from daemon.config import EncryptionConfig
 from daemon.directory import Directory
-from daemon.openpgp import Gpg, GpgUnavailable, KeyRefused, OpenPgpError
-from daemon.results import Stored
+from daemon.openpgp import Gpg, GpgUnavailable, KeyRefused, OpenPgpError, read_key_file
 from extractors import Extraction
 from storage.db import translated_errors
 from storage.errors import TransientError
@@ -38,24 +37,17 @@ log = structlog.get_logger("postroom.openpgp")
 _REOPEN_AFTER = 5.0  # seconds between attempts to start a gpg that was unavailable
 
 
-MAX_KEY_FILE = 1 << 20
-
-
 def read_public_key(path: Path, gpg_binary: str = "gpg") -> PgpKey:
     """An agent's key from an armored public key file, checked by gpg (an encryption-capable
     public key, not expired or revoked, no private key): AgentError saying why not."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_KEY_FILE + 1)
-    except OSError as e:
-        raise AgentError(f"cannot read {path}: {e.strerror or e}") from e
-    if len(data) > MAX_KEY_FILE:
-        raise AgentError(f"{path}: larger than 1 MiB, not a public key")
     with tempfile.TemporaryDirectory(prefix="pr-gpg-", dir="/tmp") as home:
         try:
+            data = read_key_file(path)
             info = Gpg(Path(home), binary=gpg_binary).inspect_public_key(data)
         except KeyRefused as e:
             raise AgentError(f"{path}: {e}") from e
+        except OpenPgpError as e:
+            raise AgentError(str(e)) from e
     return PgpKey(armored=data.decode("ascii", "replace"), fingerprint=info.fingerprint)
 
 
@@ -140,12 +132,12 @@ class OpenPgp:
             raise TransientError(f"no OpenPGP key {sorted(absent)[0]} in the directory")
         return gpg
 
-    async def encrypt_file(self, src: Path, dest: Path, recipients: Sequence[str]) -> Stored:
-        """Encrypt `src` to every key of `recipients` into `dest`; its digest and size."""
+    async def encrypt_file(self, src: Path, dest: Path,
+                           recipients: Sequence[str]) -> tuple[str, int]:
+        """Encrypt `src` to every key of `recipients` into `dest`; its sha256 and size."""
         gpg = await self.ensure_keys(recipients)
         await self._run(gpg.encrypt_file, src, dest, list(recipients))
-        sha256, size = await asyncio.to_thread(file_digest, dest)
-        return Stored(key="", sha256=sha256, size=size)
+        return await asyncio.to_thread(file_digest, dest)
 
     async def signature(self, found: Extraction) -> dict[str, Any] | None:
         """Check the signature of a signed message whose sender is an agent with a key:

@@ -271,8 +271,8 @@ class Ingest:
                         uploads.append((plain_key, Path(name)))
                         continue
                     enc = spool_name(spool_dir, "enc")
-                    digest = await pgp.encrypt_file(Path(name), enc, fingerprints)
-                    stored[slot] = Stored(plain_key + ".asc", digest.sha256, digest.size)
+                    sha256, size = await pgp.encrypt_file(Path(name), enc, fingerprints)
+                    stored[slot] = Stored(plain_key + ".asc", sha256, size)
                     uploads.append((plain_key + ".asc", enc))
                 await self._store.put_files(uploads)
             finally:

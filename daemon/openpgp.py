@@ -623,16 +623,21 @@ def _copy_home(src: Path, dest: Path) -> None:
         raise OpenPgpError(f"cannot copy the GnuPG home {src}") from None
 
 
+def read_key_file(path: Path) -> bytes:
+    """A key file's bytes, at most MAX_KEY_BYTES; OpenPgpError saying why not."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_KEY_BYTES + 1)
+    except OSError as exc:
+        raise OpenPgpError(f"cannot read the key file {path}: {exc.strerror}") from None
+    if len(data) > MAX_KEY_BYTES:
+        raise OpenPgpError(f"key file larger than {MAX_KEY_BYTES // (1 << 20)} MiB: {path}")
+    return data
+
+
 def _private_key_bytes(key: str | bytes | Path) -> bytes:
     if isinstance(key, Path):
-        try:
-            with key.open("rb") as file:
-                data = file.read(MAX_KEY_BYTES + 1)
-        except OSError as exc:
-            raise OpenPgpError(f"cannot read the key file {key}: {exc.strerror}") from None
-        if len(data) > MAX_KEY_BYTES:
-            raise OpenPgpError(f"key file larger than {MAX_KEY_BYTES // (1 << 20)} MiB: {key}")
-        return data
+        return read_key_file(key)
     data = key.encode() if isinstance(key, str) else bytes(key)
     if _PRIVATE_ARMOR not in data:
         raise OpenPgpError("an armored private key (-----BEGIN PGP PRIVATE KEY BLOCK-----), "

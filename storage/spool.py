@@ -39,7 +39,8 @@ def spool_name(directory: Path, tag: str = "") -> Path:
     return directory / f"{_PREFIX}{os.getpid()}-{tag}{secrets.token_hex(8)}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Does process `pid` still run (ours or another user's)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -57,7 +58,7 @@ def clear_stale(directory: Path) -> int:
         if not name.startswith(_PREFIX):
             continue
         pid_text = name[len(_PREFIX):].split("-", 1)[0]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and pid_alive(int(pid_text)):
             continue
         try:
             os.unlink(entry.path)

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from storage.spool import pid_alive
+
 ADMIN_DSN = os.environ.get("POSTROOM_TEST_PG", "postgresql://127.0.0.1:5432/test")
 PREFIX = "postroom_t"
 T = TypeVar("T")
@@ -55,13 +57,7 @@ def _owner_alive(database: str) -> bool:
         pid = int(database[len(PREFIX) + 1:].split("_", 1)[0])
     except ValueError:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 class PgServer:
