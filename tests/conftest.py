@@ -10,6 +10,9 @@ import pytest
 from tests import pgserver
 from tests.s3server import S3_ENV, S3_ENV_REMOVED, MotoServer, start_moto_server
 
+# The figures line (tests/figures.py): its hooks are this plugin's.
+pytest_plugins = ["tests.figures"]
+
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:

@@ -166,14 +166,19 @@ class PgServer:
 def restart_cluster() -> None:
     """Restart the machine's PostgreSQL cluster (fast mode: sessions are cut off), as an
     operator or a crash would; returns once it accepts connections again."""
+    control_cluster("restart")
+    PgServer().check()
+
+
+def control_cluster(action: str) -> None:
+    """`pg_ctlcluster … main <action>` ("stop", "start", "restart") in fast mode."""
     import subprocess
     from pathlib import Path
 
     versions = sorted(p.name for p in Path("/etc/postgresql").iterdir())
+    extra = ["--", "-m", "fast"] if action in ("stop", "restart") else []
     subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main",
-                    "restart", "--", "-m", "fast"], check=True, timeout=120,
-                   capture_output=True)
-    PgServer().check()
+                    action, *extra], check=True, timeout=120, capture_output=True)
 
 
 _server: PgServer | None = None

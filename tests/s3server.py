@@ -79,16 +79,26 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start_moto_server(log_dir: Path, timeout: float = 60.0) -> MotoServer:
-    """Start moto's server on a free loopback port and wait until it answers ListBuckets."""
+def start_moto_server(log_dir: Path, timeout: float = 60.0, port: int | None = None,
+                      recording: Path | None = None, replay: bool = False) -> MotoServer:
+    """Start moto's server on a free loopback port (or `port`) and wait until it answers
+    ListBuckets. With `recording`, moto appends every request to that file; with `replay` too,
+    it first replays the file (tests/moto_recording.py), so a server killed and started again on
+    the same port holds the same objects before it answers anyone."""
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in S3_ENV_REMOVED} | S3_ENV
+    module = "moto.server"
+    if recording is not None:
+        env |= {"MOTO_ENABLE_RECORDING": "true", "MOTO_RECORDER_FILEPATH": str(recording),
+                "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                "MOTO_REPLAY_FIRST": "1" if replay else "0"}
+        module = "tests.moto_recording"
     for _ in range(3):  # another process may take the port between our probe and moto's bind
-        port = free_port()
+        port = port or free_port()
         log_path = log_dir / f"moto-{port}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         server = MotoServer(proc, port, log_path)
         deadline = time.monotonic() + timeout
