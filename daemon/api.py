@@ -10,28 +10,35 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import to_json
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from daemon.api_errors import ApiError, not_found
+from daemon.api_errors import ApiError, error_responses, not_found
 from daemon.events import EventBus, events_router
 from daemon.keycache import MAX_TTL, KeyCache
 from daemon.lookups import Lookups
 from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.metrics import Metrics
 from daemon.pipeline import Notifier
-from daemon.views import attachment_view, message_summary, message_view
+from daemon.views import (
+    AttachmentStatus,
+    JsonBody,
+    MessageList,
+    MessageView,
+    attachment_view,
+    message_summary,
+    message_view,
+)
 from storage.db import translated_errors
 from storage.errors import ObjectNotFound, StorageError, TransientError
 from storage.local import LocalStore
@@ -69,6 +76,7 @@ class DownloadRequest(BaseModel):
 
 
 class DownloadResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # the document lists every field we send
     url: str
     expires_at: str
     file_name: str
@@ -84,13 +92,52 @@ class DownloadResponse(BaseModel):
 PGP_ENCRYPTED = "application/pgp-encrypted"
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+
+
 def _error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def authed(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The refusals of a route that takes an API key (which needs the database): 401 and 503,
+    plus `statuses`."""
+    return error_responses(401, *statuses, 503)
+
+
+# How agents authenticate (SPEC §6), for the OpenAPI document; `current_agent` reads them.
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "the agent's API key"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+               "description": "the agent's API key"},
+}
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
     """Build the ASGI app around `ctx`."""
-    app = FastAPI(title="postroom", version="0.1.0", docs_url=None, redoc_url=None)
+    # Any request, whatever its route, may carry a body over http.max_body (daemon/bodylimit).
+    app = FastAPI(title="postroom", version="0.1.0", docs_url=None, redoc_url=None,
+                  responses=error_responses(413))
+    generated_openapi = app.openapi
+
+    def documented_openapi() -> dict[str, Any]:
+        """FastAPI's document plus the API-key schemes on every `/v1` operation."""
+        if app.openapi_schema is None:
+            doc = generated_openapi()
+            doc.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            for path, operations in doc["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        return app.openapi_schema or {}
+
+    app.openapi = documented_openapi  # type: ignore[method-assign]
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -105,8 +152,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(_error_body(code, str(exc.detail)), status_code=exc.status_code)
+        # FastAPI's own 400 is a JSON body it cannot even decode (bytes that are not UTF-8).
+        code = {400: "invalid_request", 404: "not_found",
+                405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        # exc.headers: a 405 names the allowed methods (Allow), as RFC 9110 requires.
+        return JSONResponse(_error_body(code, str(exc.detail)), status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.exception_handler(StorageError)
     async def _storage(request: Request, exc: StorageError) -> JSONResponse:
@@ -144,7 +195,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app.include_router(uploads_router(ctx, AgentId, lookups))
     app.include_router(events_router(ctx.sessions, ctx.events or EventBus(), AgentId,
-                                     ctx.max_wait))
+                                     ctx.max_wait), responses=authed(400, 422))
 
     async def load_message(agent_id: str, message_id: str, with_attachments: bool = False
                            ) -> tuple[Sequence[Any], Sequence[Any]]:
@@ -195,16 +246,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
     if ctx.metrics is not None:
         metrics = ctx.metrics
 
-        @app.get("/metrics", tags=["health"], response_class=Response)
+        @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
         async def prometheus() -> Response:
             """Prometheus text exposition (no authentication, no content: counts only)."""
             return Response(await metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], response_model=Health)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], response_model=Readiness, responses={
+        503: {"model": Readiness, "description": "The database or the object store does not "
+                                                 "answer (`checks` says which)"}})
     async def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
@@ -222,12 +275,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
                             status_code=200 if ok else 503)
 
-    @app.get("/v1/messages", tags=["messages"])
+    @app.get("/v1/messages", tags=["messages"], response_model=MessageList,
+             responses=authed(400, 422))
     async def list_messages(
         agent_id: AgentId,
         after: Annotated[str | None, Query(max_length=32)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """The agent's messages, oldest first (newest last), from a cursor."""
         after_seq = int(after) if after and after.isdigit() and after.isascii() else -1
         if after and not 0 <= after_seq <= MAX_CURSOR:
@@ -247,10 +301,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
             msgs = {m.seq: m for m in (await session.exec(
                 select(Message).where(col(Message.seq).in_(seqs)))).all()}
         items = [message_summary(msgs[s], by_seq[s]) for s in seqs if s in msgs]
-        return {"messages": items, "next_cursor": str(seqs[-1]) if seqs else after,
-                "has_more": has_more}
+        return JsonBody({"messages": items, "next_cursor": str(seqs[-1]) if seqs else after,
+                         "has_more": has_more})
 
-    @app.get("/v1/messages/{message_id}", tags=["messages"], response_model=dict[str, Any])
+    @app.get("/v1/messages/{message_id}", tags=["messages"], response_model=MessageView,
+             responses=authed(404, 422))
     async def get_message(agent_id: AgentId, message_id: MessageId) -> Response:
         """One message: envelope, headers of note, bodies, attachments."""
         mine, atts = await load_message(agent_id, message_id, with_attachments=True)
@@ -266,7 +321,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return JsonBody(message_view(msg, mine, atts, bodies["text"], bodies["html"]))
 
     @app.get("/v1/messages/{message_id}/attachments/{index}", tags=["attachments"],
-             response_model=dict[str, Any])
+             response_model=AttachmentStatus, responses=authed(404, 422))
     async def get_attachment_status(
         agent_id: AgentId, message_id: MessageId, index: Index,
         wait: Annotated[float, Query(ge=0, le=30)] = 0,
@@ -276,7 +331,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
                                                               wait)))
 
     @app.post("/v1/messages/{message_id}/attachments/{index}/download", tags=["attachments"],
-              response_model=DownloadResponse)
+              response_model=DownloadResponse, responses=authed(400, 404, 409, 422))
     async def download_attachment(agent_id: AgentId, message_id: MessageId, index: Index,
                                   body: DownloadRequest | None = None) -> Response:
         """A presigned URL for a `ready` attachment; 409 otherwise."""
@@ -291,7 +346,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
                                download_content_type(att.content_type), att.size, att.sha256)
 
     @app.post("/v1/messages/{message_id}/raw/download", tags=["messages"],
-              response_model=DownloadResponse)
+              response_model=DownloadResponse, responses=authed(400, 404, 409, 422))
     async def download_raw(agent_id: AgentId, message_id: MessageId,
                            body: DownloadRequest | None = None) -> Response:
         """A presigned URL of the raw message as received (with our Received header)."""
@@ -327,16 +382,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
             })
 
     return app
-
-
-class JsonBody(Response):
-    """A JSON response serialized as FastAPI's own fast path does (pydantic-core), for routes
-    that build a plain dict of the documented shape: the same bytes without a validation pass."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return to_json(content)
 
 
 def _iso_ts(ts: float) -> str:

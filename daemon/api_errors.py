@@ -1,4 +1,9 @@
-"""The API's refusals: an exception every route module raises, answered with SPEC §6's body."""
+"""The API's refusals: an exception every route module raises, answered with SPEC §6's body,
+and that body's place in the OpenAPI document (every status a route can answer is declared)."""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 
 class ApiError(Exception):
@@ -11,3 +16,35 @@ class ApiError(Exception):
 
 def not_found(what: str = "message") -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """`{"error": {"code", "message"}}`, the body of every refusal."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: ErrorDetail
+
+
+_WHY = {
+    400: "A request the API understood and refuses (a bad cursor, key or multipart body, a "
+         "size over uploads.max_bytes)",
+    401: "No API key, or not a valid one",
+    403: "Not this agent's to reach",
+    404: "Not found, or not addressed to this agent",
+    409: "Not in a state to do that (yet)",
+    413: "The request body is over the limit",
+    422: "A parameter or JSON body that does not match this document",
+    503: "The database or the object store is unavailable; retry later",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` entries of refusals with the error body, for a route's
+    `responses=` (a 422 declared here replaces FastAPI's own validation-error schema)."""
+    return {status: {"model": ErrorBody, "description": _WHY[status]} for status in statuses}

@@ -20,11 +20,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.api_errors import ApiError
+from daemon.views import JsonBody
 from storage.db import commit_in_order, translated_errors
 from storage.models import Event, Recipient
 
@@ -71,6 +74,24 @@ async def record_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
         await conn.execute(EVENTS.insert(), list(rows))
 
 
+class EventView(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cursor: str
+    type: str
+    message_id: str | None
+    attachment_id: str | None
+    index: int | None
+    status: str | None
+    created_at: str
+
+
+class EventList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[EventView]
+    next_cursor: str
+    has_more: bool
+
+
 def _view(row: Any) -> dict[str, Any]:
     created: datetime = row.created_at
     return {"cursor": str(row.seq), "type": row.type, "message_id": row.message_id,
@@ -91,13 +112,13 @@ def events_router(sessions: async_sessionmaker[AsyncSession], bus: EventBus,
                 .order_by(c.seq).limit(limit + 1))
             return list(result.all())
 
-    @router.get("/v1/events", tags=["events"])
+    @router.get("/v1/events", tags=["events"], response_model=EventList)
     async def list_events(
         agent_id: agent_dependency,
         after: Annotated[str | None, Query(max_length=32)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
         wait: Annotated[float, Query(ge=0, le=30)] = 0,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """The agent's events after `after`, oldest first; `?wait=` (≤ 30 s) holds the request
         until there is at least one. `next_cursor` resumes exactly where this answer ended."""
         after_seq = int(after) if after and after.isascii() and after.isdigit() else -1
@@ -113,8 +134,8 @@ def events_router(sessions: async_sessionmaker[AsyncSession], bus: EventBus,
             await bus.wait(min(remaining, 1.0))
         has_more = len(rows) > limit
         rows = rows[:limit]
-        return {"events": [_view(r) for r in rows],
-                "next_cursor": str(rows[-1].seq) if rows else str(after_seq),
-                "has_more": has_more}
+        return JsonBody({"events": [_view(r) for r in rows],
+                         "next_cursor": str(rows[-1].seq) if rows else str(after_seq),
+                         "has_more": has_more})
 
     return router

@@ -29,7 +29,7 @@ from sqlalchemy import update
 from sqlmodel import select
 
 from daemon.agents import utcnow
-from daemon.api import ApiContext, JsonBody
+from daemon.api import ApiContext, authed
 from daemon.api import _iso_ts as iso_ts
 from daemon.api_errors import ApiError, not_found
 from daemon.bodylimit import StreamedRoute
@@ -37,7 +37,7 @@ from daemon.events import EventBus, event_rows, record_events
 from daemon.ids import new_upload_id
 from daemon.lookups import Lookups
 from daemon.multipart import MultipartError, MultipartReader, boundary_of
-from daemon.views import attachment_view, upload_view
+from daemon.views import InboundAttachment, JsonBody, UploadObject, attachment_view, upload_view
 from extractors.filenames import extension_for, safe_file_name
 from storage.db import translated_errors
 from storage.errors import InvalidKey
@@ -68,7 +68,9 @@ def _check_file_name(name: str) -> str:
         raise ValueError("control or format characters are not allowed in a file name")
     if not name.strip(" .") or len(name.encode("utf-8")) > 255:
         raise ValueError("a file name must have 1 to 255 bytes (UTF-8) and not be dots only")
-    return name
+    # Then made safe as every other name is (a Windows device name, a trailing dot or space,
+    # a character Windows refuses): `CON` becomes `_CON`, as it would in mail or a direct upload.
+    return safe_file_name(name, 0, "application/octet-stream")
 
 
 FileName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_check_file_name)]
@@ -89,12 +91,16 @@ class FormRequest(_Request):
     expires_in: ExpiresIn = None
 
 
-class FormUpload(BaseModel):
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # the document lists every field we send
+
+
+class FormUpload(_Response):
     url: str
     fields: dict[str, str]
 
 
-class FormResponse(BaseModel):
+class FormResponse(_Response):
     id: str
     object_key: str
     upload: FormUpload
@@ -108,25 +114,11 @@ class UrlRequest(_Request):
     expires_in: ExpiresIn = None
 
 
-class UrlResponse(BaseModel):
+class UrlResponse(_Response):
     upload_url: str
     object_key: str
     id: str
     expires_at: str
-
-
-class UploadObject(BaseModel):
-    id: str
-    file_name: str
-    content_type: str
-    size: int | None
-    url: str | None
-    created_at: str
-    object_key: str
-    status: str
-    sha256: str | None
-    ready_at: str | None
-    source: str
 
 
 class UploadDownloadRequest(_Request):
@@ -134,7 +126,7 @@ class UploadDownloadRequest(_Request):
     expires_in: ExpiresIn = None
 
 
-class UrlAndExpiry(BaseModel):
+class UrlAndExpiry(_Response):
     url: str
     expires_at: str
 
@@ -276,7 +268,8 @@ def uploads_router(ctx: ApiContext, agent_dependency: Any, lookups: Lookups) -> 
         if size > cap:
             raise ApiError(400, "too_large", f"{what} is over uploads.max_bytes ({cap})")
 
-    @router.post("/v1/uploads/form", tags=["uploads"], response_model=FormResponse)
+    @router.post("/v1/uploads/form", tags=["uploads"], response_model=FormResponse,
+                 responses=authed(400, 422))
     async def upload_form(agent_id: agent_dependency, body: FormRequest) -> Response:
         """A presigned POST form: send `upload.fields`, then the file as the field `file`, to
         `upload.url`. The policy pins the key, the Content-Type and 0..`max_bytes`."""
@@ -291,7 +284,8 @@ def uploads_router(ctx: ApiContext, agent_dependency: Any, lookups: Lookups) -> 
                          "upload": {"url": form.url, "fields": form.fields},
                          "expires_at": iso_ts(form.expires_at)})
 
-    @router.post("/v1/uploads/url", tags=["uploads"], response_model=UrlResponse)
+    @router.post("/v1/uploads/url", tags=["uploads"], response_model=UrlResponse,
+                 responses=authed(400, 422))
     async def upload_url(agent_id: agent_dependency, body: UrlRequest) -> Response:
         """A presigned PUT URL: send exactly `size` bytes with the given Content-Type."""
         check_cap(body.size, "size")
@@ -304,7 +298,7 @@ def uploads_router(ctx: ApiContext, agent_dependency: Any, lookups: Lookups) -> 
                          "expires_at": iso_ts(signed.expires_at)})
 
     @router.post("/v1/uploads", tags=["uploads"], status_code=201, response_model=UploadObject,
-                 openapi_extra=_MULTIPART_BODY)
+                 responses=authed(400), openapi_extra=_MULTIPART_BODY)
     async def upload_direct(agent_id: agent_dependency, request: Request) -> Response:
         """Upload through the daemon: multipart/form-data with the file in the field `file`
         (at most uploads.max_bytes, else 413)."""
@@ -343,7 +337,8 @@ def uploads_router(ctx: ApiContext, agent_dependency: Any, lookups: Lookups) -> 
             raise ApiError(400, "invalid_multipart", str(e)) from None
         raise ApiError(400, "invalid_request", "no file in the multipart field `file`")
 
-    @router.post("/v1/uploads/download", tags=["uploads"], response_model=UrlAndExpiry)
+    @router.post("/v1/uploads/download", tags=["uploads"], response_model=UrlAndExpiry,
+                 responses=authed(400, 403, 404, 409, 422))
     async def upload_download(agent_id: agent_dependency,
                               body: UploadDownloadRequest) -> Response:
         """A presigned URL of one of the agent's own uploads; 403 for any other key."""
@@ -360,7 +355,7 @@ def uploads_router(ctx: ApiContext, agent_dependency: Any, lookups: Lookups) -> 
         return JsonBody({"url": link[0], "expires_at": iso_ts(link[1])})
 
     @router.get("/v1/attachments/{attachment_id}", tags=["attachments"],
-                response_model=dict[str, Any])
+                response_model=InboundAttachment | UploadObject, responses=authed(404, 422))
     async def get_attachment(agent_id: agent_dependency,
                              attachment_id: AttachmentId) -> Response:
         """An inbound attachment (`att_…`) of a message addressed to the agent, or one of its

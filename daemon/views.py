@@ -1,6 +1,8 @@
 """Rows → the JSON objects the API returns, with the SPEC's field names (SPEC §6).
 
 A row is an ORM object or a row of `daemon/lookups.py`, whose columns carry the same names.
+The models below are those objects' schemas in the OpenAPI document; the routes send the dicts
+built here without a validation pass (`JsonBody`), so a model and its view change together.
 """
 
 from __future__ import annotations
@@ -8,7 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
+from starlette.responses import Response
 
 from storage.models import Attachment, Message, Recipient, Upload
 
@@ -109,3 +115,136 @@ def _json_object(text: str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+class JsonBody(Response):
+    """A JSON response serialized as FastAPI's own fast path does (pydantic-core), for routes
+    that build a plain dict of the documented shape: the same bytes without a validation pass."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content)
+
+
+# The schemas of the views above. `extra="forbid"`: the document lists every field we send.
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+MessageStatus = Literal["received", "processing", "ready", "partial", "failed", "purged"]
+AttachmentStatusName = Literal["pending", "ready", "rejected", "failed", "purged"]
+
+
+class AttachmentStatus(_View):
+    """The attachment status object (SPEC §6)."""
+
+    id: str
+    message_id: str
+    index: int
+    status: AttachmentStatusName
+    file_name: str
+    original_file_name: str | None
+    content_type: str
+    detected_content_type: str | None
+    content_type_mismatch: bool
+    disposition: str | None
+    content_id: str | None
+    size: int
+    sha256: str
+    parent: int | None
+    path: str
+    source: str
+    encrypted: bool
+    encryption: dict[str, Any] | None
+    stored_sha256: str | None
+    stored_size: int | None
+    error: str | None
+    defects: list[str]
+    created_at: str
+    ready_at: str | None
+
+
+class InboundAttachment(AttachmentStatus):
+    """An inbound attachment by id, with a fresh download `url` when it is ready."""
+
+    url: str | None
+
+
+class UploadObject(_View):
+    """An upload as an attachment object (`upload_view`)."""
+
+    id: str
+    file_name: str
+    content_type: str
+    size: int | None
+    url: str | None
+    created_at: str
+    object_key: str
+    status: Literal["pending", "ready"]
+    sha256: str | None
+    ready_at: str | None
+    source: Literal["upload"]
+
+
+class MessageSummary(_View):
+    """A message as listed (`message_summary`)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    id: str
+    status: MessageStatus
+    received_at: str
+    processed_at: str | None
+    mail_from: str
+    recipients: list[str]
+    tag: str | None
+    from_: str | None = Field(alias="from")
+    to: str | None
+    cc: str | None
+    subject: str | None
+    date: str | None
+    message_id: str | None
+    in_reply_to: str | None
+    references: str | None
+    size: int
+    has_attachments: bool
+    attachment_count: int
+    error: str | None
+
+
+class MessageList(_View):
+    messages: list[MessageSummary]
+    next_cursor: str | None
+    has_more: bool
+
+
+class BodyPart(_View):
+    size: int | None
+    encrypted: bool
+
+
+class Bodies(_View):
+    text: BodyPart | None
+    html: BodyPart | None
+
+
+class MessageEncryption(_View):
+    algorithm: Literal["openpgp"]
+    format: Literal["armored"]
+    recipients: list[Any]
+
+
+class MessageView(MessageSummary):
+    """A message in full (`message_view`)."""
+
+    text: str | None
+    html: str | None
+    body: Bodies
+    attachments: list[AttachmentStatus]
+    defects: list[str]
+    pgp: str | None
+    smime: str | None
+    encryption: MessageEncryption | None
+    signature: dict[str, Any] | None
+    manifest: list[Any] | None
