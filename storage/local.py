@@ -82,6 +82,7 @@ class LocalStore:
                          if group_sync and syncfs_available() else None)
         self._dir_lock = threading.Lock()
         self._durable: dict[Path, None] = {}  # insertion-ordered: oldest evicted first
+        self._inside: dict[Path, None] = {}  # folders that resolve inside the root, as above
         for top in ("raw", "inbound"):
             self._durable_dir(self.root / top)
         # Spool files live on the store's filesystem, so that one becomes an object by rename.
@@ -93,9 +94,21 @@ class LocalStore:
         """The file behind `key`; InvalidKey for anything that is not ours or escapes the root.
 
         `check_key` admits only plain segments (no "", ".", "..", no leading "/"), so joining
-        is enough: no filesystem call (`resolve()` cost more than the write on the hot path).
+        cannot climb out. A symlink could (the store makes none; someone could plant one): the
+        file must not be one, and its folder must resolve inside the root, which is checked
+        once per folder (`resolve()` on every call cost more than the write on the hot path).
         """
-        return self.root.joinpath(*check_key(key).split("/"))
+        path = self.root.joinpath(*check_key(key).split("/"))
+        folder = path.parent
+        if folder not in self._inside:
+            if not Path(os.path.realpath(folder)).is_relative_to(self.root):
+                raise InvalidKey(f"object key {key[:80]!r} leads out of the store's root")
+            self._inside[folder] = None
+            if len(self._inside) > 4096:
+                self._inside.pop(next(iter(self._inside)))
+        if os.path.islink(path):
+            raise InvalidKey(f"object key {key[:80]!r} is a symlink")
+        return path
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()

@@ -103,3 +103,76 @@ async def test_local_store_paths_stay_under_the_root_and_readiness_is_concurrent
         await asyncio.gather(*(store.check() for _ in range(64)))  # no probe collisions
     finally:
         await store.close()
+
+
+ESCAPING_KEYS = ["../x", "/abs", "a/../../x", "inbound/../../x", "raw/\x00", "raw/a\x00b",
+                 "..", "./raw/x", "raw/../../../../etc/passwd", "raw\\..\\..\\x"]
+
+
+async def test_every_local_store_operation_refuses_keys_that_escape_the_root(
+        tmp_path: Path) -> None:
+    from storage.local import LocalStore
+
+    store = LocalStore(tmp_path / "objects", SIGNER, "http://127.0.0.1:1")
+    (tmp_path / "x").write_bytes(b"outside")
+    spool = store.spool_dir / "f"
+    operations = {
+        "put": lambda k: store.put(k, b"evil"),
+        "put_files": lambda k: store.put_files([(k, spool)]),
+        "get": store.get,
+        "get_file": lambda k: store.get_file(k, tmp_path / "copy"),
+        "delete": store.delete,
+        "exists": store.exists,
+        "size": store.size,
+        "list_keys": store.list_keys,
+        "presign_get": lambda k: store.presign_get(k, expires_in=60, file_name="x",
+                                                   content_type="text/plain"),
+        "presign_put": lambda k: store.presign_put(k, expires_in=60, content_type="text/plain",
+                                                   size=1),
+        "presign_post": lambda k: store.presign_post(k, expires_in=60,
+                                                     content_type="text/plain", max_bytes=1),
+    }
+    try:
+        for key in ESCAPING_KEYS:
+            for name, operation in operations.items():
+                spool.write_bytes(b"evil")
+                with pytest.raises(InvalidKey):
+                    await operation(key)
+                assert (tmp_path / "x").read_bytes() == b"outside", (name, key)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["objects", "x"]
+    finally:
+        await store.close()
+
+
+async def test_a_symlink_in_the_root_that_points_out_is_refused(tmp_path: Path) -> None:
+    from storage.local import LocalStore
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "0").write_bytes(b"outside")
+    store = LocalStore(tmp_path / "objects", SIGNER, "http://127.0.0.1:1")
+    (store.root / "inbound" / "msg_evil").symlink_to(outside, target_is_directory=True)
+    (store.root / "raw" / "msg_link.eml").symlink_to(outside / "0")
+    spool = store.spool_dir / "f"
+    try:
+        for key in ("inbound/msg_evil/0", "inbound/msg_evil/1", "raw/msg_link.eml"):
+            for operation in (lambda k: store.put(k, b"evil"), store.get, store.delete,
+                              lambda k: store.put_files([(k, spool)]),
+                              lambda k: store.get_file(k, tmp_path / "copy"), store.exists,
+                              store.size):
+                spool.write_bytes(b"evil")
+                with pytest.raises(InvalidKey):
+                    await operation(key)
+            with pytest.raises(InvalidKey):
+                store.path_for(key)  # what the daemon's signed-URL route serves from
+        assert sorted(p.name for p in outside.iterdir()) == ["0"]
+        assert (outside / "0").read_bytes() == b"outside"
+        assert not (tmp_path / "copy").exists()
+        # A root that is itself a symlink is fine: it is resolved once, at start.
+        (tmp_path / "link").symlink_to(store.root, target_is_directory=True)
+        linked = LocalStore(tmp_path / "link", SIGNER, "http://127.0.0.1:1")
+        await linked.put("raw/m.eml", b"fine")
+        assert await linked.get("raw/m.eml") == b"fine"
+        await linked.close()
+    finally:
+        await store.close()
