@@ -20,6 +20,8 @@ OTHER_ENCRYPTION = ("452 4.5.3 Recipient's mail is stored with other encryption:
 NO_KEY_FOR_ENCRYPTION = ("550 5.7.1 Recipient has no OpenPGP key and this server stores mail "
                          "only encrypted")
 ADDRESS_TOO_LONG = "501 5.1.3 Recipient address too long (254 octets at most)"
+BAD_RECIPIENT_SYNTAX = "501 5.1.3 Bad recipient address syntax"
+BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax"
 # RFC 5321 §4.5.3.1.3: a path is at most 256 octets with its angle brackets.
 MAX_ADDRESS_OCTETS = 254
 MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
@@ -28,6 +30,11 @@ SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 SENDER_OK = "250 2.1.0 Ok"
 RECIPIENT_OK = "250 2.1.5 Ok"
 IDLE_TIMEOUT = "421 4.4.2 Idle for too long, closing connection"
+DATA_TOO_SLOW = "421 4.4.2 Message data arriving too slowly, closing connection"
+# Bytes a second DATA must average for its time budget (`smtp.timeout`) not to run out: far
+# below any real link (50 MiB at this rate is a day), far above a slowloris's byte a second.
+# The default of Postfix's smtpd_min_data_rate.
+MIN_DATA_RATE = 500
 TLS_ALREADY_ACTIVE = "503 5.5.1 TLS already active"
 MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
@@ -100,12 +107,26 @@ def declared_size_refusal(mail_options: Sequence[str], max_size: int) -> str | N
     return None
 
 
+def _malformed(address: str) -> bool:
+    """True for an address with a control character or bytes that are not UTF-8 (aiosmtpd
+    hands those on as surrogates). RFC 5321 paths hold neither, and neither fits a database
+    text column: the message could never be stored and the relay would hear 451 for ever."""
+    return any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in address)
+
+
 def address_refusal(address: str) -> str | None:
-    """501 for an address longer than SMTP allows (it could be no mailbox of ours, and no
-    database column need hold it); None otherwise."""
+    """501 for a recipient longer than SMTP allows (it could be no mailbox of ours, and no
+    database column need hold it) or malformed (`_malformed`); None otherwise."""
     if len(address.encode("utf-8", "surrogateescape")) > MAX_ADDRESS_OCTETS:
         return ADDRESS_TOO_LONG
+    if _malformed(address):
+        return BAD_RECIPIENT_SYNTAX
     return None
+
+
+def sender_refusal(address: str) -> str | None:
+    """501 for a malformed MAIL FROM address (`_malformed`); None otherwise."""
+    return BAD_SENDER_SYNTAX if _malformed(address) else None
 
 
 def recipient_refusal(accepted_so_far: int, max_recipients: int, known: bool,

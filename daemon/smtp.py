@@ -3,10 +3,10 @@
 
 aiosmtpd reads DATA one line at a time, refuses long lines and lets its idle timer cut off a
 large transfer; `PostroomSMTP.smtp_DATA` replaces that with a bytes-level reader (end marker and
-dot-unstuffing found with bytes operations, size limit enforced while reading, timer reset on
-every chunk). Commands, EHLO and STARTTLS stay aiosmtpd's; the PROXY header, who must use TLS or
-AUTH before MAIL, and the AUTH mechanisms (scrypt off the loop, never a name or password in a
-log line) are ours.
+dot-unstuffing found with bytes operations, size limit enforced while reading, a time budget
+that moving data earns back and a trickle cannot). Commands, EHLO and STARTTLS stay aiosmtpd's;
+the PROXY header, who must use TLS or AUTH before MAIL, and the AUTH mechanisms (scrypt off the
+loop, never a name or password in a log line) are ours.
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ class PostroomHandler:
             if server.transport is not None:
                 asyncio.get_running_loop().call_soon(server.transport.close)
             return policy.SHUTTING_DOWN
-        refusal = policy.declared_size_refusal(mail_options, self.max_size)
+        refusal = (policy.sender_refusal(address)
+                   or policy.declared_size_refusal(mail_options, self.max_size))
         if refusal:
             _log_refusal("MAIL", session, refusal)
             return refusal
@@ -115,10 +116,10 @@ class PostroomHandler:
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         resolved: list[Resolved] = envelope.resolved  # type: ignore[attr-defined]
-        too_long = policy.address_refusal(address)
-        if too_long:
-            _log_refusal("RCPT", session, too_long)
-            return too_long
+        malformed = policy.address_refusal(address)
+        if malformed:
+            _log_refusal("RCPT", session, malformed)
+            return malformed
         try:
             found = await self.directory.lookup(address)
         except TransientError:
@@ -192,6 +193,7 @@ class PostroomSMTP(SMTP):
         self._trusted = False
         self._greeted = False
         self._auth_failures = 0
+        self._timeout_reply = policy.IDLE_TIMEOUT  # what the client hears when its timer fires
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         upgrade = self.transport is not None  # the STARTTLS upgrade of a connection we have
@@ -225,7 +227,7 @@ class PostroomSMTP(SMTP):
         # Said only once greeted: a connection still owing its PROXY header hears nothing.
         if self._greeted and self.transport is not None and not self.transport.is_closing():
             with contextlib.suppress(Exception):
-                self._writer.write((policy.IDLE_TIMEOUT + "\r\n").encode())
+                self._writer.write((self._timeout_reply + "\r\n").encode())
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def close_for_shutdown(self) -> None:
@@ -399,8 +401,19 @@ class PostroomSMTP(SMTP):
         back only a tail that may hold the start of the end marker or of a stuffed line.
         `size` counts unstuffed bytes; past `limit` (or after a spool error) the rest is read
         and dropped, so the connection stays in step with the client.
+
+        Time: a read may take at most the budget left, which starts at `smtp.timeout`, is spent
+        by the time each read waits and earns back one second per `policy.MIN_DATA_RATE` bytes
+        received, never above `smtp.timeout`. So a gap as long as the timeout cuts the client
+        off, as does a trickle: a byte a second runs the budget out in about `smtp.timeout`,
+        where an idle timer reset on every chunk would let it hold its slot for ever. A burst
+        cannot bank time for a trickle later. (Postfix's smtpd_min_data_rate works this way.)
         """
         reader = self._reader
+        loop = asyncio.get_running_loop()
+        budget = self._timeout_duration
+        last = loop.time()
+        self._timeout_reply = policy.DATA_TOO_SLOW
         # A larger reader limit lets the transport deliver big chunks instead of pausing every
         # two kilobytes; restored after DATA so command lines stay bounded.
         saved_limit = reader._limit  # type: ignore[attr-defined]
@@ -413,7 +426,11 @@ class PostroomSMTP(SMTP):
                 chunk = await reader.read(_CHUNK)
                 if not chunk:
                     raise ConnectionResetError("connection closed during DATA")
-                self._reset_timeout()
+                now = loop.time()
+                budget = min(self._timeout_duration,
+                             budget - (now - last) + len(chunk) / policy.MIN_DATA_RATE)
+                last = now
+                self._reset_timeout(max(budget, 0.001))  # spent: the timer fires at once
                 out = framing.feed(chunk)
                 if framing.done and framing.leftover:
                     # Pipelined commands after the final dot belong to the command loop.
@@ -430,9 +447,11 @@ class PostroomSMTP(SMTP):
                         state = "failed"
                         spool.discard()
                 if framing.done:
+                    self._reset_timeout()  # storing the message and the next command: idle rules
                     return state, size
         finally:
             reader._limit = saved_limit  # type: ignore[attr-defined]
+            self._timeout_reply = policy.IDLE_TIMEOUT
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
