@@ -72,6 +72,8 @@ def decode_header_text(raw: str, defects: list[str] | None = None) -> str:
     charset fallbacks are appended to `defects` when a list is given."""
     if not raw.isascii():
         # The value is a byte-for-byte Latin-1 view; raw 8-bit headers are mostly UTF-8.
-        raw, _ = decode_fallback(raw.encode("latin-1", "replace"))
+        raw, latin = decode_fallback(raw.encode("latin-1", "replace"))
+        if latin and defects is not None:
+            defects.append("8-bit bytes that are not UTF-8 decoded as latin-1")
     text = decode_encoded_words(raw, defects)
     return scrub_surrogates(_LINE_BREAK.sub("", text)).strip()

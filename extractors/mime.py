@@ -293,6 +293,31 @@ def _manifest(raw: bytes, top: HeaderBlock, parts: list[Part],
     return manifest
 
 
+def _without_nul(value: str | None, what: str, defects: list[str]) -> str | None:
+    """`value` with every NUL made U+FFFD, and a defect saying so. These strings become text
+    columns, and PostgreSQL's cannot hold a NUL: the row would never be written. The raw
+    message keeps the bytes as sent."""
+    if value is None or "\x00" not in value:
+        return value
+    defects.append(f"{what}: NUL replaced")
+    return value.replace("\x00", "\ufffd")
+
+
+def _headers_without_nul(headers: Headers, defects: list[str]) -> Headers:
+    return Headers(**{f.name: _without_nul(getattr(headers, f.name), f.name.rstrip("_"), defects)
+                      for f in dataclasses.fields(headers)})
+
+
+def _part_without_nul(part: Part) -> Part:
+    defects: list[str] = []
+    original = _without_nul(part.original_file_name, "original file name", defects)
+    content_id = _without_nul(part.content_id, "content id", defects)
+    if not defects:
+        return part
+    return dataclasses.replace(part, original_file_name=original, content_id=content_id,
+                               defects=(*part.defects, *defects))
+
+
 def extract_message(raw: bytes, limits: Limits) -> Extraction:
     """Extract the headers, text/html bodies and attachment parts of one raw message."""
     walk = MimeWalk(raw, limits.max_depth)
@@ -321,6 +346,7 @@ def extract_message(raw: bytes, limits: Limits) -> Extraction:
                         lambda: _signed(walk, text_body, top, defects), None)
         manifest = _total(defects, "x-agentmail-attachments",
                           lambda: _manifest(raw, top, collector.parts, defects), None)
+    headers = _headers_without_nul(headers, defects)
     summary = collector.summary_of_dropped()
     if summary is not None:
         collector.parts.append(summary)
@@ -336,7 +362,7 @@ def extract_message(raw: bytes, limits: Limits) -> Extraction:
         headers=headers,
         text_body=text_body,
         html_body=collector.bodies.get("html"),
-        attachments=tuple(collector.parts),
+        attachments=tuple(_part_without_nul(p) for p in collector.parts),
         defects=(*walk.defects, *defects),
         pgp=pgp,
         smime=walk.smime,
