@@ -98,3 +98,13 @@ def test_auth_and_timeout_replies() -> None:
     assert policy.TOO_MANY_AUTH_FAILURES.startswith("421 4.7.0")
     assert policy.IDLE_TIMEOUT.startswith("421 4.4.2")
     assert policy.MAX_AUTH_FAILURES == 3
+
+
+def test_an_address_with_a_control_character_or_bytes_not_utf8_is_refused() -> None:
+    not_utf8 = b"r\xe9@agents.test".decode("utf-8", "surrogateescape")  # as aiosmtpd hands it on
+    for bad in ["r\x00@agents.test", "r\x1b@agents.test", "r\x7f@agents.test", not_utf8]:
+        assert policy.address_refusal(bad) == policy.BAD_RECIPIENT_SYNTAX, repr(bad)
+        assert policy.sender_refusal(bad) == policy.BAD_SENDER_SYNTAX, repr(bad)
+    for good in ["ré@agents.test", "", "a+tag@agents.test"]:  # UTF-8 (SMTPUTF8), null sender
+        assert policy.address_refusal(good) is None and policy.sender_refusal(good) is None
+    assert policy.BAD_SENDER_SYNTAX.startswith("501 5.1.7")
