@@ -179,13 +179,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
     keys = KeyCache(lookups.agent_id_for_key_hash, ctx.key_cache_ttl)
 
     async def current_agent(request: Request) -> str:
-        """The id of the agent whose key the request carries; 401 otherwise."""
-        auth = request.headers.get("authorization", "")
-        key = (auth[7:].strip() if auth[:7].lower() == "bearer "
-               else request.headers.get("x-api-key"))
-        if not key:
+        """The id of the agent whose key the request carries; 401 otherwise, also when it
+        carries two different keys (Bearer and X-API-Key): which one was meant is a guess."""
+        given = {v[7:].strip() for v in request.headers.getlist("authorization")
+                 if v[:7].lower() == "bearer "}
+        given.update(request.headers.getlist("x-api-key"))
+        given.discard("")
+        if len(given) > 1:
+            raise ApiError(401, "unauthorized", "two different API keys")
+        if not given:
             raise ApiError(401, "unauthorized", "missing API key")
-        agent_id = await keys.agent_id(key)
+        agent_id = await keys.agent_id(given.pop())
         if agent_id is None:
             raise ApiError(401, "unauthorized", "invalid API key")
         return agent_id
