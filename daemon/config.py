@@ -247,6 +247,9 @@ class PipelineConfig(_Section):
     lease: Annotated[float, BeforeValidator(parse_duration), Field(ge=1)] = 60.0
     sweep_interval: PositiveDuration = 5.0
     max_attempts: int = Field(default=5, ge=1)
+    # Beyond SPEC §3: how long a message keeps waiting out an unavailable store or database
+    # after its 250 before it is failed (Postfix's maximal_queue_lifetime is 5 days too).
+    transient_retry_for: PositiveDuration = 5 * 86400.0
     dedupe_window: Duration = 7 * 86400.0
     directory_refresh: PositiveDuration = 2.0
 

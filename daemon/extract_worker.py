@@ -99,9 +99,12 @@ def extract_to_files(source: bytes | str, limits: Limits, out_dir: str) -> Extra
 
 
 def remove_files(files: dict[str, str]) -> None:
-    """Remove whatever of `files` is still there (the store may have taken some)."""
+    """Remove whatever of `files` is still there (the store may have taken some).
+
+    Best effort: on a disk gone read-only the unlink fails too, and raising here would hide the
+    error that matters (which decides the retry); such a file is removed at the next start."""
     for path in files.values():
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(path)
 
 

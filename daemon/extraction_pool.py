@@ -166,7 +166,8 @@ class ExtractionPool:
                       out_dir: Path) -> Extracted:
         """Extract one message into spool files under `out_dir`.
 
-        TransientError when the worker died under it; FileNotFoundError when `source` is a
+        TransientError when the worker died under it or its spool files could not be
+        written; FileNotFoundError when `source` is a
         path that does not exist. Cancelling the wait leaves the worker to finish, then removes
         its files.
         """
@@ -186,6 +187,12 @@ class ExtractionPool:
         except BrokenProcessPool as e:
             self._rebuild(executor)
             raise TransientError("the extraction process died") from e
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            # The spool could not take the results (disk full, read-only): the message is not
+            # at fault, and the job is retried once the disk is back.
+            raise TransientError(f"extraction spool: {e.strerror or e}") from e
 
     def _rebuild(self, executor: Executor) -> None:
         if executor is self._executor:  # the first to notice rebuilds the pool

@@ -74,6 +74,37 @@ async def release_lease(writer: GroupCommit, message_id: str, owner: str,
     await writer.write(release)
 
 
+async def defer_after_transient(writer: GroupCommit, message_id: str, owner: str,
+                                retry_for: float, lease_cap: float = 60.0) -> bool:
+    """Give the message back after a transient failure (store or database unavailable) without
+    using up an attempt, as an MTA keeps mail queued through an outage; it is retried after a
+    pause that grows with the time the message has waited (¼ of it, 2 s to `lease_cap` s).
+    Returns False, changing nothing, once the message has waited `retry_for` seconds: the
+    caller then fails it."""
+    c = MESSAGES.c
+
+    async def defer(conn: AsyncConnection) -> bool:
+        received = (await conn.execute(select(c.received_at).where(
+            c.id == message_id, c.lease_owner == owner))).scalar_one_or_none()
+        if received is None:
+            return True  # no longer ours: whoever holds it now decides
+        now = utcnow()
+        if received.tzinfo is None:
+            received = received.replace(tzinfo=now.tzinfo)
+        waited = (now - received).total_seconds()
+        if waited >= retry_for:
+            return False
+        pause = min(max(waited / 4, 2.0), lease_cap)
+        await conn.execute(
+            update(MESSAGES).where(c.id == message_id, c.lease_owner == owner)
+            .values(lease_owner=None, attempts=c.attempts - 1,
+                    lease_expires_at=now + timedelta(seconds=pause)))
+        return True
+
+    result: bool = await writer.write(defer)
+    return result
+
+
 async def claim_batch(writer: GroupCommit, owner: str, lease: float, limit: int,
                       older_than: float) -> list[tuple[str, int]]:
     """Take the lease on up to `limit` unfinished messages nobody holds, oldest first, received

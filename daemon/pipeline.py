@@ -31,6 +31,7 @@ from daemon.extraction_pool import ExtractionPool, remove_files
 from daemon.leases import (
     claim_batch,
     claim_message,
+    defer_after_transient,
     release_lease,
     release_node_leases,
     renew_lease,
@@ -98,6 +99,7 @@ class PipelineSettings:
     sweep_interval: float
     max_attempts: int
     limits: Limits
+    retry_for: float = 5 * 86400.0
 
 
 class Pipeline:
@@ -266,7 +268,18 @@ class Pipeline:
                         self._metrics.errors.count_storage("pipeline")
             else:
                 log.exception("pipeline.error", message_id=message_id, attempt=attempt)
-            if attempt >= self.settings.max_attempts:
+            if isinstance(e, TransientError):
+                # An outage of the store or the database is no fault of the message: it waits
+                # it out (without using up attempts) for `retry_for`, like mail in a queue.
+                try:
+                    waiting = await defer_after_transient(
+                        self._writer, message_id, self._node, self.settings.retry_for)
+                except TransientError:
+                    waiting = True  # the lease expires and the sweeper tries again
+                if not waiting:
+                    await self._fail(message_id, f"gave up after retrying for "
+                                     f"{self.settings.retry_for:.0f} s: {e}")
+            elif attempt >= self.settings.max_attempts:
                 await self._fail(message_id, f"gave up after {attempt} attempts: {e}")
             else:
                 with contextlib.suppress(TransientError):

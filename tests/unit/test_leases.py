@@ -21,6 +21,7 @@ from daemon.events import event_rows, record_events
 from daemon.leases import (
     claim_batch,
     claim_message,
+    defer_after_transient,
     release_lease,
     release_node_leases,
     renew_lease,
@@ -164,6 +165,33 @@ async def test_a_stopping_node_gives_back_only_its_own_unfinished_leases(
     assert all(leases[i][0] == b.name for i in ids[3:])
     assert await claim_batch(b.writer, b.name, 30, 10, older_than=1.0) == [
         (ids[1], 2), (ids[2], 2)]
+
+
+async def test_an_outage_costs_no_attempt_until_the_retry_window_closes(
+        nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    (young,) = await _insert_messages(a, 1, age=40.0)
+    assert await claim_message(a.writer, young, a.name, 30) == 1
+    # Not ours: nothing changes, and nobody is told to fail it.
+    assert await defer_after_transient(b.writer, young, b.name, retry_for=3600) is True
+    assert (await _leases(a))[young] == (a.name, 1, PROCESSING)
+    assert await defer_after_transient(a.writer, young, a.name, retry_for=3600) is True
+    leases = await _leases(a)
+    assert leases[young][:2] == (None, 0)  # given back, the attempt refunded
+    # It waits a quarter of its age (40 s → 10 s) before anyone may claim it again.
+    assert await claim_batch(b.writer, b.name, 30, 10, older_than=0.0) == []
+    async with a.engine.connect() as conn:
+        until = (await conn.execute(select(MESSAGES.c.lease_expires_at))).scalar_one()
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=utcnow().tzinfo)
+    assert 8 < (until - utcnow()).total_seconds() < 10.5
+    # Past the window the caller is told to fail it, and the row is left to the caller.
+    assert await claim_message(a.writer, young, a.name, 30) is None  # still paused
+    async with a.engine.begin() as conn:
+        await conn.execute(update(MESSAGES).values(lease_expires_at=None))
+    assert await claim_message(a.writer, young, a.name, 30) == 1
+    assert await defer_after_transient(a.writer, young, a.name, retry_for=30) is False
+    assert (await _leases(a))[young] == (a.name, 1, PROCESSING)
 
 
 async def test_the_event_cursor_never_skips_a_late_commit(nodes: tuple[Node, Node]) -> None:
