@@ -46,6 +46,13 @@ TOO_MANY_AUTH_FAILURES = "421 4.7.0 Too many failed authentication attempts, clo
 # AUTH commands that end unauthenticated before the connection is closed: enough for a typo,
 # and a guesser must reconnect (and pay for the TLS handshake) every three tries.
 MAX_AUTH_FAILURES = 3
+# Commands that deliver nothing, per connection; past the limit aiosmtpd answers "421 4.7.0 …
+# sent too many times" and closes, so a client cannot hold a slot for ever with a NOOP every
+# few seconds (the idle timer resets on every valid command). Postfix's smtpd_junk_command_limit
+# is 100 as well; the commands of real deliveries (MAIL, RCPT, DATA, RSET) stay unbounded, as a
+# relay may send thousands of messages down one connection.
+COMMAND_CALL_LIMITS = {"NOOP": 100, "VRFY": 20, "EXPN": 20, "HELP": 20, "HELO": 20, "EHLO": 20,
+                       "STARTTLS": 2, "*": 2**62}
 
 
 def parse_networks(networks: Iterable[str]) -> tuple[Network, ...]:

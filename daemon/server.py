@@ -36,7 +36,7 @@ from daemon.lookups import Lookups
 from daemon.metrics import Errors, Metrics, Sources
 from daemon.notify import Notifier as SystemdNotifier
 from daemon.pipeline import Notifier, Pipeline, PipelineSettings
-from daemon.policy import parse_networks
+from daemon.policy import COMMAND_CALL_LIMITS, parse_networks
 from daemon.retention import run_periodically
 from daemon.smtp import PostroomHandler, PostroomLMTP, PostroomSMTP, SmtpCounters
 from daemon.smtp_auth import AuthUsers
@@ -142,6 +142,9 @@ async def ensure_config_agents(config: Config,
                   "makes a new one)\n", file=sys.stderr, flush=True)
 
 
+LISTEN_BACKLOG = 1024  # pending connections the kernel queues (capped by net.core.somaxconn)
+
+
 def _bind(listen: str) -> socket.socket:
     host, port = parse_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -154,7 +157,7 @@ def _bind(listen: str) -> socket.socket:
     except OSError as e:
         sock.close()
         raise StartupError(f"cannot listen on {listen}: {e.strerror}") from e
-    sock.listen(1024)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -236,12 +239,15 @@ async def serve(config: Config) -> int:
                          hostname=config.smtp.hostname,
                          timeout=config.smtp.timeout, enable_SMTPUTF8=True,
                          data_size_limit=None, ident=f"postroom {handler.protocol_name}",
-                         loop=loop)
+                         command_call_limit=dict(COMMAND_CALL_LIMITS), loop=loop)
         return proto
 
     smtp_socks = [_bind(listen) for listen in config.smtp.listen]
     http_socks = [_bind(listen) for listen in config.http.listen]
-    smtp_servers = [await loop.create_server(smtp_factory, sock=s) for s in smtp_socks]
+    # create_server listens again, with its own default of 100 unless told: a burst of relays
+    # connecting at once would then see dropped SYNs and a second's retransmit delay.
+    smtp_servers = [await loop.create_server(smtp_factory, sock=s, backlog=LISTEN_BACKLOG)
+                    for s in smtp_socks]
     lookups = Lookups(engine)
     app = create_app(ApiContext(sessions, store, notifier, config.storage.presign_ttl,
                                 config.http.max_wait, lookups=lookups,

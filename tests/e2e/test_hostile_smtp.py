@@ -550,3 +550,31 @@ def test_a_client_sending_one_byte_a_second_is_cut_off_and_frees_its_slot(
         with d.api(key) as api:
             assert len(api.get("/v1/messages").json()["messages"]) == 2  # the normal ones only
     figures.add("hostile inputs tried", 1)
+
+
+def test_a_client_that_only_sends_noop_is_cut_off_after_100(
+        hostile: Daemon, agent: dict[str, Any]) -> None:
+    """A NOOP every few seconds resets the idle timer; the junk-command limit still ends it."""
+    c = Raw(hostile.smtp_port)
+    try:
+        assert c.reply().startswith(b"220")
+        c.send(b"EHLO c\r\n" + b"NOOP\r\n" * 101)
+        assert c.reply().startswith(b"250")
+        replies = [c.reply() for _ in range(101)]
+        assert all(r.startswith(b"250") for r in replies[:100]), replies[:100]
+        assert replies[100].startswith(b"421 4.7.0"), replies[100]
+        c.sock.settimeout(10)
+        assert c.sock.recv(1) == b""  # and the connection is closed
+    finally:
+        c.close()
+    # A relay's long session is not junk: many transactions down one connection all deliver.
+    with hostile.smtp() as s:
+        s.ehlo("relay.example")
+        for _ in range(120):
+            s.mail("s@example.org")
+            s.rcpt("a@t.test")
+            code, _ = s.data(plain("a@t.test").as_bytes())
+            assert code == 250
+            s.rset()
+    _serves_normal_mail(hostile, agent["api_key"])
+    figures.add("hostile inputs tried", 1)
