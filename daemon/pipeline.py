@@ -268,9 +268,11 @@ class Pipeline:
                         self._metrics.errors.count_storage("pipeline")
             else:
                 log.exception("pipeline.error", message_id=message_id, attempt=attempt)
-            if isinstance(e, TransientError):
+            if isinstance(e, TransientError) and not isinstance(e, GpgUnavailable):
                 # An outage of the store or the database is no fault of the message: it waits
                 # it out (without using up attempts) for `retry_for`, like mail in a queue.
+                # (gpg down costs attempts: after the last the message is recorded with its
+                # signature unchecked rather than held back for days.)
                 try:
                     waiting = await defer_after_transient(
                         self._writer, message_id, self._node, self.settings.retry_for)
