@@ -25,14 +25,19 @@ lint: $(STAMP)
 # feature suites again with every daemon on its own fresh PostgreSQL database (SPEC §10);
 # `make test-pg` runs every end-to-end suite that way.
 PG_SUITES := tests/e2e/test_delivery.py tests/e2e/test_events.py tests/e2e/test_client.py \
-	tests/e2e/test_api_keys.py
+	tests/e2e/test_api_keys.py tests/e2e/test_authz.py tests/e2e/test_hostile_smtp.py
+
+# The last run prints the figures line of the whole suite (tests/figures.py).
+FIGURES := $(CURDIR)/.pytest_cache/figures.json
 
 test: lint
 	bash scripts/install-test-deps.sh
 	bash scripts/start-postgres.sh
-	$(VENV)/bin/pytest -n 3 --dist loadfile -m "not serial"
-	$(VENV)/bin/pytest -m serial
-	POSTROOM_TEST_DATABASE=postgresql $(VENV)/bin/pytest -n 2 --dist loadfile $(PG_SUITES)
+	mkdir -p .pytest_cache && rm -f $(FIGURES)
+	POSTROOM_FIGURES_FILE=$(FIGURES) $(VENV)/bin/pytest -n 3 --dist loadfile -m "not serial"
+	POSTROOM_FIGURES_FILE=$(FIGURES) $(VENV)/bin/pytest -m serial
+	POSTROOM_FIGURES_FILE=$(FIGURES) POSTROOM_TEST_DATABASE=postgresql \
+	  $(VENV)/bin/pytest -n 2 --dist loadfile $(PG_SUITES)
 
 test-pg: $(STAMP)
 	bash scripts/start-postgres.sh

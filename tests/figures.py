@@ -1,14 +1,18 @@
 """The suite's figures line: counts that reliability and security tests record as they run.
 
 A test calls `figures.add("hostile inputs tried", 1)`; at the end of the run pytest prints one
-`figures:` line per category (summed over pytest-xdist workers), which the README quotes. The
+`figures:` line per category (summed over pytest-xdist workers, and over the runs of one
+`make test` through POSTROOM_FIGURES_FILE), which the README quotes. The
 counts are what the tests really did, never a constant: a category nobody recorded is not printed.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,8 +70,18 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if hasattr(terminalreporter.config, "workeroutput"):
         return
+    title = "figures"
+    carried = os.environ.get("POSTROOM_FIGURES_FILE")
+    if carried:
+        # `make test` runs pytest three times (main, serial, PostgreSQL); each run adds its
+        # counts to the file and prints the totals so far, so the last run prints the suite's.
+        path = Path(carried)
+        if path.is_file():
+            merge(json.loads(path.read_text()))
+        path.write_text(json.dumps(snapshot()))
+        title = "figures (this make test so far)"
     out = lines()
     if out:
-        terminalreporter.section("figures")
+        terminalreporter.section(title)
         for line in out:
             terminalreporter.write_line(line)
