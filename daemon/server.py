@@ -43,7 +43,13 @@ from daemon.smtp_auth import AuthUsers
 from daemon.tls import TlsError, load_tls
 from daemon.uploads import streamed_routes
 from extractors import Limits
-from storage.db import current_revision, head_revision, make_engine, make_sessions, upgrade_schema
+from storage.db import (
+    current_revision,
+    head_revision,
+    make_engine,
+    make_sessions,
+    migrate_in_child,
+)
 from storage.errors import TransientError
 from storage.group_commit import GroupCommit
 from storage.local import LocalStore, load_or_create_secret
@@ -100,7 +106,12 @@ async def prepare_database(
     engine = make_engine(config.database.url, config.database.busy_timeout,
                          config.database.pool_size)
     if config.is_sqlite:
-        await upgrade_schema(engine)
+        if await current_revision(engine) != head_revision():
+            status, said = await migrate_in_child(config.database.url,
+                                                  config.database.busy_timeout)
+            if status != 0 or await current_revision(engine) != head_revision():
+                await engine.dispose()
+                raise StartupError(f"database schema upgrade failed: {said.strip()[-400:]}")
     else:
         current, head = await current_revision(engine), head_revision()
         if current != head:

@@ -15,17 +15,17 @@ among them, `seq` order is commit order, across every node on the database.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import re
+import sys
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Insert, Table, event, text
+from sqlalchemy import Insert, Table, event, inspect, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -38,6 +38,9 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -147,6 +150,10 @@ def _driver_message(e: BaseException) -> str:
 
 
 def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    # alembic is imported only to migrate (≈ 11 MiB a serving node never needs: the daemon
+    # migrates SQLite in a child process, `migrate_in_child`).
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(resources.files("storage") / "migrations"))
     if connection is not None:
@@ -154,26 +161,60 @@ def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
     return cfg
 
 
+_REVISION = re.compile(r"^(down_)?revision\s*(?::[^=]*)?=\s*(?:[\"']([^\"']+)[\"']|None)", re.M)
+
+
 def head_revision() -> str | None:
-    """The newest migration this code ships."""
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    """The newest migration this code ships, read from the version files (no alembic import:
+    tests/unit/test_schema.py holds it to alembic's own answer)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (resources.files("storage") / "migrations" / "versions").iterdir():
+        if not path.name.endswith(".py") or path.name.startswith("__"):
+            continue
+        for m in _REVISION.finditer(path.read_text(encoding="utf-8")):
+            if m.group(2) is not None:
+                (parents if m.group(1) else revisions).add(m.group(2))
+    heads = revisions - parents
+    if len(heads) > 1:
+        raise RuntimeError(f"migrations have several heads: {sorted(heads)}")
+    return next(iter(heads), None)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The migration the database is at, None when it has no schema yet."""
+    def read(c: Connection) -> str | None:
+        if not inspect(c).has_table("alembic_version"):
+            return None
+        value = c.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return None if value is None else str(value)
+
     async with translated_errors(), engine.connect() as conn:
-        return await conn.run_sync(
-            lambda c: MigrationContext.configure(c).get_current_revision())
+        return await conn.run_sync(read)
 
 
 async def upgrade_schema(engine: AsyncEngine) -> tuple[str | None, str | None]:
     """Apply every pending migration; returns (before, after) revisions."""
+    from alembic import command
+
     before = await current_revision(engine)
     async with translated_errors(), engine.begin() as conn:
         # Nodes upgrading at once take turns; the later ones find nothing left to do.
         await advisory_lock(conn, MIGRATION_LOCK)
         await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), "head"))
     return before, await current_revision(engine)
+
+
+async def migrate_in_child(url: str, busy_timeout: float) -> tuple[int, str]:
+    """`upgrade_schema` in a child process (`python -m storage.migrate`), so the caller never
+    imports alembic; returns the child's exit status and the end of what it printed."""
+    env = {**os.environ, "POSTROOM_MIGRATE_URL": url,
+           "POSTROOM_MIGRATE_BUSY_TIMEOUT": str(busy_timeout)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "storage.migrate", env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return int(proc.returncode or 0), out.decode(errors="replace")[-2000:]
 
 
 async def commit_in_order(conn: AsyncConnection) -> None:
