@@ -46,9 +46,6 @@ def test_the_head_read_from_the_version_files_is_alembics() -> None:
 
 async def test_a_child_process_migrates_and_the_parent_never_imports_alembic(
         tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     from storage.db import current_revision, migrate_in_child
 
     url = f"sqlite+aiosqlite:///{tmp_path}/child.db"
@@ -62,7 +59,13 @@ async def test_a_child_process_migrates_and_the_parent_never_imports_alembic(
     (tmp_path / "a-file").write_text("")  # a database path under a file cannot be made
     status, said = await migrate_in_child(f"sqlite+aiosqlite:///{tmp_path}/a-file/x.db", 1.0)
     assert status == 1 and "schema upgrade failed" in said, said
-    # What `postroom serve` imports leaves alembic out (≈ 11 MiB of a node's RSS).
+
+
+def test_what_serve_imports_leaves_alembic_out() -> None:
+    """≈ 11 MiB of a node's RSS."""
+    import subprocess
+    import sys
+
     probe = subprocess.run([sys.executable, "-c", "import sys, daemon.server, daemon.cli; "
                             "print(any(m.startswith('alembic') for m in sys.modules))"],
                            capture_output=True, text=True, check=True)
