@@ -22,8 +22,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
+from sqlalchemy import Connection, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.api_errors import ApiError
@@ -60,18 +60,19 @@ def event_rows(agent_ids: Iterable[str], kind: str, message_id: str | None, now:
              "created_at": now} for a in sorted(set(agent_ids))]
 
 
-async def message_agents(conn: AsyncConnection, message_id: str) -> list[str]:
+def message_agents(conn: Connection, message_id: str) -> list[str]:
     """The agents a message is addressed to (inside the caller's transaction)."""
-    rows = await conn.execute(select(RECIPIENTS.c.agent_id).distinct()
-                              .where(RECIPIENTS.c.message_id == message_id))
+    rows = conn.execute(select(RECIPIENTS.c.agent_id).distinct()
+                        .where(RECIPIENTS.c.message_id == message_id))
     return [str(r[0]) for r in rows.all()]
 
 
-async def record_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert event rows in the caller's transaction, their `seq` in commit order."""
+def record_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert event rows in the caller's transaction, their `seq` in commit order (from an
+    AsyncConnection: `await conn.run_sync(record_events, rows)`)."""
     if rows:
-        await commit_in_order(conn)
-        await conn.execute(EVENTS.insert(), list(rows))
+        commit_in_order(conn)
+        conn.execute(EVENTS.insert(), list(rows))
 
 
 class EventView(BaseModel):

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import bindparam
-from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
+from sqlalchemy import Connection, bindparam
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -98,7 +98,7 @@ def received_header(delivery: Delivery, hostname: str, message_id: str, when: fl
 _INSERTS: dict[tuple[str, tuple[str, ...]], Any] = {}
 
 
-def _message_insert(conn: AsyncConnection, columns: tuple[str, ...]) -> Any:
+def _message_insert(conn: Connection, columns: tuple[str, ...]) -> Any:
     """`INSERT … ON CONFLICT DO NOTHING RETURNING seq` with bound parameters, built once per
     dialect and column set: building and coercing the statement per message cost as much as
     running it (about 0.3 ms)."""
@@ -320,21 +320,21 @@ class Ingest:
     async def _insert(self, message_id: str, rkey: str, key: str, row: dict[str, Any],
                       recipients: list[Resolved], attachments: list[dict[str, Any]] | None = None,
                       later_events: list[dict[str, Any]] | None = None) -> Accepted:
-        async def insert(conn: AsyncConnection) -> bool:
-            await commit_in_order(conn)  # the message's seq is a cursor too
-            seq = (await conn.execute(_message_insert(conn, tuple(row)), row)).scalar()
+        def insert(conn: Connection) -> bool:
+            commit_in_order(conn)  # the message's seq is a cursor too
+            seq = conn.execute(_message_insert(conn, tuple(row)), row).scalar()
             if seq is None:
                 return False  # another connection committed the same delivery first
-            await conn.execute(RECIPIENTS.insert(), [
+            conn.execute(RECIPIENTS.insert(), [
                 {"message_seq": seq, "message_id": message_id, "agent_id": r.agent_id,
                  "address": r.address, "tag": r.tag} for r in recipients])
             if attachments:
-                await conn.execute(ATTACHMENTS.insert(), attachments)
-            await record_events(conn, event_rows((r.agent_id for r in recipients),
-                                                 "message.received", message_id, row["received_at"],
-                                                 status=str(row["status"])))
+                conn.execute(ATTACHMENTS.insert(), attachments)
+            record_events(conn, event_rows((r.agent_id for r in recipients),
+                                           "message.received", message_id, row["received_at"],
+                                           status=str(row["status"])))
             if later_events:
-                await record_events(conn, later_events)
+                record_events(conn, later_events)
             return True
 
         # No read first: the unique dedupe key makes the insert itself the redelivery check, so

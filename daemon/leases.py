@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
+from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import utcnow
@@ -37,8 +37,8 @@ async def claim_message(writer: GroupCommit, message_id: str, owner: str,
     now = utcnow()
     c = MESSAGES.c
 
-    async def claim(conn: AsyncConnection) -> int | None:
-        row = (await conn.execute(
+    def claim(conn: Connection) -> int | None:
+        row = (conn.execute(
             update(MESSAGES).where(c.id == message_id, _claimable(now))
             .values(status=PROCESSING, lease_owner=owner,
                     lease_expires_at=now + timedelta(seconds=lease), attempts=c.attempts + 1)
@@ -52,8 +52,8 @@ async def renew_lease(writer: GroupCommit, message_id: str, owner: str, lease: f
     """Extend our lease; False when it is no longer ours."""
     c = MESSAGES.c
 
-    async def renew(conn: AsyncConnection) -> bool:
-        result = await conn.execute(
+    def renew(conn: Connection) -> bool:
+        result = conn.execute(
             update(MESSAGES).where(c.id == message_id, c.lease_owner == owner)
             .values(lease_expires_at=utcnow() + timedelta(seconds=lease)))
         return bool(result.rowcount == 1)
@@ -66,8 +66,8 @@ async def release_lease(writer: GroupCommit, message_id: str, owner: str,
     """Give the message back, to be claimed again after `retry_in` seconds."""
     c = MESSAGES.c
 
-    async def release(conn: AsyncConnection) -> None:
-        await conn.execute(
+    def release(conn: Connection) -> None:
+        conn.execute(
             update(MESSAGES).where(c.id == message_id, c.lease_owner == owner)
             .values(lease_owner=None, lease_expires_at=utcnow() + timedelta(seconds=retry_in)))
 
@@ -83,8 +83,8 @@ async def defer_after_transient(writer: GroupCommit, message_id: str, owner: str
     caller then fails it."""
     c = MESSAGES.c
 
-    async def defer(conn: AsyncConnection) -> bool:
-        received = (await conn.execute(select(c.received_at).where(
+    def defer(conn: Connection) -> bool:
+        received = (conn.execute(select(c.received_at).where(
             c.id == message_id, c.lease_owner == owner))).scalar_one_or_none()
         if received is None:
             return True  # no longer ours: whoever holds it now decides
@@ -95,7 +95,7 @@ async def defer_after_transient(writer: GroupCommit, message_id: str, owner: str
         if waited >= retry_for:
             return False
         pause = min(max(waited / 4, 2.0), lease_cap)
-        await conn.execute(
+        conn.execute(
             update(MESSAGES).where(c.id == message_id, c.lease_owner == owner)
             .values(lease_owner=None, attempts=c.attempts - 1,
                     lease_expires_at=now + timedelta(seconds=pause)))
@@ -111,7 +111,7 @@ async def claim_batch(writer: GroupCommit, owner: str, lease: float, limit: int,
     more than `older_than` seconds ago; returns (message id, attempt number) of each."""
     c = MESSAGES.c
 
-    async def claim(conn: AsyncConnection) -> list[tuple[str, int]]:
+    def claim(conn: Connection) -> list[tuple[str, int]]:
         now = utcnow()
         # A CTE, not `seq IN (subquery)`: PostgreSQL may run such a subquery more than once
         # per statement, and its LIMIT then stops bounding the rows updated.
@@ -120,7 +120,7 @@ async def claim_batch(writer: GroupCommit, owner: str, lease: float, limit: int,
                   .order_by(c.seq).limit(limit)
                   .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
                   .cte("chosen"))
-        rows = (await conn.execute(
+        rows = (conn.execute(
             update(MESSAGES).where(c.seq == chosen.c.seq)
             .values(status=PROCESSING, lease_owner=owner,
                     lease_expires_at=now + timedelta(seconds=lease), attempts=c.attempts + 1)
@@ -134,8 +134,8 @@ async def release_node_leases(writer: GroupCommit, owner: str) -> int:
     """Give back every lease `owner` holds (a node stopping), for any node to claim at once."""
     c = MESSAGES.c
 
-    async def release(conn: AsyncConnection) -> int:
-        result = await conn.execute(
+    def release(conn: Connection) -> int:
+        result = conn.execute(
             update(MESSAGES).where(c.lease_owner == owner, c.status.in_(UNFINISHED))
             .values(lease_owner=None, lease_expires_at=None))
         return int(result.rowcount or 0)

@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
-from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
+from sqlalchemy import Connection, delete, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import utcnow
@@ -308,19 +308,21 @@ class Pipeline:
     async def _fail(self, message_id: str, reason: str) -> None:
         reason = reason[:500]
 
-        async def fail(conn: AsyncConnection) -> None:
-            done = await conn.execute(update(MESSAGES).where(
-                MESSAGES.c.id == message_id, MESSAGES.c.lease_owner == self._node)
+        node = self._node
+
+        def fail(conn: Connection) -> None:
+            done = conn.execute(update(MESSAGES).where(
+                MESSAGES.c.id == message_id, MESSAGES.c.lease_owner == node)
                 .values(status=FAILED, error=reason, processed_at=utcnow(),
                         lease_owner=None, lease_expires_at=None))
             if not done.rowcount:
                 return  # not ours any more: the node holding the lease decides
-            await conn.execute(update(ATTACHMENTS).where(
+            conn.execute(update(ATTACHMENTS).where(
                 ATTACHMENTS.c.message_id == message_id, ATTACHMENTS.c.status == PENDING)
                 .values(status=FAILED, error=reason))
-            await record_events(conn, event_rows(await message_agents(conn, message_id),
-                                                 "message.failed", message_id, utcnow(),
-                                                 status=FAILED))
+            record_events(conn, event_rows(message_agents(conn, message_id),
+                                           "message.failed", message_id, utcnow(),
+                                           status=FAILED))
 
         try:
             await self._writer.write(fail)
@@ -393,23 +395,25 @@ class Pipeline:
         outcome = outcome or Outcome()
         message = message_values(message_id, found, final, now, outcome)
 
-        async def record(conn: AsyncConnection) -> list[str] | None:
+        node = self._node
+
+        def record(conn: Connection) -> list[str] | None:
             # The fence first: the row stays locked (PostgreSQL) until this commits, and a
             # node whose lease is gone changes nothing.
-            fenced = await conn.execute(update(MESSAGES).where(
-                MESSAGES.c.id == message_id, MESSAGES.c.lease_owner == self._node)
+            fenced = conn.execute(update(MESSAGES).where(
+                MESSAGES.c.id == message_id, MESSAGES.c.lease_owner == node)
                 .values(**message))
             if not fenced.rowcount:
                 return None
-            earlier: dict[int, str] = {int(i): str(a) for i, a in (await conn.execute(
-                select(c.index, c.id).where(c.message_id == message_id))).all()}
+            earlier: dict[int, str] = {int(i): str(a) for i, a in conn.execute(
+                select(c.index, c.id).where(c.message_id == message_id)).all()}
             if earlier:
-                await conn.execute(delete(ATTACHMENTS).where(c.message_id == message_id))
+                conn.execute(delete(ATTACHMENTS).where(c.message_id == message_id))
             rows = attachment_rows(message_id, found, final, now, earlier, outcome)
             if rows:
-                await conn.execute(ATTACHMENTS.insert(), rows)
-            await record_events(conn, result_events(
-                await message_agents(conn, message_id), message_id, found, rows,
+                conn.execute(ATTACHMENTS.insert(), rows)
+            record_events(conn, result_events(
+                message_agents(conn, message_id), message_id, found, rows,
                 str(message["status"]) if final else None, now))
             return [str(r["id"]) for r in rows]
 

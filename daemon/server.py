@@ -218,7 +218,7 @@ async def serve(config: Config) -> int:
     extraction = ExtractionPool(config.pipeline.extract_processes)
     await extraction.start()
     p = config.pipeline
-    writer = GroupCommit(engine)
+    writer = GroupCommit(engine, busy_timeout=config.database.busy_timeout)
     counters = SmtpCounters()
     metrics = Metrics(Sources(
         smtp=counters, queue_depth=lambda: pipeline.depth, busy_workers=lambda: pipeline.busy,
@@ -356,6 +356,7 @@ async def serve(config: Config) -> int:
     spooler.close()
     await store.close()
     lookups.close()
+    writer.close()
     await engine.dispose()
     log.info("daemon.stopped", status=status)
     return status

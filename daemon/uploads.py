@@ -214,7 +214,7 @@ def uploads_router(ctx: ApiContext, agent_dependency: Any, lookups: Lookups) -> 
         async with ctx.sessions() as session, translated_errors():
             session.add(row)
             if row.status == READY:
-                await record_events(await session.connection(), event_rows(
+                await (await session.connection()).run_sync(record_events, event_rows(
                     [agent_id], "upload.ready", None, utcnow(), attachment_id=row.id,
                     status=READY))
             await session.commit()
@@ -229,7 +229,7 @@ def uploads_router(ctx: ApiContext, agent_dependency: Any, lookups: Lookups) -> 
                 .values(status=READY, size=size, sha256=sha256, ready_at=utcnow())
                 .returning(UPLOAD_COL.id, UPLOAD_COL.agent_id))).first()
             if flipped is not None:  # once, however many requests notice it together
-                await record_events(await session.connection(), event_rows(
+                await (await session.connection()).run_sync(record_events, event_rows(
                     [str(flipped[1])], "upload.ready", None, utcnow(),
                     attachment_id=str(flipped[0]), status=READY))
             await session.commit()

@@ -20,12 +20,12 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Insert, Table, event, inspect, text
+from sqlalchemy import Engine, Insert, Table, create_engine, event, inspect, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -38,9 +38,6 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-if TYPE_CHECKING:
-    from alembic.config import Config as AlembicConfig
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -50,6 +47,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import TransientError, Unavailable
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 # pg_advisory_xact_lock key of `commit_in_order` ("postroom" in ASCII, as a bigint).
 COMMIT_ORDER_LOCK = int.from_bytes(b"postroom", "big") & (2**63 - 1)
@@ -99,15 +99,33 @@ def make_engine(url: str, busy_timeout: float = 5.0, pool_size: int = 10) -> Asy
                           }})
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            cur.close()
+        _sqlite_pragmas(engine.sync_engine, busy_timeout)
     return engine
+
+
+def _sqlite_pragmas(engine: Engine, busy_timeout: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cur.close()
+
+
+def make_writer_engine(engine: AsyncEngine, busy_timeout: float) -> Engine | None:
+    """For a SQLite file, a plain (synchronous) engine of one connection on the same file, for
+    the group committer's thread: a batch then runs there statement after statement, instead
+    of one hop to aiosqlite's thread and back per statement. None for other databases."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or sqlite_path(str(url)) is None:
+        return None
+    sync = create_engine(url.set(drivername="sqlite"), hide_parameters=True,
+                         connect_args={"timeout": busy_timeout, "check_same_thread": False},
+                         pool_size=1, max_overflow=0, pool_timeout=busy_timeout)
+    _sqlite_pragmas(sync, busy_timeout)
+    return sync
 
 
 def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -217,7 +235,7 @@ async def migrate_in_child(url: str, busy_timeout: float) -> tuple[int, str]:
     return int(proc.returncode or 0), out.decode(errors="replace")[-2000:]
 
 
-async def commit_in_order(conn: AsyncConnection) -> None:
+def commit_in_order(conn: Connection) -> None:
     """Make this transaction's `seq` values commit in order (PostgreSQL; see the module text).
 
     Call it before inserting a row with a `seq`. Taken at most once per transaction when the
@@ -226,13 +244,13 @@ async def commit_in_order(conn: AsyncConnection) -> None:
     """
     if conn.dialect.name != "postgresql" or conn.info.get(_ORDERED):
         return
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": COMMIT_ORDER_LOCK})
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": COMMIT_ORDER_LOCK})
 
 
-@contextlib.asynccontextmanager
-async def ordered_transaction(conn: AsyncConnection) -> AsyncIterator[None]:
+@contextlib.contextmanager
+def ordered_transaction(conn: Connection) -> Iterator[None]:
     """Take the commit-order lock now, for the whole of the transaction open on `conn`."""
-    await commit_in_order(conn)
+    commit_in_order(conn)
     conn.info[_ORDERED] = True
     try:
         yield
@@ -246,7 +264,7 @@ async def advisory_lock(conn: AsyncConnection, key: int) -> None:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def insert_ignoring_conflicts(conn: AsyncConnection, table: Table) -> Insert:
+def insert_ignoring_conflicts(conn: AsyncConnection | Connection, table: Table) -> Insert:
     """`INSERT … ON CONFLICT DO NOTHING` for this connection's dialect (SQLite or PostgreSQL)."""
     if conn.dialect.name == "postgresql":
         return postgresql_insert(table).on_conflict_do_nothing()

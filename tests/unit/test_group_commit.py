@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, text
 
 from storage.barrier import SyncBarrier, syncfs_available
 from storage.db import make_engine
@@ -25,8 +24,8 @@ async def test_concurrent_writes_are_committed_in_few_batches(tmp_path: Path) ->
     runner = asyncio.create_task(writer.run())
     try:
         def insert(n: int):
-            async def write(conn: AsyncConnection) -> int:
-                await conn.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+            def write(conn: Connection) -> int:
+                conn.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
                 return n
             return write
 
@@ -45,6 +44,7 @@ async def test_concurrent_writes_are_committed_in_few_batches(tmp_path: Path) ->
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+        writer.close()
         await engine.dispose()
 
 
@@ -54,13 +54,13 @@ async def test_a_locked_database_fails_the_write_as_transient(tmp_path: Path) ->
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/l.db", busy_timeout=0.2)
     async with engine.begin() as conn:
         await conn.execute(text("CREATE TABLE t (n INTEGER)"))
-    writer = GroupCommit(engine)
+    writer = GroupCommit(engine, busy_timeout=0.2)
     runner = asyncio.create_task(writer.run())
     other = sqlite3.connect(tmp_path / "l.db")
     other.execute("BEGIN EXCLUSIVE")
     try:
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(text("INSERT INTO t (n) VALUES (1)"))
+        def write(conn: Connection) -> None:
+            conn.execute(text("INSERT INTO t (n) VALUES (1)"))
 
         with pytest.raises(TransientError):
             await writer.write(write)
@@ -69,6 +69,7 @@ async def test_a_locked_database_fails_the_write_as_transient(tmp_path: Path) ->
         other.close()
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+        writer.close()
         await engine.dispose()
 
 
@@ -80,12 +81,12 @@ async def test_a_batch_meeting_a_locked_database_fails_at_once_not_write_by_writ
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/l.db", busy_timeout=0.3)
     async with engine.begin() as conn:
         await conn.execute(text("CREATE TABLE t (n INTEGER)"))
-    writer = GroupCommit(engine)
+    writer = GroupCommit(engine, busy_timeout=0.3)
     other = sqlite3.connect(tmp_path / "l.db")
     other.execute("BEGIN EXCLUSIVE")
     try:
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(text("INSERT INTO t (n) VALUES (1)"))
+        def write(conn: Connection) -> None:
+            conn.execute(text("INSERT INTO t (n) VALUES (1)"))
 
         pending = [asyncio.ensure_future(writer.write(write)) for _ in range(10)]
         runner = asyncio.create_task(writer.run())  # all ten queued: one batch
@@ -99,6 +100,7 @@ async def test_a_batch_meeting_a_locked_database_fails_at_once_not_write_by_writ
         other.close()
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+        writer.close()
         await engine.dispose()
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.agents import utcnow
 from daemon.events import event_rows, record_events
@@ -59,6 +60,7 @@ class Node:
     async def close(self) -> None:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
+        self.writer.close()
         await self.engine.dispose()
 
 
@@ -202,10 +204,9 @@ async def test_the_event_cursor_never_skips_a_late_commit(nodes: tuple[Node, Nod
     total = 240
 
     def writer_of(n: int) -> object:
-        async def write(conn: AsyncConnection) -> None:
-            await record_events(conn, event_rows(["agt_x"], "message.received", f"m{n}",
-                                                 utcnow()))
-            await asyncio.sleep(random.random() * 0.004)  # hold the transaction a moment
+        def write(conn: Connection) -> None:
+            record_events(conn, event_rows(["agt_x"], "message.received", f"m{n}", utcnow()))
+            time.sleep(random.random() * 0.004)  # hold the transaction a moment
         return write
 
     async def produce(node: Node, numbers: range) -> None:
@@ -245,8 +246,8 @@ async def test_the_event_cursor_never_skips_a_late_commit(nodes: tuple[Node, Nod
 async def test_postgresql_batches_take_the_commit_order_lock(pg: PgServer) -> None:
     node = Node(pg.new_database(), "n")
     try:
-        async def held(conn: AsyncConnection) -> int:
-            rows = await conn.execute(text(
+        def held(conn: Connection) -> int:
+            rows = conn.execute(text(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                 "AND pid = pg_backend_pid()"))
             return int(rows.scalar() or 0)
