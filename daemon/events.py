@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -60,10 +60,15 @@ def event_rows(agent_ids: Iterable[str], kind: str, message_id: str | None, now:
              "created_at": now} for a in sorted(set(agent_ids))]
 
 
+# Built once: building and coercing a statement per call cost as much as running it.
+_MESSAGE_AGENTS = (select(RECIPIENTS.c.agent_id).distinct()
+                   .where(RECIPIENTS.c.message_id == bindparam("message_id")))
+_EVENT_INSERT = EVENTS.insert()
+
+
 def message_agents(conn: Connection, message_id: str) -> list[str]:
     """The agents a message is addressed to (inside the caller's transaction)."""
-    rows = conn.execute(select(RECIPIENTS.c.agent_id).distinct()
-                        .where(RECIPIENTS.c.message_id == message_id))
+    rows = conn.execute(_MESSAGE_AGENTS, {"message_id": message_id})
     return [str(r[0]) for r in rows.all()]
 
 
@@ -72,7 +77,7 @@ def record_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     AsyncConnection: `await conn.run_sync(record_events, rows)`)."""
     if rows:
         commit_in_order(conn)
-        conn.execute(EVENTS.insert(), list(rows))
+        conn.execute(_EVENT_INSERT, list(rows))
 
 
 class EventView(BaseModel):

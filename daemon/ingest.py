@@ -96,6 +96,8 @@ def received_header(delivery: Delivery, hostname: str, message_id: str, when: fl
 
 
 _INSERTS: dict[tuple[str, tuple[str, ...]], Any] = {}
+_RECIPIENT_INSERT = RECIPIENTS.insert()
+_ATTACHMENT_INSERT = ATTACHMENTS.insert()
 
 
 def _message_insert(conn: Connection, columns: tuple[str, ...]) -> Any:
@@ -325,11 +327,11 @@ class Ingest:
             seq = conn.execute(_message_insert(conn, tuple(row)), row).scalar()
             if seq is None:
                 return False  # another connection committed the same delivery first
-            conn.execute(RECIPIENTS.insert(), [
+            conn.execute(_RECIPIENT_INSERT, [
                 {"message_seq": seq, "message_id": message_id, "agent_id": r.agent_id,
                  "address": r.address, "tag": r.tag} for r in recipients])
             if attachments:
-                conn.execute(ATTACHMENTS.insert(), attachments)
+                conn.execute(_ATTACHMENT_INSERT, attachments)
             record_events(conn, event_rows((r.agent_id for r in recipients),
                                            "message.received", message_id, row["received_at"],
                                            status=str(row["status"])))

@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -100,6 +101,24 @@ class PipelineSettings:
     max_attempts: int
     limits: Limits
     retry_for: float = 5 * 86400.0
+
+
+_UPDATES: dict[tuple[str, ...], Any] = {}
+_ATTACHMENT_INSERT = ATTACHMENTS.insert()
+_EARLIER_ATTACHMENTS = (select(ATTACHMENTS.c.index, ATTACHMENTS.c.id)
+                        .where(ATTACHMENTS.c.message_id == bindparam("message_id")))
+
+
+def _fenced_update(columns: tuple[str, ...]) -> Any:
+    """`UPDATE messages SET <columns> WHERE id = :w_id AND lease_owner = :w_owner`, built once
+    per column set (the values are `v_<column>`): building it per message cost more than
+    running it."""
+    statement = _UPDATES.get(columns)
+    if statement is None:
+        statement = _UPDATES[columns] = update(MESSAGES).where(
+            MESSAGES.c.id == bindparam("w_id"), MESSAGES.c.lease_owner == bindparam("w_owner")
+        ).values({name: bindparam(f"v_{name}", type_=MESSAGES.c[name].type) for name in columns})
+    return statement
 
 
 class Pipeline:
@@ -400,18 +419,18 @@ class Pipeline:
         def record(conn: Connection) -> list[str] | None:
             # The fence first: the row stays locked (PostgreSQL) until this commits, and a
             # node whose lease is gone changes nothing.
-            fenced = conn.execute(update(MESSAGES).where(
-                MESSAGES.c.id == message_id, MESSAGES.c.lease_owner == node)
-                .values(**message))
+            fenced = conn.execute(_fenced_update(tuple(message)), {
+                "w_id": message_id, "w_owner": node,
+                **{f"v_{k}": v for k, v in message.items()}})
             if not fenced.rowcount:
                 return None
             earlier: dict[int, str] = {int(i): str(a) for i, a in conn.execute(
-                select(c.index, c.id).where(c.message_id == message_id)).all()}
+                _EARLIER_ATTACHMENTS, {"message_id": message_id}).all()}
             if earlier:
                 conn.execute(delete(ATTACHMENTS).where(c.message_id == message_id))
             rows = attachment_rows(message_id, found, final, now, earlier, outcome)
             if rows:
-                conn.execute(ATTACHMENTS.insert(), rows)
+                conn.execute(_ATTACHMENT_INSERT, rows)
             record_events(conn, result_events(
                 message_agents(conn, message_id), message_id, found, rows,
                 str(message["status"]) if final else None, now))

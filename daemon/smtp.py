@@ -307,6 +307,15 @@ class PostroomSMTP(SMTP):
                 return
         await super().smtp_MAIL(arg)
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address split, without its RFC 5322 parser for the common form."""
+        simple = policy.simple_path(arg) if arg else None
+        limit = self.local_part_limit
+        if simple is not None and not (limit and len(simple[0].rpartition("@")[0]) > limit):
+            return simple
+        result: tuple[str | None, str | None] = super()._getaddr(arg)
+        return result
+
     @syntax("AUTH <mechanism>", when="offers_auth")
     async def smtp_AUTH(self, arg: str) -> None:
         """aiosmtpd's AUTH (538 before TLS, 503 when repeated), counting the failures."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from daemon import policy
 
 NETS = policy.parse_networks(["127.0.0.0/8", "::1/128", "10.1.0.0/16"])
@@ -108,3 +112,49 @@ def test_an_address_with_a_control_character_or_bytes_not_utf8_is_refused() -> N
     for good in ["ré@agents.test", "", "a+tag@agents.test"]:  # UTF-8 (SMTPUTF8), null sender
         assert policy.address_refusal(good) is None and policy.sender_refusal(good) is None
     assert policy.BAD_SENDER_SYNTAX.startswith("501 5.1.7")
+
+
+# The fast split of MAIL/RCPT paths agrees with aiosmtpd's parser wherever it answers.
+
+class _Limitless:
+    local_part_limit = 0
+
+
+def _aiosmtpd_split(arg: str) -> tuple[str | None, str | None]:
+    from aiosmtpd.smtp import SMTP
+
+    result: tuple[str | None, str | None] = SMTP._getaddr(_Limitless(), arg)  # type: ignore[arg-type]
+    return result
+
+
+@pytest.mark.parametrize("arg", [
+    "<a@b.c>", "<a@b.c> SIZE=12 BODY=8BITMIME", "<a@b.c>SIZE=1", " <x.y+tag@mx-1.example.org>",
+    "<A!#$%&'*+/=?^_`{|}~-@B.C>  X=1", "<a@b>", "<a@b.c>\tSIZE=3",
+])
+def test_the_simple_path_split_is_aiosmtpds(arg: str) -> None:
+    assert policy.simple_path(arg) == _aiosmtpd_split(arg)
+
+
+@pytest.mark.parametrize("arg", [
+    "<>", '<"q r"@b.c>', "<a..b@c>", "<.a@b>", "<a@[127.0.0.1]>", "a@b.c", "<a@b.c> (c) X",
+    "<a@b..c>", "<a@-b.c", "<@relay:a@b.c>", "<a@b.c", "<a b@c>", "<a@b.c>(x)",
+])
+def test_other_forms_are_left_to_aiosmtpd(arg: str) -> None:
+    assert policy.simple_path(arg) is None
+
+
+# Half well-formed dot-atoms (the fast path's domain), half anything near them.
+_PIECE = st.one_of(
+    st.from_regex(r"[a-zA-Z0-9+=_-]{1,5}(\.[a-z0-9-]{1,4}){0,2}", fullmatch=True),
+    st.text(st.sampled_from([*"ab.Z9-+=_", "é", '"', " ", "[", "("]), max_size=8))
+_REST = st.text(st.sampled_from([*"SIZE=9 \t(x)"]), max_size=12)
+
+
+@given(st.sampled_from(["", " ", "\t"]), _PIECE, _PIECE, _REST)
+@settings(max_examples=3000, deadline=None, derandomize=True)
+def test_the_simple_split_never_disagrees_with_aiosmtpd(
+        lead: str, local: str, domain: str, rest: str) -> None:
+    arg = f"{lead}<{local}@{domain}>{rest}".rstrip()  # aiosmtpd strips the command line
+    simple = policy.simple_path(arg)
+    if simple is not None:
+        assert simple == _aiosmtpd_split(arg), arg
