@@ -18,4 +18,15 @@ fi
 
 VENV=${VENV:-.venv}
 "$VENV/bin/python" -m pip install -q psutil py-spy httpx uvloop
+
+# postroom itself runs from a venv of its own with what a deployment installs (the project and
+# its `fast` extra), not from the test venv: test tools such as schemathesis bring rich, which
+# structlog then imports, and a benchmark of memory must not count them.
+POSTROOM_VENV=${POSTROOM_VENV:-.venv-bench}
+if [ ! -x "$POSTROOM_VENV/bin/python" ] || [ pyproject.toml -nt "$POSTROOM_VENV/.installed" ]; then
+    python3 -m venv "$POSTROOM_VENV"
+    "$POSTROOM_VENV/bin/python" -m pip install -q --upgrade pip
+    "$POSTROOM_VENV/bin/python" -m pip install -q '.[fast]'
+    touch "$POSTROOM_VENV/.installed"
+fi
 echo "bench setup done: smtp-sink at $(command -v smtp-sink || echo /usr/sbin/smtp-sink)"

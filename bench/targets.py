@@ -36,6 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 BENCH_DOMAIN = "bench.test"
 TARGETS = ("postroom", "smtp-sink", "aiosmtpd")
+# postroom runs on the interpreter of a deployment-like venv (bench/setup.sh makes it: the
+# project and its `fast` extra, no test tools); the test venv's own when there is none.
+_DEPLOYED = REPO / ".venv-bench" / "bin" / "python"
+POSTROOM_PYTHON = str(_DEPLOYED) if _DEPLOYED.exists() else sys.executable
 
 
 def free_port() -> int:
@@ -189,7 +193,7 @@ def postroom_env(src: Path) -> dict[str, str]:
 
 
 def postroom_cli(root: Path, src: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon", *args, "--config",
+    return subprocess.run([POSTROOM_PYTHON, "-m", "daemon", *args, "--config",
                            str(root / "config.toml")], cwd=root, env=postroom_env(src),
                           capture_output=True, text=True, timeout=120, check=True)
 
@@ -205,7 +209,7 @@ def start_postroom(root: Path, nice: int, src: Path, timeout: float = 60.0) -> R
     smtp_port, http_port = free_port(), free_port()
     (root / "config.toml").write_text(POSTROOM_CONFIG.format(
         host=HOST, smtp_port=smtp_port, http_port=http_port))
-    proc, logs = _spawn("postroom", [*nice_prefix(nice), sys.executable, "-m", "daemon", "serve",
+    proc, logs = _spawn("postroom", [*nice_prefix(nice), POSTROOM_PYTHON, "-m", "daemon", "serve",
                                      "--config", str(root / "config.toml")],
                         root, env=postroom_env(src))
     run = Running("postroom", proc, root, smtp_port, http_port, log_files=logs)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from extractors import Extraction, Limits, extract_message
+from extractors import Extraction, Limits
 from storage.spool import spool_name
 
 _HEADER = struct.Struct(">Q")
@@ -73,6 +73,10 @@ def _write_file(directory: Path, data: bytes) -> str:
 
 def extract_to_files(source: bytes | str, limits: Limits, out_dir: str) -> Extracted:
     """Extract the message in `source` (its bytes, or the path of a file holding them)."""
+    # Imported here: the daemon imports this module for the job's name only, and the walker
+    # (with its sniffer's magic table and the TNEF reader) belongs in the worker's memory.
+    from extractors.mime import extract_message
+
     raw = source if isinstance(source, bytes) else Path(source).read_bytes()
     found = extract_message(raw, limits)
     del raw
@@ -133,6 +137,8 @@ def die_with_parent(parent: int) -> None:
 
 def warm() -> bool:
     """A job that does nothing: answered once the worker has imported what it needs."""
+    import extractors.mime  # noqa: F401  (the first message must not pay for the import)
+
     return True
 
 
