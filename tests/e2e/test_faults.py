@@ -77,6 +77,20 @@ def _some_451(relay: Relay, since: int) -> Any:
     return lambda: any(t.code == 451 for t in relay.transactions[since:])
 
 
+def _survive(d: Daemon, what: str, seed: int, fault: Any, heal: Any, hold: float) -> Relay:
+    """90 messages from relay-like senders; `fault` once 25 are in, `heal` after `hold` s and
+    a first 451. Every reply 250 or 4xx, every 250 then ready exactly once."""
+    key = d.add_agent("fault", RCPT)["api_key"]
+    relay = Relay(make_load(RCPT, 90, random.Random(seed)), RCPT, lambda: d.smtp_port).start()
+    since = len(relay.transactions)
+    seen = _during(relay, 25, hold, fault, heal, until=_some_451(relay, since))
+    _finish(d, key, relay)
+    assert "451" in seen, seen
+    print(f"\n{what}: {relay.codes()} over {relay.accepted()} messages")
+    _count(relay)
+    return relay
+
+
 # The object store.
 
 def test_s3_killed_mid_load_costs_451s_and_every_250_becomes_ready(
@@ -92,11 +106,6 @@ def test_s3_killed_mid_load_costs_451s_and_every_250_becomes_ready(
     servers = [moto]
     try:
         with running_daemon(tmp_path / "d", extra=section) as d:
-            key = d.add_agent("fault", RCPT)["api_key"]
-            relay = Relay(make_load(RCPT, 90, random.Random(91)), RCPT,
-                          lambda: d.smtp_port).start()
-            since = len(relay.transactions)
-
             def kill() -> None:
                 servers[-1].proc.send_signal(signal.SIGKILL)
                 servers[-1].proc.wait(10)
@@ -107,14 +116,10 @@ def test_s3_killed_mid_load_costs_451s_and_every_250_becomes_ready(
                 servers.append(start_moto_server(tmp_path / "moto", port=port,
                                                  recording=recording, replay=True))
 
-            seen = _during(relay, 25, 2.0, kill, restart, until=_some_451(relay, since))
-            _finish(d, key, relay)
-            assert "451" in seen, seen
+            _survive(d, "S3 killed mid-load", 91, kill, restart, hold=2.0)
     finally:
         for s in servers:
             s.stop()
-    print(f"\nS3 killed mid-load: {relay.codes()} over {relay.accepted()} messages")
-    _count(relay)
 
 
 @contextlib.contextmanager
@@ -129,32 +134,32 @@ def _tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def _remount(path: Path, mode: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{mode}", str(path)], check=True)
+def _remount(path: Path, mode: str, within: float = 10.0) -> None:
+    """Remount `path` `ro` or `rw`. The kernel refuses `ro` (EBUSY) while any file on it is
+    open for writing, which under load is most moments: try again until a gap comes."""
+    deadline = time.monotonic() + within
+    while True:
+        done = subprocess.run(["mount", "-o", f"remount,{mode}", str(path)],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"remount,{mode} of {path}: {done.stderr.strip()}")
+        time.sleep(0.005)  # a retry, not a wait for a state the test could observe
 
 
 def test_local_store_made_unwritable_mid_load_costs_451s_and_nothing_is_lost(
         fresh_root: Path) -> None:
     objects = fresh_root / "var" / "objects"
     with _tmpfs(objects, "256m"), running_daemon(fresh_root, pipeline=ONE_ATTEMPT) as d:
-        key = d.add_agent("fault", RCPT)["api_key"]
-        relay = Relay(make_load(RCPT, 90, random.Random(92)), RCPT, lambda: d.smtp_port).start()
-        since = len(relay.transactions)
         # Read-only binds root as well (file modes do not: the tests run as root).
-        seen = _during(relay, 25, 1.5, lambda: _remount(objects, "ro"),
-                       lambda: _remount(objects, "rw"), until=_some_451(relay, since))
-        _finish(d, key, relay)
-    assert "451" in seen, seen
-    print(f"\nlocal store read-only mid-load: {relay.codes()}")
-    _count(relay)
+        _survive(d, "local store read-only mid-load", 92, lambda: _remount(objects, "ro"),
+                 lambda: _remount(objects, "rw"), hold=1.5)
 
 
 def test_a_full_disk_mid_load_costs_451s_and_nothing_is_lost(fresh_root: Path) -> None:
     objects = fresh_root / "var" / "objects"
     with _tmpfs(objects, "48m"), running_daemon(fresh_root, pipeline=ONE_ATTEMPT) as d:
-        key = d.add_agent("fault", RCPT)["api_key"]
-        relay = Relay(make_load(RCPT, 90, random.Random(93)), RCPT, lambda: d.smtp_port).start()
-        since = len(relay.transactions)
         filler = objects / "filler"
 
         def fill() -> None:
@@ -164,12 +169,7 @@ def test_a_full_disk_mid_load_costs_451s_and_nothing_is_lost(fresh_root: Path) -
                     f.write(b"\0" * (1 << 20))
                     f.flush()
 
-        seen = _during(relay, 25, 1.5, fill, lambda: filler.unlink(),
-                       until=_some_451(relay, since))
-        _finish(d, key, relay)
-    assert "451" in seen, seen
-    print(f"\ndisk full mid-load: {relay.codes()}")
-    _count(relay)
+        _survive(d, "disk full mid-load", 93, fill, filler.unlink, hold=1.5)
 
 
 # The database.
@@ -177,9 +177,6 @@ def test_a_full_disk_mid_load_costs_451s_and_nothing_is_lost(fresh_root: Path) -
 def test_sqlite_locked_past_its_timeout_mid_load_costs_451s_then_service(
         fresh_root: Path) -> None:
     with running_daemon(fresh_root, extra='[database]\nbusy_timeout = "0.5s"') as d:
-        key = d.add_agent("fault", RCPT)["api_key"]
-        relay = Relay(make_load(RCPT, 90, random.Random(94)), RCPT, lambda: d.smtp_port).start()
-        since = len(relay.transactions)
         holder: list[sqlite3.Connection] = []
 
         def lock() -> None:
@@ -191,11 +188,7 @@ def test_sqlite_locked_past_its_timeout_mid_load_costs_451s_then_service(
             holder[0].rollback()
             holder[0].close()
 
-        seen = _during(relay, 25, 2.0, lock, unlock, until=_some_451(relay, since))
-        _finish(d, key, relay)
-    assert "451" in seen, seen
-    print(f"\nSQLite locked mid-load: {relay.codes()}")
-    _count(relay)
+        _survive(d, "SQLite locked mid-load", 94, lock, unlock, hold=2.0)
 
 
 @pytest.mark.serial  # stops the machine's PostgreSQL: no other test may use it meanwhile
@@ -203,20 +196,12 @@ def test_postgresql_stopped_mid_load_costs_451s_then_service_without_a_restart(
         pg: PgServer, tmp_path: Path) -> None:
     url = pg.new_database()
     with running_daemon(tmp_path, extra=f'[database]\nurl = "{url}"\n') as d:
-        key = d.add_agent("fault", RCPT)["api_key"]
-        relay = Relay(make_load(RCPT, 90, random.Random(95)), RCPT, lambda: d.smtp_port).start()
-        since = len(relay.transactions)
-
         def start() -> None:
             control_cluster("start")
             pg.check()
 
-        seen = _during(relay, 25, 3.0, lambda: control_cluster("stop"), start,
-                       until=_some_451(relay, since))
-        _finish(d, key, relay)
-    assert "451" in seen, seen
-    print(f"\nPostgreSQL stopped mid-load: {relay.codes()}")
-    _count(relay)
+        _survive(d, "PostgreSQL stopped mid-load", 95, lambda: control_cluster("stop"), start,
+                 hold=3.0)
 
 
 # The daemon itself.
