@@ -35,6 +35,7 @@ RATIO_GOALS = [("small c=16 msgs/s ≥ 0.40× smtp-sink", "small", 16, 0.40),
                ("large c=16 MB/s ≥ 0.63× smtp-sink", "large", 16, 0.63)]
 RSS_GOAL_MIB = 150
 READY_GOAL_MS = 10.0
+SETTLE_GOAL_S = 2.0  # every message ready within this long after the load's end
 DOWNLOAD_GOAL = 2000.0
 
 
@@ -383,6 +384,13 @@ def goals_section(rows: list[dict[str, Any]], downloads: list[dict[str, Any]]) -
     body.append([f"large c=16 peak RSS ≤ {RSS_GOAL_MIB} MiB (judged on the max)",
                  med_rng(rss, lambda v: f"{v:.0f} MiB" if v else "–"),
                  verdict(None if not rss else max(rss) <= RSS_GOAL_MIB)])
+    for wl in ("small", "medium", "large"):
+        runs = groups.get((wl, 16), {}).get("postroom", [])
+        settle = [ready_of(r).get("time_to_ready_s") for r in runs]
+        known = [v for v in settle if v is not None]
+        body.append([f"{wl} c=16 all ready ≤ {SETTLE_GOAL_S:.0f} s after the load "
+                     "(judged on the max)", med_rng(settle, lambda v: f"{v:.2f} s"),
+                     verdict(None if not known else max(known) <= SETTLE_GOAL_S)])
     small1 = groups.get(("small", 1), {}).get("postroom", [])
     p50 = [ready_of(r).get("ready_after_250_p50_ms") for r in small1]
     m = med(p50)
