@@ -120,6 +120,7 @@ class Jobs(Protocol):
     def unreserve(self) -> None: ...
     def claimed(self, message_id: str) -> None: ...
     def submit(self, message_id: str) -> None: ...
+    async def caught_up(self) -> None: ...
 
 
 class Extract(Protocol):
@@ -165,6 +166,10 @@ class Ingest:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         return await asyncio.shield(task)
+
+    async def admit(self) -> None:
+        """Wait (boundedly) until extraction has caught up enough to take one more message."""
+        await self._jobs.caught_up()
 
     async def wait_idle(self, within: float) -> None:
         """Wait for accepts still running (their clients may be gone) before shutting down."""

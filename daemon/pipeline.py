@@ -101,6 +101,7 @@ class PipelineSettings:
     max_attempts: int
     limits: Limits
     retry_for: float = 5 * 86400.0
+    max_lag: float = 1.0
 
 
 _UPDATES: dict[tuple[str, ...], Any] = {}
@@ -142,12 +143,44 @@ class Pipeline:
         # worker must claim)
         self._queue: asyncio.Queue[tuple[str, tuple[float, int] | None]] = asyncio.Queue()
         self._queued: set[str] = set()
+        # When each queued message joined the queue, oldest first (the queue is FIFO).
+        self._since: dict[str, float] = {}
+        self._progress: asyncio.Future[None] | None = None  # set when a worker takes one
         self._reserved = 0  # places promised to messages being inserted with our lease
         self.busy = 0
 
     @property
     def depth(self) -> int:
         return self._queue.qsize()
+
+    def lag(self) -> float:
+        """Seconds the oldest message in this node's queue has waited for a worker."""
+        oldest = next(iter(self._since.values()), None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
+
+    async def caught_up(self) -> None:
+        """Return once the queue's lag is within `max_lag`, or after at most 3 × `max_lag`
+        (30 s at most): SMTP calls this before taking a new transaction, so under a load
+        extraction cannot keep up with, acceptance slows to the pace extraction sets instead
+        of a backlog growing without bound. A stalled pipeline (the store away) delays each
+        transaction by the bound, never refuses one."""
+        limit = self.settings.max_lag
+        if limit <= 0 or self.lag() <= limit:
+            return
+        deadline = time.monotonic() + min(3 * limit, 30.0)
+        while self.lag() > limit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self._progress is None or self._progress.done():
+                self._progress = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._progress), left)
+
+    def _enqueue(self, message_id: str, claimed: tuple[float, int] | None) -> None:
+        self._queue.put_nowait((message_id, claimed))
+        self._queued.add(message_id)
+        self._since.setdefault(message_id, time.monotonic())
 
     def _room(self) -> bool:
         return self._queue.qsize() + self._reserved < self.settings.queue_size
@@ -159,8 +192,7 @@ class Pipeline:
         if not self._room():
             log.warning("pipeline.queue_full", message_id=message_id)
             return
-        self._queue.put_nowait((message_id, None))
-        self._queued.add(message_id)
+        self._enqueue(message_id, None)
 
     def reserve(self) -> Lease | None:
         """A lease for a message about to be inserted, with its place in the queue kept.
@@ -179,8 +211,7 @@ class Pipeline:
     def claimed(self, message_id: str) -> None:
         """The row of `message_id` was committed with the lease from `reserve`."""
         self._reserved -= 1
-        self._queue.put_nowait((message_id, (time.monotonic(), 1)))
-        self._queued.add(message_id)
+        self._enqueue(message_id, (time.monotonic(), 1))
 
     async def run(self) -> None:
         """Run the workers and the sweeper until cancelled."""
@@ -209,8 +240,7 @@ class Pipeline:
                             self._writer, self._node, self.settings.lease, min(room, 500),
                             older_than=1.0):
                         if message_id not in self._queued:
-                            self._queue.put_nowait((message_id, (time.monotonic(), attempt)))
-                            self._queued.add(message_id)
+                            self._enqueue(message_id, (time.monotonic(), attempt))
             except TransientError as e:
                 log.warning("pipeline.sweep_failed", error=str(e))
             await asyncio.sleep(self.settings.sweep_interval)
@@ -219,6 +249,9 @@ class Pipeline:
         while True:
             message_id, claimed = await self._queue.get()
             self._queued.discard(message_id)
+            self._since.pop(message_id, None)
+            if self._progress is not None and not self._progress.done():
+                self._progress.set_result(None)
             self.busy += 1
             try:
                 await self.process(message_id, claimed)

@@ -227,7 +227,7 @@ async def serve(config: Config) -> int:
     pipeline = Pipeline(
         PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
                          Limits(config.limits.max_attachment_size, config.limits.max_parts,
-                                config.limits.max_depth), p.transient_retry_for),
+                                config.limits.max_depth), p.transient_retry_for, p.max_lag),
         sessions, writer, store, extraction, node_id, notifier, events, pgp, metrics)
     spooler = Spooler(store.spool_dir, config.smtp.spool_threshold)
     ingest = Ingest(sessions, writer, store, spooler, config.smtp.hostname, p.dedupe_window,

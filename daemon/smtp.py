@@ -108,6 +108,11 @@ class PostroomHandler:
         if refusal:
             _log_refusal("MAIL", session, refusal)
             return refusal
+        # Backpressure: with extraction behind (`pipeline.max_lag`), the reply to MAIL waits a
+        # little, so relays send at the pace the whole job keeps, not only the 250's.
+        await self.ingest.admit()
+        if self.counters.draining:
+            return policy.SHUTTING_DOWN
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.resolved = []  # type: ignore[attr-defined]

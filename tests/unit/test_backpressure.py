@@ -1,0 +1,85 @@
+"""Backpressure (`pipeline.max_lag`): SMTP waits at MAIL while the extraction queue's oldest
+message has waited too long, boundedly, and goes on as soon as the queue catches up.
+
+The pipeline here has its queue and its workers, with `process` replaced by a job of a known
+length; nothing else of it (database, store, extraction) is touched by what is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from daemon.pipeline import Pipeline, PipelineSettings
+from extractors import Limits
+
+
+def _pipeline(max_lag: float) -> Pipeline:
+    settings = PipelineSettings(workers=1, queue_size=100, lease=60, sweep_interval=60,
+                                max_attempts=5, limits=Limits(1 << 20, 10, 4), max_lag=max_lag)
+    none: Any = None
+    return Pipeline(settings, none, none, none, none, "node", none, none)
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks: list[asyncio.Task[None]] = []
+    yield tasks
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _start_worker(p: Pipeline, tasks: list[asyncio.Task[None]], job_seconds: float) -> None:
+    async def process(message_id: str, claimed: Any = None) -> None:
+        await asyncio.sleep(job_seconds)  # a job of known length (the thing under test waits)
+
+    p.process = process  # type: ignore[method-assign]
+    tasks.append(asyncio.create_task(p._worker()))
+
+
+async def _timed(p: Pipeline) -> float:
+    started = time.monotonic()
+    await p.caught_up()
+    return time.monotonic() - started
+
+
+async def test_no_backlog_no_wait() -> None:
+    p = _pipeline(0.2)
+    assert p.lag() == 0.0
+    assert await _timed(p) < 0.05
+    p.submit("m1")  # fresh: well within the lag allowed
+    assert await _timed(p) < 0.05
+
+
+async def test_a_stalled_queue_delays_mail_by_the_bound_and_no_more() -> None:
+    p = _pipeline(0.1)
+    p.submit("m1")
+    await asyncio.sleep(0.15)  # let the queued message grow older than max_lag
+    assert p.lag() > 0.1
+    waited = await _timed(p)
+    assert 0.25 <= waited < 0.6, waited  # 3 × max_lag, then the transaction goes on
+
+
+async def test_mail_goes_on_as_soon_as_the_workers_catch_up(
+        worker: list[asyncio.Task[None]]) -> None:
+    p = _pipeline(0.5)
+    for n in range(3):
+        p.submit(f"m{n}")
+    await asyncio.sleep(0.55)
+    assert p.lag() > 0.5
+    _start_worker(p, worker, job_seconds=0.01)  # drains the three in about 30 ms
+    waited = await _timed(p)
+    assert waited < 0.3, waited  # well before the 1.5 s bound
+    assert p.lag() == 0.0
+
+
+async def test_max_lag_zero_turns_it_off() -> None:
+    p = _pipeline(0.0)
+    p.submit("m1")
+    await asyncio.sleep(0.05)
+    assert await _timed(p) < 0.02
