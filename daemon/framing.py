@@ -38,14 +38,21 @@ class Unstuffer:
         if self.done:
             raise ValueError("the end marker was already seen")
         buf = self._buf + chunk
-        end = buf.find(_END)
-        if end >= 0:
-            self.done = True
-            self.leftover = buf[end + 5:]
-            cut = end + 2  # the CRLF ending the last line is content
-        else:
+        if buf.find(b".") < 0:
+            # No dot at all (base64 and most attachment bytes): neither the end marker nor a
+            # stuffed dot can be here. One memchr instead of two multi-byte scans, which cost
+            # 1 ms per MB between them.
             cut = _safe_cut(buf)
-        out = buf[:cut].replace(b"\r\n.", b"\r\n")
+            out = buf[:cut]
+        else:
+            end = buf.find(_END)
+            if end >= 0:
+                self.done = True
+                self.leftover = buf[end + 5:]
+                cut = end + 2  # the CRLF ending the last line is content
+            else:
+                cut = _safe_cut(buf)
+            out = buf[:cut].replace(b"\r\n.", b"\r\n")
         self._buf = buf[cut:]
         if self._skip:
             taken = min(self._skip, len(out))

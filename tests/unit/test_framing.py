@@ -61,3 +61,14 @@ def test_what_is_held_back_stays_small() -> None:
     u2 = Unstuffer()
     emitted = sum(len(u2.feed(b"x" * 100_000)) for _ in range(4))  # one endless line
     assert emitted >= 4 * 100_000 - 8
+
+
+def test_dot_free_chunks_around_every_cut_near_the_end_marker() -> None:
+    """Chunks with no dot take a shortcut; the marker or a stuffed dot split across the cut
+    between such a chunk and the next must still be found."""
+    for content in (b"QUFB" * 40 + b"\r\n", b"QUFB" * 40 + b"\r\n.x\r\n", b"\r\n"):
+        stream = stuff(content) + b".\r\nQUIT\r\n"
+        for cut in range(len(stream) - 12, len(stream) + 1):
+            for second in (cut, min(cut + 1, len(stream)), min(cut + 3, len(stream))):
+                out, u, rest = feed_all(stream, [cut, second])
+                assert u.done and out == content and rest == b"QUIT\r\n", (content, cut)
