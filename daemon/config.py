@@ -250,9 +250,9 @@ class PipelineConfig(_Section):
     # Beyond SPEC §3: how long a message keeps waiting out an unavailable store or database
     # after its 250 before it is failed (Postfix's maximal_queue_lifetime is 5 days too).
     transient_retry_for: PositiveDuration = 5 * 86400.0
-    # Beyond SPEC §3: when the oldest message waiting for extraction has waited longer, MAIL
-    # is answered only once it catches up (at most 3 × this, 30 s); 0 turns it off.
-    max_lag: Duration = 1.0
+    # Beyond SPEC §3: while the oldest message still on its way to `ready` has been so for
+    # longer, each MAIL reply waits for one message to finish (at most 3 × this, 30 s); 0: off.
+    max_lag: Duration = 0.5
     dedupe_window: Duration = 7 * 86400.0
     directory_refresh: PositiveDuration = 2.0
 

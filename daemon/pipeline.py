@@ -11,6 +11,7 @@ writes nothing, so a message is recorded once whoever finishes it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import time
@@ -101,7 +102,7 @@ class PipelineSettings:
     max_attempts: int
     limits: Limits
     retry_for: float = 5 * 86400.0
-    max_lag: float = 1.0
+    max_lag: float = 0.5
 
 
 _UPDATES: dict[tuple[str, ...], Any] = {}
@@ -143,9 +144,11 @@ class Pipeline:
         # worker must claim)
         self._queue: asyncio.Queue[tuple[str, tuple[float, int] | None]] = asyncio.Queue()
         self._queued: set[str] = set()
-        # When each queued message joined the queue, oldest first (the queue is FIFO).
+        # When each of this node's unfinished messages (queued or being extracted) joined the
+        # queue, oldest first (the queue is FIFO).
         self._since: dict[str, float] = {}
-        self._progress: asyncio.Future[None] | None = None  # set when a worker takes one
+        # Transactions held back by `caught_up`, one let go each time a worker takes a message.
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._reserved = 0  # places promised to messages being inserted with our lease
         self.busy = 0
 
@@ -154,28 +157,37 @@ class Pipeline:
         return self._queue.qsize()
 
     def lag(self) -> float:
-        """Seconds the oldest message in this node's queue has waited for a worker."""
+        """Seconds the oldest of this node's unfinished messages (queued, or with a worker that
+        may itself wait for the extraction process) has been on its way to `ready`."""
         oldest = next(iter(self._since.values()), None)
         return 0.0 if oldest is None else time.monotonic() - oldest
 
     async def caught_up(self) -> None:
-        """Return once the queue's lag is within `max_lag`, or after at most 3 × `max_lag`
-        (30 s at most): SMTP calls this before taking a new transaction, so under a load
-        extraction cannot keep up with, acceptance slows to the pace extraction sets instead
-        of a backlog growing without bound. A stalled pipeline (the store away) delays each
+        """Return at once while the lag is within `max_lag`; beyond it, when a worker finishes
+        a message (one waiter per message finished, so acceptance follows the pace of
+        extraction instead of stopping and starting), or after 3 × `max_lag` (30 s at most).
+
+        SMTP calls this before taking a new transaction: under a load extraction cannot keep
+        up with, the backlog stays bounded; a stalled pipeline (the store away) delays each
         transaction by the bound, never refuses one."""
         limit = self.settings.max_lag
         if limit <= 0 or self.lag() <= limit:
             return
-        deadline = time.monotonic() + min(3 * limit, 30.0)
-        while self.lag() > limit:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            if self._progress is None or self._progress.done():
-                self._progress = asyncio.get_running_loop().create_future()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._progress), left)
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(turn, min(3 * limit, 30.0))
+
+    def _let_one_go(self) -> None:
+        """A worker finished a message: the next waiting transaction may go (all of them, once
+        the lag is back within bounds)."""
+        caught_up = self.lag() <= self.settings.max_lag
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                if not caught_up:
+                    return
 
     def _enqueue(self, message_id: str, claimed: tuple[float, int] | None) -> None:
         self._queue.put_nowait((message_id, claimed))
@@ -249,9 +261,6 @@ class Pipeline:
         while True:
             message_id, claimed = await self._queue.get()
             self._queued.discard(message_id)
-            self._since.pop(message_id, None)
-            if self._progress is not None and not self._progress.done():
-                self._progress.set_result(None)
             self.busy += 1
             try:
                 await self.process(message_id, claimed)
@@ -259,6 +268,8 @@ class Pipeline:
                 log.exception("pipeline.worker_error", message_id=message_id)
             finally:
                 self.busy -= 1
+                self._since.pop(message_id, None)
+                self._let_one_go()
 
     async def process(self, message_id: str,
                       claimed: tuple[float, int] | None = None) -> None:
