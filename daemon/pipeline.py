@@ -147,7 +147,7 @@ class Pipeline:
         # When each of this node's unfinished messages (queued or being extracted) joined the
         # queue, oldest first (the queue is FIFO).
         self._since: dict[str, float] = {}
-        # Transactions held back by `caught_up`, one let go each time a worker takes a message.
+        # Transactions held back by `caught_up`, one let go each time a worker finishes one.
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._reserved = 0  # places promised to messages being inserted with our lease
         self.busy = 0
