@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import random
 import smtplib
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -200,9 +199,3 @@ def port_of(holder: dict[str, Any]) -> Callable[[], int]:
             raise ConnectionRefusedError("no daemon is up right now")
         return int(d.smtp_port)
     return port
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
