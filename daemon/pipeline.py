@@ -175,8 +175,12 @@ class Pipeline:
             return
         turn = asyncio.get_running_loop().create_future()
         self._waiting.append(turn)
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(turn, min(3 * limit, 30.0))
+        except TimeoutError:
+            # Not left behind: a long stall would otherwise keep one entry per MAIL.
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(turn)
 
     def _let_one_go(self) -> None:
         """A worker finished a message: the next waiting transaction may go (all of them, once

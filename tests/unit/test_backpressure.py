@@ -63,6 +63,7 @@ async def test_a_stalled_queue_delays_mail_by_the_bound_and_no_more() -> None:
     assert p.lag() > 0.1
     waited = await _timed(p)
     assert 0.25 <= waited < 0.6, waited  # 3 × max_lag, then the transaction goes on
+    assert not p._waiting  # a transaction that gave up waiting leaves nothing behind
 
 
 async def test_mail_goes_on_as_soon_as_the_workers_catch_up(
