@@ -10,24 +10,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.harness import Daemon, running_daemon
+from tests.e2e.harness import Daemon, process_tree, running_daemon
 from tests.e2e.mail import plain
 
 MAX_LAG = 0.4
 
 
-def _children(pid: int) -> list[int]:
+def _extraction_workers(pid: int) -> list[int]:
     out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for child in process_tree(pid)[1:]:
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            if b"extract_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                out.append(child)
         except OSError:
             continue
-        if stat.rsplit(")", 1)[1].split()[1] == str(pid) and b"extract_worker" in cmdline:
-            out.append(int(entry))
     return out
 
 
@@ -45,7 +41,7 @@ def test_mail_waits_boundedly_while_extraction_is_stuck(fresh_root: Path) -> Non
     with running_daemon(fresh_root, pipeline=f'max_lag = "{MAX_LAG}s"') as d:
         key = d.add_agent("bp", "bp@agents.test")["api_key"]
         assert _mail_seconds(d) < MAX_LAG  # nothing behind: no wait
-        (worker,) = _children(d.proc.pid)
+        (worker,) = _extraction_workers(d.proc.pid)
         os.kill(worker, signal.SIGSTOP)  # extraction stops dead; ingest does not need it
         try:
             held = d.send(plain("bp@agents.test"), ["bp@agents.test"])

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests import figures
-from tests.e2e.harness import Daemon, Raw, queued_id, running_daemon
+from tests.e2e.harness import Daemon, Raw, process_tree, queued_id, running_daemon
 from tests.e2e.mail import plain
 
 # Short enough that the timeout cases take seconds, long enough that a loaded two-core machine
@@ -45,23 +45,6 @@ def agent(hostile: Daemon) -> dict[str, Any]:
 
 
 # --- measuring memory -------------------------------------------------------------------------
-
-def _process_tree(pid: int) -> list[int]:
-    """`pid` and every process below it (the extraction workers are the daemon's children)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo += children.get(p, [])
-    return tree
-
 
 def _status_kib(pid: int, field: str) -> int:
     try:
@@ -86,7 +69,7 @@ class PeakMemory:
         self.base_kib = 0
 
     def __enter__(self) -> PeakMemory:
-        tree = _process_tree(self.pid)
+        tree = process_tree(self.pid)
         for p in tree:
             Path(f"/proc/{p}/clear_refs").write_text("5")
         self.base_kib = sum(_status_kib(p, "VmRSS") for p in tree)
@@ -96,7 +79,7 @@ class PeakMemory:
         pass
 
     def grown_mib(self) -> float:
-        peak = sum(_status_kib(p, "VmHWM") for p in _process_tree(self.pid))
+        peak = sum(_status_kib(p, "VmHWM") for p in process_tree(self.pid))
         return (peak - self.base_kib) / 1024
 
 
