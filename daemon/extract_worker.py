@@ -28,9 +28,14 @@ from storage.spool import spool_name
 _HEADER = struct.Struct(">Q")
 
 
-def write_frame(stream: IO[bytes], obj: Any) -> None:
+def frame(obj: Any) -> bytes:
+    """`obj` as one frame: its length, then its pickle."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)) + data)
+    return _HEADER.pack(len(data)) + data
+
+
+def write_frame(stream: IO[bytes], obj: Any) -> None:
+    stream.write(frame(obj))
     stream.flush()
 
 

@@ -12,6 +12,7 @@ rebuilt and the message's attempt fails as transient, to be retried and, after
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import queue
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,10 @@ from daemon.extract_worker import (
     JOBS,
     Extracted,
     extract_to_files,
+    frame,
     read_frame,
     remove_files,
     warm,
-    write_frame,
 )
 from extractors import Limits
 from storage.errors import TransientError
@@ -43,12 +44,18 @@ __all__ = ["Extracted", "ExtractionPool", "extract_to_files", "remove_files"]
 log = structlog.get_logger("postroom.extraction")
 
 _Job = tuple[Future[Any], tuple[Any, ...]]
+IN_FLIGHT = 4  # jobs in one worker's pipe at a time
 
 
 class ProcessWorkers(Executor):
     """`processes` worker processes, each fed by a thread of ours; runs `extract_to_files` only.
 
-    Like ProcessPoolExecutor, a worker's death fails its job and every later submission with
+    Each worker has up to `IN_FLIGHT` jobs in its pipe: a writer thread sends the next job
+    while the worker is still on the last one, and a reader thread takes the results, which
+    come back in order. Strict request and reply left the worker idle whenever the daemon's
+    GIL was busy (under load most of the time): the thread that would read one reply and send
+    the next job waited for it first.
+    Like ProcessPoolExecutor, a worker's death fails its jobs and every later submission with
     BrokenProcessPool; the owner then builds a new one.
     """
 
@@ -57,13 +64,19 @@ class ProcessWorkers(Executor):
         self._broken = False
         self._lock = threading.Lock()
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.sent: list[collections.deque[Future[Any]]] = []  # each worker's jobs, in order
         for i in range(processes):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon.extract_worker", str(os.getpid())],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
             self.procs.append(proc)
-            threading.Thread(target=self._feed, args=(proc,), name=f"extract-feed-{i}",
-                             daemon=True).start()
+            sent: collections.deque[Future[Any]] = collections.deque()
+            self.sent.append(sent)
+            slots = threading.Semaphore(IN_FLIGHT)
+            threading.Thread(target=self._feed, args=(proc, sent, slots),
+                             name=f"extract-feed-{i}", daemon=True).start()
+            threading.Thread(target=self._collect, args=(proc, sent, slots),
+                             name=f"extract-read-{i}", daemon=True).start()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         if JOBS.get(getattr(fn, "__name__", "")) is not fn or kwargs:
@@ -75,40 +88,65 @@ class ProcessWorkers(Executor):
             self._jobs.put((future, (fn.__name__, args)))
             return future
 
-    def _feed(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        try:
-            self._feed_jobs(proc)
-        finally:
-            proc.stdout.close()
-
-    def _feed_jobs(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
+    def _feed(self, proc: subprocess.Popen[bytes], sent: collections.deque[Future[Any]],
+              slots: threading.Semaphore) -> None:
+        """Send jobs to `proc` while it has fewer than IN_FLIGHT; `sent` is their order."""
+        assert proc.stdin is not None
         while True:
+            slots.acquire()
             job = self._jobs.get()
             if job is None:
                 return
             future, args = job
             if not future.set_running_or_notify_cancel():
+                slots.release()
                 continue
             try:
-                write_frame(proc.stdin, args)
-                ok, value = read_frame(proc.stdout)
-            except (EOFError, OSError):
-                self._break(future)
-                return
-            except Exception as e:  # a frame that did not (un)pickle: the stream is intact
+                data = frame(args)
+            except Exception as e:  # a job that does not pickle fails alone
+                slots.release()
                 future.set_exception(e)
                 continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+            sent.append(future)
+            try:
+                proc.stdin.write(data)
+                proc.stdin.flush()
+            except (OSError, ValueError):  # the worker is gone, or its pipe closed by shutdown
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+                self._break(sent, slots)
+                return
 
-    def _break(self, current: Future[Any]) -> None:
+    def _collect(self, proc: subprocess.Popen[bytes], sent: collections.deque[Future[Any]],
+                 slots: threading.Semaphore) -> None:
+        """Resolve each sent job with the worker's reply, in the order they were sent."""
+        assert proc.stdout is not None
+        try:
+            while True:
+                try:
+                    ok, value = read_frame(proc.stdout)
+                except (EOFError, OSError):
+                    self._break(sent, slots)
+                    return
+                except Exception as e:  # a reply that did not unpickle: the stream is intact
+                    ok, value = False, e
+                future = sent.popleft()
+                slots.release()
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        finally:
+            proc.stdout.close()
+
+    def _break(self, sent: collections.deque[Future[Any]], slots: threading.Semaphore) -> None:
+        """A worker died: fail what it had and everything queued; later submissions fail."""
         with self._lock:
             self._broken = True
-        current.set_exception(BrokenProcessPool("an extraction worker died"))
+        while sent:  # jobs sent to the dead worker: a feeder appending late fails its own
+            with contextlib.suppress(IndexError, InvalidStateError):
+                sent.popleft().set_exception(BrokenProcessPool("an extraction worker died"))
+        slots.release(IN_FLIGHT)  # a feeder waiting for room wakes up to its shutdown
         while True:  # everything still queued fails the same way
             try:
                 job = self._jobs.get_nowait()

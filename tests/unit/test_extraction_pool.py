@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.extraction_pool import ExtractionPool, ProcessWorkers, remove_files
+from daemon.extraction_pool import IN_FLIGHT, ExtractionPool, ProcessWorkers, remove_files
 from extractors import Limits, extract_message
 from storage.errors import TransientError
 
@@ -87,3 +87,66 @@ async def test_a_killed_worker_fails_one_attempt_and_the_pool_recovers(tmp_path:
         assert again.found.headers.subject == "hi"
     finally:
         pool.close()
+
+
+
+def _numbered(i: int) -> bytes:
+    return MESSAGE.replace(b"Subject: hi", f"Subject: job {i}".encode())
+
+
+async def _in_flight(executor: ProcessWorkers, count: int) -> None:
+    for _ in range(3000):
+        if len(executor.sent[0]) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never {count} jobs in the worker's pipe")
+
+
+async def test_jobs_are_queued_in_the_workers_pipe_and_answered_in_order(tmp_path: Path) -> None:
+    """The next jobs are already in the pipe while the worker is on one (it never waits for
+    the daemon between jobs), and every job gets its own reply.
+
+    The first job's source is a FIFO, so the worker is held in its read until the test
+    writes the message into it."""
+    fifo = tmp_path / "held.eml"
+    os.mkfifo(fifo)
+    pool = ExtractionPool(1)
+    try:
+        await pool.start()
+        executor = pool._executor
+        assert isinstance(executor, ProcessWorkers)
+        held = asyncio.create_task(pool.extract(fifo, Limits(), tmp_path))
+        jobs = [asyncio.create_task(pool.extract(_numbered(i), Limits(), tmp_path))
+                for i in range(40)]
+        await _in_flight(executor, IN_FLIGHT)
+        await asyncio.sleep(0.2)
+        assert len(executor.sent[0]) == IN_FLIGHT  # and never more
+        assert not any(j.done() for j in jobs)
+        await asyncio.to_thread(fifo.write_bytes, _numbered(-1))
+        results = await asyncio.wait_for(asyncio.gather(*jobs), 60)
+        first = await held
+    finally:
+        pool.close()
+    assert first.found.headers.subject == "job -1"
+    assert [r.found.headers.subject for r in results] == [f"job {i}" for i in range(40)]
+
+
+async def test_a_worker_killed_with_jobs_in_its_pipe_fails_each_of_them(tmp_path: Path) -> None:
+    fifo = tmp_path / "held.eml"
+    os.mkfifo(fifo)
+    pool = ExtractionPool(1)
+    try:
+        await pool.start()
+        executor = pool._executor
+        assert isinstance(executor, ProcessWorkers)
+        jobs = [asyncio.create_task(pool.extract(fifo, Limits(), tmp_path))]
+        jobs += [asyncio.create_task(pool.extract(_numbered(i), Limits(), tmp_path))
+                 for i in range(IN_FLIGHT + 3)]
+        await _in_flight(executor, IN_FLIGHT)
+        os.kill(executor.procs[0].pid, signal.SIGKILL)
+        outcomes = await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), 30)
+        again = await pool.extract(MESSAGE, Limits(), tmp_path)
+    finally:
+        pool.close()
+    assert all(isinstance(o, TransientError) for o in outcomes), outcomes
+    assert again.found.headers.subject == "hi"
