@@ -15,6 +15,7 @@ import collections
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -129,8 +130,16 @@ class Pipeline:
     def __init__(self, settings: PipelineSettings, sessions: async_sessionmaker[AsyncSession],
                  writer: GroupCommit, store: ObjectStore, extraction: ExtractionPool,
                  node_id: str, notifier: Notifier, events: EventBus,
-                 pgp: OpenPgp | None = None, metrics: Metrics | None = None) -> None:
+                 pgp: OpenPgp | None = None, metrics: Metrics | None = None,
+                 incoming: Callable[[], int] = lambda: 0) -> None:
         self._pgp = pgp
+        # Transactions of this node between their DATA and its reply: on their way in.
+        self._incoming = incoming
+        # Seconds between two messages finished while the queue was never empty in between:
+        # a moving average, what one more message adds to the time the backlog takes to drain.
+        self._interval = 0.0
+        self._last_finish: float | None = None
+        self._backlogged = False  # whether messages were left unfinished at the last finish
         self._metrics = metrics
         self._events = events
         self.settings = settings
@@ -162,8 +171,29 @@ class Pipeline:
         oldest = next(iter(self._since.values()), None)
         return 0.0 if oldest is None else time.monotonic() - oldest
 
+    def drain_time(self) -> float:
+        """Seconds the node would take to make ready what it holds now: its unfinished messages
+        and those still arriving (in DATA), at the pace messages have been finishing."""
+        return (len(self._since) + self._incoming()) * self._interval
+
+    def pressure(self) -> float:
+        """What `max_lag` bounds: the lag, or the drain time when that is longer.
+
+        The lag alone let large messages pile up: sixteen transactions in DATA are not in
+        the queue yet, and when a load ends they all arrive at once, each costing the
+        extraction process a tenth of a second."""
+        return max(self.lag(), self.drain_time())
+
+    def _finished(self) -> None:
+        now = time.monotonic()
+        if self._last_finish is not None and self._backlogged:
+            gap = now - self._last_finish
+            self._interval = gap if self._interval == 0.0 else 0.8 * self._interval + 0.2 * gap
+        self._last_finish = now
+
     async def caught_up(self) -> None:
-        """Return at once while the lag is within `max_lag`; beyond it, when a worker finishes
+        """Return at once while the pressure (the lag, or the drain time when longer) is within
+        `max_lag`; beyond it, when a worker finishes
         a message (one waiter per message finished, so acceptance follows the pace of
         extraction instead of stopping and starting), or after 3 × `max_lag` (30 s at most).
 
@@ -171,7 +201,7 @@ class Pipeline:
         up with, the backlog stays bounded; a stalled pipeline (the store away) delays each
         transaction by the bound, never refuses one."""
         limit = self.settings.max_lag
-        if limit <= 0 or self.lag() <= limit:
+        if limit <= 0 or self.pressure() <= limit:
             return
         turn = asyncio.get_running_loop().create_future()
         self._waiting.append(turn)
@@ -184,8 +214,12 @@ class Pipeline:
 
     def _let_one_go(self) -> None:
         """A worker finished a message: the next waiting transaction may go (all of them, once
-        the lag is back within bounds)."""
-        caught_up = self.lag() <= self.settings.max_lag
+        the pressure is back within bounds). While the drain time is over the bound, none goes:
+        letting one go per message finished would keep as many in DATA as there were."""
+        limit = self.settings.max_lag
+        if self.drain_time() > limit:
+            return
+        caught_up = self.lag() <= limit
         while self._waiting:
             turn = self._waiting.popleft()
             if not turn.done():
@@ -272,7 +306,9 @@ class Pipeline:
                 log.exception("pipeline.worker_error", message_id=message_id)
             finally:
                 self.busy -= 1
+                self._finished()
                 self._since.pop(message_id, None)
+                self._backlogged = bool(self._since)
                 self._let_one_go()
 
     async def process(self, message_id: str,

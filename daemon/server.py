@@ -228,7 +228,8 @@ async def serve(config: Config) -> int:
         PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
                          Limits(config.limits.max_attachment_size, config.limits.max_parts,
                                 config.limits.max_depth), p.transient_retry_for, p.max_lag),
-        sessions, writer, store, extraction, node_id, notifier, events, pgp, metrics)
+        sessions, writer, store, extraction, node_id, notifier, events, pgp, metrics,
+        incoming=lambda: counters.in_data)
     spooler = Spooler(store.spool_dir, config.smtp.spool_threshold)
     ingest = Ingest(sessions, writer, store, spooler, config.smtp.hostname, p.dedupe_window,
                     jobs=pipeline, events=events, pgp=pgp, extract=pipeline.extract)
