@@ -116,8 +116,15 @@ async def _learn_pace(p: Pipeline, tasks: list[asyncio.Task[None]], job_seconds:
     _start_worker(p, tasks, job_seconds)
     for n in range(4):
         p.submit(f"pace{n}")
-    while p._since:
+    await _drained(p)
+
+
+async def _drained(p: Pipeline) -> None:
+    for _ in range(1000):
+        if not p._since:
+            return
         await asyncio.sleep(0.01)
+    raise AssertionError("the pipeline never drained")
 
 
 async def test_transactions_in_data_count_towards_the_drain_time(
@@ -177,7 +184,6 @@ async def test_while_the_drain_time_is_over_the_bound_a_finish_lets_nobody_go(
     await asyncio.sleep(0.4)
     assert released == []  # eight finished, none let a transaction go
     arriving[0] = 1  # the transactions in DATA are done: drain 50 ms + the queue's
-    while p._since:
-        await asyncio.sleep(0.01)
+    await _drained(p)
     await asyncio.gather(*waiters)
     assert all(0.4 <= r < 0.9 for r in released), released  # at a finish, before the bound
