@@ -598,7 +598,11 @@ def write_report(out_dir: Path, readme: Path) -> None:
         "",
         "Single pieces by hand: `python -m bench.smtp_load --uvloop --port P --workload small "
         "-c 16 --max-seconds 8` (any loopback SMTP server), `python -m bench.sink_aiosmtpd "
-        "--port P`, `python -m bench.http_load --port P --key KEY --ids-file IDS -c 16`. "
+        "--port P [--chunked]` (`--chunked`: postroom's DATA reader, nothing stored), "
+        "`python -m bench.http_load --port P --key KEY --ids-file IDS -c 16`, "
+        "`python -m bench.ab --src A,B --workload small -c 16` (two source trees, alternating; "
+        "msgs/s and CPU ms per message), `python -m bench.fs_cost --dir /tmp` (what one "
+        "message's files cost the kernel). "
         "Options: `python -m bench.run_smtp_bench --help` (targets, workloads, concurrency, "
         "repeats, seconds, `--postroom-src head|COMMIT|worktree|DIR`, `--no-smtp/--no-download/"
         "--no-profile`).",
