@@ -184,18 +184,23 @@ class Pipeline:
         extraction process a tenth of a second."""
         return max(self.lag(), self.drain_time())
 
-    def _finished(self) -> None:
+    def _finished(self, message_id: str) -> None:
+        """`message_id` is done: the pace is sampled (only when a backlog lasted since the last
+        finish), and waiting transactions may go."""
         now = time.monotonic()
         if self._last_finish is not None and self._backlogged:
             gap = now - self._last_finish
             self._interval = gap if self._interval == 0.0 else 0.8 * self._interval + 0.2 * gap
         self._last_finish = now
+        self._since.pop(message_id, None)
+        self._backlogged = bool(self._since)
+        self._let_one_go()
 
     async def caught_up(self) -> None:
         """Return at once while the pressure (the lag, or the drain time when longer) is within
-        `max_lag`; beyond it, when a worker finishes
-        a message (one waiter per message finished, so acceptance follows the pace of
-        extraction instead of stopping and starting), or after 3 × `max_lag` (30 s at most).
+        `max_lag`; beyond it, when a worker finishes a message (one waiter per message
+        finished, so acceptance follows the pace of extraction instead of stopping and
+        starting; none while the drain time is over), or after 3 × `max_lag` (30 s at most).
 
         SMTP calls this before taking a new transaction: under a load extraction cannot keep
         up with, the backlog stays bounded; a stalled pipeline (the store away) delays each
@@ -306,10 +311,7 @@ class Pipeline:
                 log.exception("pipeline.worker_error", message_id=message_id)
             finally:
                 self.busy -= 1
-                self._finished()
-                self._since.pop(message_id, None)
-                self._backlogged = bool(self._since)
-                self._let_one_go()
+                self._finished(message_id)
 
     async def process(self, message_id: str,
                       claimed: tuple[float, int] | None = None) -> None:

@@ -116,9 +116,16 @@ class LocalStore:
         return path
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
+        """`fn` in the store's pool, its OSErrors as TransientError."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._inline,
+                                                                fn, *args)
+
+    @staticmethod
+    def _inline(fn: Callable[..., T], *args: Any) -> T:
+        """`fn` on the calling thread (for work of a few syscalls, cheaper than a hop to the
+        pool), its OSErrors as TransientError."""
         try:
-            return await loop.run_in_executor(self._pool, fn, *args)
+            return fn(*args)
         except (InvalidKey, ObjectNotFound):
             raise
         except OSError as e:
@@ -220,15 +227,6 @@ class LocalStore:
 
     def _delete_sync(self, key: str) -> None:
         self.path_for(key).unlink(missing_ok=True)
-
-    def _inline(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn` on the calling thread: for work of a few syscalls, cheaper than a thread hop."""
-        try:
-            return fn(*args)
-        except (InvalidKey, ObjectNotFound):
-            raise
-        except OSError as e:
-            raise TransientError(f"local store: {e.strerror or e}") from e
 
     async def put(self, key: str, data: bytes,
                   content_type: str = "application/octet-stream") -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -19,12 +19,25 @@ from daemon.pipeline import Pipeline, PipelineSettings
 from extractors import Limits
 
 
-def _pipeline(max_lag: float, incoming: int = 0) -> Pipeline:
+def _pipeline(max_lag: float, incoming: int | Callable[[], int] = 0) -> Pipeline:
+    """A pipeline with `incoming` transactions in DATA (a number, or what tells it)."""
     settings = PipelineSettings(workers=1, queue_size=100, lease=60, sweep_interval=60,
                                 max_attempts=5, limits=Limits(1 << 20, 10, 4), max_lag=max_lag)
     none: Any = None
-    return Pipeline(settings, none, none, none, none, "node", none, none,
-                    incoming=lambda: incoming)
+    count = incoming if callable(incoming) else (lambda: incoming)
+    return Pipeline(settings, none, none, none, none, "node", none, none, incoming=count)
+
+
+def _transactions(p: Pipeline, count: int) -> tuple[list[float], list[asyncio.Task[None]]]:
+    """`count` transactions waiting at MAIL; each adds when it went on (s from now) to the list."""
+    started = time.monotonic()
+    released: list[float] = []
+
+    async def transaction() -> None:
+        await p.caught_up()
+        released.append(time.monotonic() - started)
+
+    return released, [asyncio.create_task(transaction()) for _ in range(count)]
 
 
 @pytest.fixture
@@ -94,14 +107,7 @@ async def test_waiting_transactions_go_one_per_message_finished(
     for n in range(6):
         p.submit(f"m{n}")
     await asyncio.sleep(0.35)
-    started = time.monotonic()
-    released: list[float] = []
-
-    async def transaction() -> None:
-        await p.caught_up()
-        released.append(time.monotonic() - started)
-
-    waiters = [asyncio.create_task(transaction()) for _ in range(3)]
+    released, waiters = _transactions(p, 3)
     await asyncio.sleep(0.05)
     assert released == []  # nothing finished yet: all three wait
     _start_worker(p, worker, job_seconds=0.1)  # finishes one message every 0.1 s
@@ -165,20 +171,9 @@ async def test_while_the_drain_time_is_over_the_bound_a_finish_lets_nobody_go(
     ever; so while what is held and arriving is over the bound, finishing one lets none go,
     and once it is back under, the waiting transactions go at the next finish."""
     arriving = [16]
-    settings = PipelineSettings(workers=1, queue_size=100, lease=60, sweep_interval=60,
-                                max_attempts=5, limits=Limits(1 << 20, 10, 4), max_lag=0.3)
-    none: Any = None
-    p = Pipeline(settings, none, none, none, none, "node", none, none,
-                 incoming=lambda: arriving[0])
+    p = _pipeline(0.3, incoming=lambda: arriving[0])
     await _learn_pace(p, worker, job_seconds=0.05)
-    started = time.monotonic()
-    released: list[float] = []
-
-    async def transaction() -> None:
-        await p.caught_up()
-        released.append(time.monotonic() - started)
-
-    waiters = [asyncio.create_task(transaction()) for _ in range(2)]
+    released, waiters = _transactions(p, 2)
     for n in range(12):  # a message finished every 50 ms meanwhile
         p.submit(f"m{n}")
     await asyncio.sleep(0.4)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -102,12 +104,11 @@ async def _in_flight(executor: ProcessWorkers, count: int) -> None:
     raise AssertionError(f"never {count} jobs in the worker's pipe")
 
 
-async def test_jobs_are_queued_in_the_workers_pipe_and_answered_in_order(tmp_path: Path) -> None:
-    """The next jobs are already in the pipe while the worker is on one (it never waits for
-    the daemon between jobs), and every job gets its own reply.
-
-    The first job's source is a FIFO, so the worker is held in its read until the test
-    writes the message into it."""
+@contextlib.asynccontextmanager
+async def _held_worker(tmp_path: Path) -> AsyncIterator[tuple[ExtractionPool, ProcessWorkers,
+                                                               Path]]:
+    """A started pool of one worker, and a FIFO: a job reading it holds the worker in its read
+    until the test writes the message into it."""
     fifo = tmp_path / "held.eml"
     os.mkfifo(fifo)
     pool = ExtractionPool(1)
@@ -115,6 +116,17 @@ async def test_jobs_are_queued_in_the_workers_pipe_and_answered_in_order(tmp_pat
         await pool.start()
         executor = pool._executor
         assert isinstance(executor, ProcessWorkers)
+        yield pool, executor, fifo
+    finally:
+        pool.close()
+
+
+async def test_jobs_are_queued_in_the_workers_pipe_and_answered_in_order(tmp_path: Path) -> None:
+    """The next jobs are already in the pipe while the worker is on one (it never waits for
+    the daemon between jobs), and every job gets its own reply.
+
+    The first job's source is the FIFO."""
+    async with _held_worker(tmp_path) as (pool, executor, fifo):
         held = asyncio.create_task(pool.extract(fifo, Limits(), tmp_path))
         jobs = [asyncio.create_task(pool.extract(_numbered(i), Limits(), tmp_path))
                 for i in range(40)]
@@ -125,20 +137,12 @@ async def test_jobs_are_queued_in_the_workers_pipe_and_answered_in_order(tmp_pat
         await asyncio.to_thread(fifo.write_bytes, _numbered(-1))
         results = await asyncio.wait_for(asyncio.gather(*jobs), 60)
         first = await held
-    finally:
-        pool.close()
     assert first.found.headers.subject == "job -1"
     assert [r.found.headers.subject for r in results] == [f"job {i}" for i in range(40)]
 
 
 async def test_a_worker_killed_with_jobs_in_its_pipe_fails_each_of_them(tmp_path: Path) -> None:
-    fifo = tmp_path / "held.eml"
-    os.mkfifo(fifo)
-    pool = ExtractionPool(1)
-    try:
-        await pool.start()
-        executor = pool._executor
-        assert isinstance(executor, ProcessWorkers)
+    async with _held_worker(tmp_path) as (pool, executor, fifo):
         jobs = [asyncio.create_task(pool.extract(fifo, Limits(), tmp_path))]
         jobs += [asyncio.create_task(pool.extract(_numbered(i), Limits(), tmp_path))
                  for i in range(IN_FLIGHT + 3)]
@@ -146,7 +150,5 @@ async def test_a_worker_killed_with_jobs_in_its_pipe_fails_each_of_them(tmp_path
         os.kill(executor.procs[0].pid, signal.SIGKILL)
         outcomes = await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), 30)
         again = await pool.extract(MESSAGE, Limits(), tmp_path)
-    finally:
-        pool.close()
     assert all(isinstance(o, TransientError) for o in outcomes), outcomes
     assert again.found.headers.subject == "hi"
