@@ -24,8 +24,8 @@ lint: $(STAMP)
 # is its own); tests marked `serial` (one restarts PostgreSQL) run alone afterwards. Then the
 # feature suites again with every daemon on its own fresh PostgreSQL database (SPEC §10);
 # `make test-pg` runs every end-to-end suite that way.
-PG_SUITES := tests/e2e/test_delivery.py tests/e2e/test_events.py tests/e2e/test_client.py \
-	tests/e2e/test_api_keys.py tests/e2e/test_authz.py tests/e2e/test_hostile_smtp.py
+PG_SUITES := tests/smtp/test_delivery.py tests/api/test_events.py tests/client/test_client.py \
+	tests/api/test_api_keys.py tests/api/test_authz.py tests/smtp/test_hostile_smtp.py
 
 # The last run prints the figures line of the whole suite (tests/figures.py).
 FIGURES := $(CURDIR)/.pytest_cache/figures.json
@@ -41,18 +41,18 @@ test: lint
 
 test-pg: $(STAMP)
 	bash scripts/start-postgres.sh
-	POSTROOM_TEST_DATABASE=postgresql $(VENV)/bin/pytest tests/e2e --deselect \
-	  tests/e2e/test_durability.py
+	POSTROOM_TEST_DATABASE=postgresql $(VENV)/bin/pytest -m e2e --deselect \
+	  tests/pipeline/test_durability.py
 
 unit: $(STAMP)
-	$(VENV)/bin/pytest tests/unit
+	$(VENV)/bin/pytest -m "not e2e"
 
 e2e: $(STAMP)
-	$(VENV)/bin/pytest tests/e2e
+	$(VENV)/bin/pytest -m e2e
 
 # The real-world corpus (../shared/corpus) through one daemon, with its figures printed.
 corpus: $(STAMP)
-	$(VENV)/bin/pytest -v -s tests/e2e/test_corpus.py
+	$(VENV)/bin/pytest -v -s tests/pipeline/test_corpus.py
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'

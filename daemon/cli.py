@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from daemon import smtp_auth
+from daemon import passwords
 from daemon.agents import (
     AgentError,
     AgentInfo,
@@ -28,7 +28,7 @@ from daemon.agents import (
     rotate_key,
     set_pgp_key,
 )
-from daemon.at_rest import read_public_key
+from daemon.api import iso
 from daemon.config import (
     CONFIG_ENV,
     Config,
@@ -37,13 +37,11 @@ from daemon.config import (
     parse_duration,
     parse_listen,
 )
-from daemon.logs import configure_logging
-from daemon.openpgp import GpgUnavailable, gpg_version
+from daemon.openpgp import GpgUnavailable, gpg_version, read_public_key
 from daemon.operator import operator_list, operator_show
-from daemon.retention import GcReport, RepairError, collect, reprocess
+from daemon.ops import GcReport, RepairError, collect, configure_logging, reprocess
 from daemon.server import StartupError, build_store, check_supported, prepare_database, serve
-from daemon.tls import TlsError, load_tls
-from daemon.views import iso
+from daemon.smtp import TlsError, load_tls
 from storage.db import make_engine, upgrade_schema
 from storage.errors import TransientError
 
@@ -315,7 +313,7 @@ def cmd_messages_show(args: argparse.Namespace) -> int:
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
     """A line for [smtp.auth_users]: the password from stdin, or a prompt without echo."""
-    return smtp_auth.main(["hash"])
+    return passwords.main(["hash"])
 
 
 def build_parser() -> argparse.ArgumentParser:

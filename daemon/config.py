@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from daemon.smtp_auth import parse_hash
+from daemon.passwords import parse_hash
 
 ENV_PREFIX = "POSTROOM_"
 CONFIG_ENV = "POSTROOM_CONFIG"

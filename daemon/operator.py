@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import AgentError, find_agent
-from daemon.views import attachment_view, iso, message_summary
+from daemon.api import attachment_view, iso, message_summary
 from storage.db import translated_errors
 from storage.models import Attachment, Message, Recipient
 

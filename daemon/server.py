@@ -23,25 +23,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import AgentError, create_agent, find_agent, set_pgp_key
-from daemon.api import ApiContext, create_app
-from daemon.at_rest import OpenPgp, read_public_key
-from daemon.bodylimit import BodyLimit
+from daemon.api import ApiContext, BodyLimit, Lookups, create_app, streamed_routes
 from daemon.config import Config, parse_listen, unsupported
 from daemon.directory import Directory
-from daemon.events import EventBus
-from daemon.extraction_pool import ExtractionPool
-from daemon.ingest import Ingest
-from daemon.leases import release_all_leases
-from daemon.lookups import Lookups
-from daemon.metrics import Errors, Metrics, Sources
-from daemon.notify import Notifier as SystemdNotifier
-from daemon.pipeline import Notifier, Pipeline, PipelineSettings
-from daemon.policy import COMMAND_CALL_LIMITS, parse_networks
-from daemon.retention import run_periodically
-from daemon.smtp import PostroomHandler, PostroomLMTP, PostroomSMTP, SmtpCounters
-from daemon.smtp_auth import AuthUsers
-from daemon.tls import TlsError, load_tls
-from daemon.uploads import streamed_routes
+from daemon.events import Wakeups
+from daemon.openpgp import OpenPgp, read_public_key
+from daemon.ops import Errors, Metrics, Sources, SystemdNotifier, run_periodically
+from daemon.passwords import AuthUsers
+from daemon.pipeline import ExtractionPool, Ingest, Pipeline, PipelineSettings, release_all_leases
+from daemon.smtp import (
+    COMMAND_CALL_LIMITS,
+    PostroomHandler,
+    PostroomLMTP,
+    PostroomSMTP,
+    SmtpCounters,
+    TlsError,
+    load_tls,
+    parse_networks,
+)
 from extractors import Limits
 from storage.db import (
     current_revision,
@@ -210,8 +209,8 @@ async def serve(config: Config) -> int:
     await directory.reload()
     pgp = OpenPgp(config.encryption, sessions, directory)
     await pgp.start()
-    notifier = Notifier()
-    events = EventBus()
+    notifier = Wakeups()  # a message's state changed (GET …?wait=)
+    events = Wakeups()  # events were committed (GET /v1/events?wait=)
     stale = clear_stale(store.spool_dir)  # before any worker process writes there
     if stale:
         log.info("daemon.spool_cleared", files=stale)

@@ -15,7 +15,7 @@ import os
 from concurrent.futures import Executor
 from pathlib import Path
 
-from storage.errors import TransientError
+from storage.errors import ObjectStoreUnavailable
 
 
 def _load_syncfs() -> object | None:
@@ -77,7 +77,7 @@ class SyncBarrier:
                 try:
                     await loop.run_in_executor(self._executor, self._syncfs)
                 except OSError as e:
-                    round_.set_exception(TransientError(f"local store: sync failed: {e}"))
+                    round_.set_exception(ObjectStoreUnavailable(f"local store: sync failed: {e}"))
                 else:
                     round_.set_result(None)
                 self.rounds += 1

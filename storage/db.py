@@ -4,7 +4,7 @@ SQLite runs in WAL mode with `synchronous=FULL`, so a committed row survives a p
 bounded busy timeout, so a locked database becomes a 451 rather than a hang. PostgreSQL gets the
 same bounds: the pool wait, the connect, a lock wait and every statement have a timeout, and a
 connection is pinged before use, so a restarted server costs the transactions in flight (451)
-and nothing after. SQLAlchemy errors are turned into `TransientError` here and nowhere else.
+and nothing after. SQLAlchemy errors become `DatabaseError` (a `TransientError`) here only.
 
 Rows with a `seq` (messages, events) are read by cursors (`after=`), which must never see a
 lower `seq` commit after a higher one. On SQLite one writer commits at a time. On PostgreSQL,
@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.errors import TransientError, Unavailable
+from storage.errors import DatabaseError, DatabaseUnavailable
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -141,7 +141,7 @@ async def translated_errors() -> AsyncIterator[None]:
     except IntegrityError as e:
         raise Conflict(_driver_message(e)) from e
     except (DBAPIError, SQLAlchemyError, OSError, TimeoutError) as e:
-        kind = Unavailable if _unavailable(e) else TransientError
+        kind = DatabaseUnavailable if _unavailable(e) else DatabaseError
         raise kind(f"database: {_driver_message(e)}") from e
 
 

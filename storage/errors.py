@@ -16,9 +16,19 @@ class TransientError(StorageError):
     """The store or database did not answer as it should; the same call may succeed later."""
 
 
-class Unavailable(TransientError):
+class DatabaseError(TransientError):
+    """A database statement failed in a way a later try may not (a conflict, a constraint the
+    caller did not expect, a driver error): raised by `storage.db.translated_errors`."""
+
+
+class DatabaseUnavailable(DatabaseError):
     """The database as a whole did not answer (a lost connection, no pool connection, a lock
     wait or a statement past its timeout, a server shutting down): whatever the statement."""
+
+
+class ObjectStoreUnavailable(TransientError):
+    """The object store did not answer as it should: S3 unreachable or refusing, the local
+    store's disk full, read-only or failing; the same call may succeed later."""
 
 
 class PermanentError(StorageError):

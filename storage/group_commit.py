@@ -8,7 +8,7 @@ whole batch runs in the writer's own thread on a plain sqlite3 connection (one h
 not one per statement, and no SQL building on the event loop); elsewhere it runs through the
 async connection (`run_sync`). A batch that fails is retried one
 write at a time, so one bad write cannot take its neighbours down with it, unless the database
-itself is unavailable (`Unavailable`): then every write of the batch fails at once.
+itself is unavailable (`DatabaseUnavailable`): then every write of the batch fails at once.
 
 On PostgreSQL each batch holds the commit-order lock (`storage.db.commit_in_order`) from its
 start, so the batches of all nodes commit one after another and never wait on each other's rows
@@ -28,7 +28,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.db import make_writer_engine, ordered_transaction, translated_errors
-from storage.errors import Unavailable
+from storage.errors import DatabaseUnavailable
 
 T = TypeVar("T")
 Write = Callable[[Connection], Any]
@@ -84,7 +84,7 @@ class GroupCommit:
                 continue
             try:
                 await self._commit(batch)
-            except Unavailable as e:
+            except DatabaseUnavailable as e:
                 # The database is away: no write would fare better alone, and trying each in
                 # turn would make the last caller wait a timeout per neighbour.
                 for pending in batch:

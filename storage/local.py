@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from storage.barrier import SyncBarrier, syncfs_available
-from storage.errors import InvalidKey, ObjectNotFound, TransientError
+from storage.errors import InvalidKey, ObjectNotFound, ObjectStoreUnavailable
 from storage.objects import PresignedGet, PresignedPost, StoredObject, check_key
 from storage.presign import PostPolicy, SignedGet, SignedPut, UrlSigner
 
@@ -116,20 +116,20 @@ class LocalStore:
         return path
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn` in the store's pool, its OSErrors as TransientError."""
+        """`fn` in the store's pool, its OSErrors as ObjectStoreUnavailable."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._inline,
                                                                 fn, *args)
 
     @staticmethod
     def _inline(fn: Callable[..., T], *args: Any) -> T:
         """`fn` on the calling thread (for work of a few syscalls, cheaper than a hop to the
-        pool), its OSErrors as TransientError."""
+        pool), its OSErrors as ObjectStoreUnavailable."""
         try:
             return fn(*args)
         except (InvalidKey, ObjectNotFound):
             raise
         except OSError as e:
-            raise TransientError(f"local store: {e.strerror or e}") from e
+            raise ObjectStoreUnavailable(f"local store: {e.strerror or e}") from e
 
     def _durable_dir(self, directory: Path) -> None:
         """Make `directory` exist and be recorded durably in every parent up to the root.

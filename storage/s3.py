@@ -2,8 +2,9 @@
 
 Credentials come from the standard AWS chain (environment, shared profile, instance role); postroom
 holds none. Every botocore and aiohttp error is translated here, and nowhere else: a missing key
-becomes ObjectNotFound, anything else TransientError (SMTP 451, a retried job, HTTP 503). Large
-files move in bounded pieces (multipart parts up, megabyte chunks down), never read whole.
+becomes ObjectNotFound, anything else ObjectStoreUnavailable, a TransientError (SMTP 451, a
+retried job, HTTP 503). Large files move in bounded pieces (multipart parts up, megabyte chunks
+down), never read whole.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
     NoCredentialsError,
 )
 
-from storage.errors import ObjectNotFound, TransientError
+from storage.errors import ObjectNotFound
+from storage.errors import ObjectStoreUnavailable as Unavailable
 from storage.objects import PresignedGet, PresignedPost, StoredObject, check_key
 from storage.presign import content_disposition
 
@@ -120,7 +122,7 @@ class S3Store:
 
     @contextlib.asynccontextmanager
     async def _translated(self, action: str, key: str | None = None) -> AsyncIterator[None]:
-        """botocore and aiohttp errors → ObjectNotFound (for `key`) or TransientError."""
+        """botocore and aiohttp errors → ObjectNotFound (for `key`) or ObjectStoreUnavailable."""
         try:
             yield
         except ClientError as e:
@@ -128,9 +130,9 @@ class S3Store:
             if key is not None and code in _NOT_FOUND:
                 raise ObjectNotFound(key) from e
             message = e.response.get("Error", {}).get("Message") or code
-            raise TransientError(f"S3 {action} in {self._where()} failed: {message}") from e
+            raise Unavailable(f"S3 {action} in {self._where()} failed: {message}") from e
         except _FAILURES as e:
-            raise TransientError(f"S3 {action} in {self._where()} failed: {_describe(e)}") from e
+            raise Unavailable(f"S3 {action} in {self._where()} failed: {_describe(e)}") from e
 
     def _object(self, key: str) -> dict[str, str]:
         return {"Bucket": self.bucket, "Key": self.prefix + check_key(key)}
@@ -307,7 +309,7 @@ class S3Store:
         return PresignedGet(url, float(int(expires_at)))
 
     async def check(self) -> None:
-        """HEAD the bucket; TransientError naming it when it is missing, refused or unreachable."""
+        """HEAD the bucket; Unavailable naming it when it is missing, refused or unreachable."""
         try:
             await self._client.head_bucket(Bucket=self.bucket)
         except ClientError as e:
@@ -318,9 +320,9 @@ class S3Store:
                 reason = "refuses access with these credentials"
             else:
                 reason = f"answered {code}"
-            raise TransientError(f"S3 {self._where()} {reason}") from e
+            raise Unavailable(f"S3 {self._where()} {reason}") from e
         except _FAILURES as e:
-            raise TransientError(f"S3 {self._where()} cannot be reached: {_describe(e)}") from e
+            raise Unavailable(f"S3 {self._where()} cannot be reached: {_describe(e)}") from e
 
     async def close(self) -> None:
         await self._stack.aclose()

@@ -1,0 +1,22 @@
+"""The HTTP API (SPEC §6): a FastAPI app with one router per resource, the agent resolved from
+its key by a dependency, and the JSON views of rows."""
+
+from daemon.api.app import ApiContext, create_app
+from daemon.api.bodylimit import BodyLimit
+from daemon.api.errors import ApiError
+from daemon.api.lookups import Lookups
+from daemon.api.uploads import streamed_routes
+from daemon.api.views import JsonBody, attachment_view, iso, message_summary
+
+__all__ = [
+    "ApiContext",
+    "ApiError",
+    "BodyLimit",
+    "JsonBody",
+    "Lookups",
+    "attachment_view",
+    "create_app",
+    "iso",
+    "message_summary",
+    "streamed_routes",
+]

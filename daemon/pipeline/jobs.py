@@ -1,0 +1,516 @@
+"""After 250: extraction jobs, claimed by lease and re-run from the raw object until terminal.
+
+Each accepted message id goes on a bounded in-process queue, usually already leased to this
+node by ingest; a sweeper also claims unfinished messages nobody holds (after a crash, another
+node's death, or when the queue was full). A worker extracts in a worker process, stores bodies
+and attachment bytes, then records every attachment terminal. Every write of results is fenced
+by the lease: a node that lost its lease (it stalled past expiry and another node took over)
+writes nothing, so a message is recorded once whoever finishes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from daemon.agents import utcnow
+from daemon.events import Wakeups, event_rows, message_agents, record_events
+from daemon.extract_worker import Extracted
+from daemon.openpgp import GpgUnavailable, OpenPgp
+from daemon.ops import Metrics
+from daemon.pipeline.leases import (
+    claim_batch,
+    claim_message,
+    defer_after_transient,
+    release_lease,
+    release_node_leases,
+    renew_lease,
+)
+from daemon.pipeline.pool import ExtractionPool, remove_files
+from daemon.pipeline.results import Outcome, attachment_rows, message_values, result_events, states
+from extractors import Extraction, Limits
+from storage.errors import DatabaseError, ObjectNotFound, PermanentError, TransientError
+from storage.group_commit import GroupCommit
+from storage.models import (
+    FAILED,
+    PENDING,
+    Attachment,
+    Message,
+)
+from storage.objects import ObjectStore, attachment_key, body_key, raw_key
+from storage.spool import spool_name
+
+log = structlog.get_logger("postroom.pipeline")
+
+# Attachments totalling more than this are recorded `pending` before their bytes are stored;
+# smaller ones go straight to their final state in one write.
+PENDING_FIRST_ABOVE = 8 * 1024 * 1024
+
+MESSAGES = Message.__table__  # type: ignore[attr-defined]
+ATTACHMENTS = Attachment.__table__  # type: ignore[attr-defined]
+
+
+class LeaseLost(Exception):
+    """Our lease on the message is gone: another node owns it now and records its results."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease to write with a new message's row."""
+
+    owner: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    workers: int
+    queue_size: int
+    lease: float
+    sweep_interval: float
+    max_attempts: int
+    limits: Limits
+    retry_for: float = 5 * 86400.0
+    max_lag: float = 0.5
+
+
+_UPDATES: dict[tuple[str, ...], Any] = {}
+_ATTACHMENT_INSERT = ATTACHMENTS.insert()
+_EARLIER_ATTACHMENTS = (select(ATTACHMENTS.c.index, ATTACHMENTS.c.id)
+                        .where(ATTACHMENTS.c.message_id == bindparam("message_id")))
+
+
+def _fenced_update(columns: tuple[str, ...]) -> Any:
+    """`UPDATE messages SET <columns> WHERE id = :w_id AND lease_owner = :w_owner`, built once
+    per column set (the values are `v_<column>`): building it per message cost more than
+    running it."""
+    statement = _UPDATES.get(columns)
+    if statement is None:
+        statement = _UPDATES[columns] = update(MESSAGES).where(
+            MESSAGES.c.id == bindparam("w_id"), MESSAGES.c.lease_owner == bindparam("w_owner")
+        ).values({name: bindparam(f"v_{name}", type_=MESSAGES.c[name].type) for name in columns})
+    return statement
+
+
+class Pipeline:
+    """The queue, its workers and the sweeper of one node."""
+
+    def __init__(self, settings: PipelineSettings, sessions: async_sessionmaker[AsyncSession],
+                 writer: GroupCommit, store: ObjectStore, extraction: ExtractionPool,
+                 node_id: str, notifier: Wakeups, events: Wakeups,
+                 pgp: OpenPgp | None = None, metrics: Metrics | None = None,
+                 incoming: Callable[[], int] = lambda: 0) -> None:
+        self._pgp = pgp
+        # Transactions of this node between their DATA and its reply: on their way in.
+        self._incoming = incoming
+        # Seconds between two messages finished while the queue was never empty in between:
+        # a moving average, what one more message adds to the time the backlog takes to drain.
+        self._interval = 0.0
+        self._last_finish: float | None = None
+        self._backlogged = False  # whether messages were left unfinished at the last finish
+        self._metrics = metrics
+        self._events = events
+        self.settings = settings
+        self._sessions = sessions
+        self._writer = writer
+        self._store = store
+        self._extraction = extraction
+        self._node = node_id
+        self._notifier = notifier
+        # (message id, when this node claimed it and the attempt it claimed, or None when a
+        # worker must claim)
+        self._queue: asyncio.Queue[tuple[str, tuple[float, int] | None]] = asyncio.Queue()
+        self._queued: set[str] = set()
+        # When each of this node's unfinished messages (queued or being extracted) joined the
+        # queue, oldest first (the queue is FIFO).
+        self._since: dict[str, float] = {}
+        # Transactions held back by `caught_up`, one let go each time a worker finishes one.
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._reserved = 0  # places promised to messages being inserted with our lease
+        self.busy = 0
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def lag(self) -> float:
+        """Seconds the oldest of this node's unfinished messages (queued, or with a worker that
+        may itself wait for the extraction process) has been on its way to `ready`."""
+        oldest = next(iter(self._since.values()), None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
+
+    def drain_time(self) -> float:
+        """Seconds the node would take to make ready what it holds now: its unfinished messages
+        and those still arriving (in DATA), at the pace messages have been finishing."""
+        return (len(self._since) + self._incoming()) * self._interval
+
+    def pressure(self) -> float:
+        """What `max_lag` bounds: the lag, or the drain time when that is longer.
+
+        The lag alone let large messages pile up: sixteen transactions in DATA are not in
+        the queue yet, and when a load ends they all arrive at once, each costing the
+        extraction process a tenth of a second."""
+        return max(self.lag(), self.drain_time())
+
+    def _finished(self, message_id: str) -> None:
+        """`message_id` is done: the pace is sampled (only when a backlog lasted since the last
+        finish), and waiting transactions may go."""
+        now = time.monotonic()
+        if self._last_finish is not None and self._backlogged:
+            gap = now - self._last_finish
+            self._interval = gap if self._interval == 0.0 else 0.8 * self._interval + 0.2 * gap
+        self._last_finish = now
+        self._since.pop(message_id, None)
+        self._backlogged = bool(self._since)
+        self._let_one_go()
+
+    async def caught_up(self) -> None:
+        """Return at once while the pressure (the lag, or the drain time when longer) is within
+        `max_lag`; beyond it, when a worker finishes a message (one waiter per message
+        finished, so acceptance follows the pace of extraction instead of stopping and
+        starting; none while the drain time is over), or after 3 × `max_lag` (30 s at most).
+
+        SMTP calls this before taking a new transaction: under a load extraction cannot keep
+        up with, the backlog stays bounded; a stalled pipeline (the store away) delays each
+        transaction by the bound, never refuses one."""
+        limit = self.settings.max_lag
+        if limit <= 0 or self.pressure() <= limit:
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await asyncio.wait_for(turn, min(3 * limit, 30.0))
+        except TimeoutError:
+            # Not left behind: a long stall would otherwise keep one entry per MAIL.
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(turn)
+
+    def _let_one_go(self) -> None:
+        """A worker finished a message: the next waiting transaction may go (all of them, once
+        the pressure is back within bounds). While the drain time is over the bound, none goes:
+        letting one go per message finished would keep as many in DATA as there were."""
+        limit = self.settings.max_lag
+        if self.drain_time() > limit:
+            return
+        caught_up = self.lag() <= limit
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                if not caught_up:
+                    return
+
+    def _enqueue(self, message_id: str, claimed: tuple[float, int] | None) -> None:
+        self._queue.put_nowait((message_id, claimed))
+        self._queued.add(message_id)
+        self._since.setdefault(message_id, time.monotonic())
+
+    def _room(self) -> bool:
+        return self._queue.qsize() + self._reserved < self.settings.queue_size
+
+    def submit(self, message_id: str) -> None:
+        """Queue a message; when the queue is full the sweeper will find it instead."""
+        if message_id in self._queued:
+            return
+        if not self._room():
+            log.warning("pipeline.queue_full", message_id=message_id)
+            return
+        self._enqueue(message_id, None)
+
+    def reserve(self) -> Lease | None:
+        """A lease for a message about to be inserted, with its place in the queue kept.
+
+        Ingest writes the lease with the row, which saves the claim's commit; the caller then
+        calls `claimed` or, if no row was inserted, `unreserve`.
+        """
+        if not self._room():
+            return None
+        self._reserved += 1
+        return Lease(self._node, utcnow() + timedelta(seconds=self.settings.lease))
+
+    def unreserve(self) -> None:
+        self._reserved -= 1
+
+    def claimed(self, message_id: str) -> None:
+        """The row of `message_id` was committed with the lease from `reserve`."""
+        self._reserved -= 1
+        self._enqueue(message_id, (time.monotonic(), 1))
+
+    async def run(self) -> None:
+        """Run the workers and the sweeper until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(self.settings.workers):
+                tg.create_task(self._worker())
+            tg.create_task(self._sweeper())
+
+    async def release_leases(self) -> None:
+        """Give back the leases this node holds (stopping), so another node need not wait for
+        them to expire."""
+        try:
+            released = await release_node_leases(self._writer, self._node)
+        except TransientError as e:
+            log.warning("pipeline.release_failed", error=str(e))
+            return
+        if released:
+            log.info("pipeline.leases_released", messages=released)
+
+    async def _sweeper(self) -> None:
+        while True:
+            try:
+                room = self.settings.queue_size - self._queue.qsize() - self._reserved
+                if room > 0:
+                    for message_id, attempt in await claim_batch(
+                            self._writer, self._node, self.settings.lease, min(room, 500),
+                            older_than=1.0):
+                        if message_id not in self._queued:
+                            self._enqueue(message_id, (time.monotonic(), attempt))
+            except TransientError as e:
+                log.warning("pipeline.sweep_failed", error=str(e))
+            await asyncio.sleep(self.settings.sweep_interval)
+
+    async def _worker(self) -> None:
+        while True:
+            message_id, claimed = await self._queue.get()
+            self._queued.discard(message_id)
+            self.busy += 1
+            try:
+                await self.process(message_id, claimed)
+            except Exception:
+                log.exception("pipeline.worker_error", message_id=message_id)
+            finally:
+                self.busy -= 1
+                self._finished(message_id)
+
+    async def process(self, message_id: str,
+                      claimed: tuple[float, int] | None = None) -> None:
+        """Claim and extract one message; on a transient failure release it for a later retry.
+
+        `claimed` is (when, attempt) when this node already holds the lease: ingest inserted
+        the row with it, or the sweeper claimed it. A lease that has aged in the queue is
+        renewed first, and given up if it is no longer ours.
+        """
+        try:
+            if claimed is None:
+                attempt = await claim_message(self._writer, message_id, self._node,
+                                              self.settings.lease)
+            elif time.monotonic() - claimed[0] < self.settings.lease / 3 or \
+                    await renew_lease(self._writer, message_id, self._node, self.settings.lease):
+                attempt = claimed[1]
+            else:
+                attempt = None
+        except TransientError as e:
+            log.warning("pipeline.claim_failed", message_id=message_id, error=str(e))
+            return
+        if attempt is None:
+            return
+        if attempt > self.settings.max_attempts:
+            # Earlier attempts never reported back: the process died on this message (out of
+            # memory, killed). Stop here rather than crash every node that picks it up.
+            await self._fail(message_id, f"gave up after {attempt - 1} attempts that never "
+                             "finished (the process died while extracting)")
+            self._notifier.wake(message_id)
+            return
+        job = asyncio.create_task(self._extract_and_store(message_id, attempt))
+        renewer = asyncio.create_task(self._renew(message_id, job))
+        started = time.monotonic()
+        try:
+            try:
+                await job
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # this node is shutting down; the lease will expire
+                return  # the lease went to another node, which now owns the message
+            took = time.monotonic() - started
+            log.info("pipeline.extracted", message_id=message_id, attempt=attempt,
+                     duration_ms=round(took * 1000, 2))
+            if self._metrics is not None:
+                self._metrics.extraction_seconds.observe(took)
+        except LeaseLost:
+            log.warning("pipeline.lease_lost", message_id=message_id, attempt=attempt)
+        except PermanentError as e:
+            await self._fail(message_id, str(e))
+        except Exception as e:
+            if isinstance(e, TransientError):
+                log.warning("pipeline.transient", message_id=message_id, attempt=attempt,
+                            error=str(e))
+                if self._metrics is not None:
+                    if isinstance(e, DatabaseError):
+                        self._metrics.errors.count_database("pipeline")
+                    else:
+                        self._metrics.errors.count_storage("pipeline")
+            else:
+                log.exception("pipeline.error", message_id=message_id, attempt=attempt)
+            if isinstance(e, TransientError) and not isinstance(e, GpgUnavailable):
+                # An outage of the store or the database is no fault of the message: it waits
+                # it out (without using up attempts) for `retry_for`, like mail in a queue.
+                # (gpg down costs attempts: after the last the message is recorded with its
+                # signature unchecked rather than held back for days.)
+                try:
+                    waiting = await defer_after_transient(
+                        self._writer, message_id, self._node, self.settings.retry_for)
+                except TransientError:
+                    waiting = True  # the lease expires and the sweeper tries again
+                if not waiting:
+                    await self._fail(message_id, f"gave up after retrying for "
+                                     f"{self.settings.retry_for:.0f} s: {e}")
+            elif attempt >= self.settings.max_attempts:
+                await self._fail(message_id, f"gave up after {attempt} attempts: {e}")
+            else:
+                with contextlib.suppress(TransientError):
+                    await release_lease(self._writer, message_id, self._node,
+                                        retry_in=min(2.0 ** attempt, 60.0))
+        finally:
+            renewer.cancel()
+            self._notifier.wake(message_id)
+
+    async def _renew(self, message_id: str, work: asyncio.Task[None]) -> None:
+        """Keep the lease while `work` runs; if another node took it, stop the work."""
+        while True:
+            await asyncio.sleep(self.settings.lease / 3)
+            try:
+                still_ours = await renew_lease(self._writer, message_id, self._node,
+                                               self.settings.lease)
+            except TransientError:
+                continue
+            if not still_ours:
+                log.warning("pipeline.lease_lost", message_id=message_id)
+                work.cancel()
+                return
+
+    async def _fail(self, message_id: str, reason: str) -> None:
+        reason = reason[:500]
+
+        node = self._node
+
+        def fail(conn: Connection) -> None:
+            done = conn.execute(update(MESSAGES).where(
+                MESSAGES.c.id == message_id, MESSAGES.c.lease_owner == node)
+                .values(status=FAILED, error=reason, processed_at=utcnow(),
+                        lease_owner=None, lease_expires_at=None))
+            if not done.rowcount:
+                return  # not ours any more: the node holding the lease decides
+            conn.execute(update(ATTACHMENTS).where(
+                ATTACHMENTS.c.message_id == message_id, ATTACHMENTS.c.status == PENDING)
+                .values(status=FAILED, error=reason))
+            record_events(conn, event_rows(message_agents(conn, message_id),
+                                           "message.failed", message_id, utcnow(),
+                                           status=FAILED))
+
+        try:
+            await self._writer.write(fail)
+            self._events.wake()
+            log.warning("message.state", message_id=message_id, status=FAILED)
+        except TransientError as e:
+            log.warning("pipeline.fail_not_recorded", message_id=message_id, error=str(e))
+
+    async def _extract_and_store(self, message_id: str, attempt: int = 1) -> None:
+        rkey = raw_key(message_id)
+        # The worker reads the raw object from a file: the store's own when it is local, else
+        # a spool copy. The message's bytes never pass through this process.
+        source = self._store.local_path(rkey)
+        copy = None
+        try:
+            if source is None:
+                source = copy = spool_name(self._store.spool_dir, "raw")
+                await self._store.get_file(rkey, copy)
+            result = await self._extraction.extract(source, self.settings.limits,
+                                                    self._store.spool_dir)
+        except (ObjectNotFound, FileNotFoundError) as e:
+            raise PermanentError(f"raw object missing: {rkey}") from e
+        finally:
+            if copy is not None:
+                copy.unlink(missing_ok=True)
+        found = result.found
+        try:
+            found, outcome = await self._check_signature(found, attempt)
+            to_store = sum(p.size for p in found.attachments if p.outcome != "rejected")
+            if to_store > PENDING_FIRST_ABOVE:
+                # Storing will take a while: let agents see the attachments as pending first.
+                await self._record(message_id, found, final=False)
+            await self._store.put_files([
+                (body_key(message_id, slot) if slot in ("text", "html")
+                 else attachment_key(message_id, int(slot)), Path(path))
+                for slot, path in result.files.items()])
+            await self._record(message_id, found, final=True, outcome=outcome)
+        finally:
+            remove_files(result.files)
+
+    async def _check_signature(self, found: Extraction,
+                               attempt: int) -> tuple[Extraction, Outcome]:
+        """The signature check (SPEC §8); a gpg that stays unavailable costs retries, then
+        the message is recorded without the check (a defect says so) rather than failed."""
+        if self._pgp is None:
+            return found, Outcome()
+        try:
+            return found, Outcome(signature=await self._pgp.signature(found))
+        except GpgUnavailable as e:
+            if attempt < self.settings.max_attempts:
+                raise
+            return (dataclasses.replace(found, defects=(
+                *found.defects, f"signature: not checked: {str(e)[:200]}")), Outcome())
+
+    async def extract(self, source: bytes | Path) -> Extracted:
+        """Extract one message in a worker process, outside any job (ingest's, for mail it
+        encrypts before storing); the caller owns the files."""
+        return await self._extraction.extract(source, self.settings.limits,
+                                              self._store.spool_dir)
+
+    async def _record(self, message_id: str, found: Extraction, final: bool,
+                      outcome: Outcome | None = None) -> None:
+        """Write the message's attachment rows and headers in one transaction.
+
+        Not `final`: every attachment `pending`. `final` (its bytes are stored): each one
+        terminal, and the message too, its lease released. Attachment ids survive retries.
+        """
+        now = utcnow()
+        c = ATTACHMENTS.c
+        outcome = outcome or Outcome()
+        message = message_values(message_id, found, final, now, outcome)
+
+        node = self._node
+
+        def record(conn: Connection) -> list[str] | None:
+            # The fence first: the row stays locked (PostgreSQL) until this commits, and a
+            # node whose lease is gone changes nothing.
+            fenced = conn.execute(_fenced_update(tuple(message)), {
+                "w_id": message_id, "w_owner": node,
+                **{f"v_{k}": v for k, v in message.items()}})
+            if not fenced.rowcount:
+                return None
+            earlier: dict[int, str] = {int(i): str(a) for i, a in conn.execute(
+                _EARLIER_ATTACHMENTS, {"message_id": message_id}).all()}
+            if earlier:
+                conn.execute(delete(ATTACHMENTS).where(c.message_id == message_id))
+            rows = attachment_rows(message_id, found, final, now, earlier, outcome)
+            if rows:
+                conn.execute(_ATTACHMENT_INSERT, rows)
+            record_events(conn, result_events(
+                message_agents(conn, message_id), message_id, found, rows,
+                str(message["status"]) if final else None, now))
+            return [str(r["id"]) for r in rows]
+
+        ids = await self._writer.write(record)
+        if ids is None:
+            raise LeaseLost(message_id)
+        self._events.wake()
+        for part, att_id, (status, error) in zip(found.attachments, ids, states(found, final),
+                                                 strict=True):
+            log.info("attachment.state", message_id=message_id, attachment_id=att_id,
+                     index=part.index, status=status, size=part.size, error=error)
+        if final:
+            log.info("message.state", message_id=message_id, status=message["status"],
+                     attachments=len(ids))

@@ -1,0 +1,212 @@
+"""Configuration: sizes, durations, env overrides, path resolution, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.config import (
+    ConfigError,
+    load_config,
+    parse_duration,
+    parse_listen,
+    parse_size,
+    unsupported,
+)
+from daemon.passwords import hash_password
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("10MB", 10_000_000), ("50MiB", 50 * 1024**2), ("1kB", 1000), ("2KiB", 2048),
+    (1234, 1234), ("0", 0), ("1.5MiB", int(1.5 * 1024**2)),
+])
+def test_sizes_accept_units_and_integers(text: object, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["lots", "-1", "10XB", True, -5, ""])
+def test_bad_sizes_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_size(bad)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("15m", 900.0), ("30s", 30.0), ("250ms", 0.25), ("2h", 7200.0), (5, 5.0), ("1d", 86400.0),
+])
+def test_durations(text: object, expected: float) -> None:
+    assert parse_duration(text) == expected
+
+
+def test_listen_parses_ipv4_and_ipv6() -> None:
+    assert parse_listen("127.0.0.1:2525") == ("127.0.0.1", 2525)
+    assert parse_listen("[::1]:25") == ("::1", 25)
+    with pytest.raises(ValueError):
+        parse_listen("::1:25")
+    with pytest.raises(ValueError):
+        parse_listen("host:99999")
+
+
+def test_defaults_without_a_file_match_the_spec() -> None:
+    c = load_config(None, env={})
+    assert c.smtp.listen == ["127.0.0.1:2525"]
+    assert c.smtp.max_message_size == 50 * 1024**2
+    assert c.smtp.max_recipients == 100
+    assert c.smtp.trusted_networks == ["127.0.0.0/8", "::1/128"]
+    assert c.smtp.timeout == 300.0 and c.smtp.max_connections == 500
+    assert c.http.listen == ["127.0.0.1:8025"]
+    assert c.storage.presign_ttl == 900.0
+    assert c.limits.max_attachment_size == 40 * 1024**2
+    assert (c.limits.max_parts, c.limits.max_depth) == (1000, 32)
+    assert c.uploads.max_bytes == 10 * 1024**2
+    assert c.retention.days == 30
+
+
+def test_relative_paths_resolve_against_the_files_folder(tmp_path: Path) -> None:
+    cfg = tmp_path / "conf" / "postroom.toml"
+    cfg.parent.mkdir()
+    cfg.write_text('[storage]\npath = "data/objects"\n[database]\n'
+                   'url = "sqlite+aiosqlite:///state/p.db"\n')
+    c = load_config(cfg, env={})
+    assert c.storage.path == tmp_path / "conf" / "data" / "objects"
+    assert c.database.url == f"sqlite+aiosqlite:///{tmp_path}/conf/state/p.db"
+    assert c.storage.signing_key_file == tmp_path / "conf" / "var" / "signing.key"
+
+
+def test_environment_overrides_file_values(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[smtp]\nmax_recipients = 5\n')
+    env = {"POSTROOM_SMTP__MAX_RECIPIENTS": "7",
+           "POSTROOM_SMTP__TRUSTED_NETWORKS": '["10.0.0.0/8"]',
+           "POSTROOM_SMTP__PROXY_PROTOCOL": "true", "UNRELATED": "x"}
+    c = load_config(cfg, env=env)
+    assert c.smtp.max_recipients == 7
+    assert c.smtp.trusted_networks == ["10.0.0.0/8"]
+    assert c.smtp.proxy_protocol is True
+
+
+def test_config_env_variable_names_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[smtp]\nmax_recipients = 9\n')
+    assert load_config(None, env={"POSTROOM_CONFIG": str(cfg)}).smtp.max_recipients == 9
+
+
+@pytest.mark.parametrize(("toml", "key"), [
+    ('[smtp]\nmax_recipientz = 5\n', "smtp.max_recipientz"),
+    ('[smtpp]\nx = 1\n', "smtpp"),
+    ('[smtp]\nmax_message_size = "huge"\n', "smtp.max_message_size"),
+    ('[smtp]\ntrusted_networks = ["not-a-net"]\n', "smtp.trusted_networks"),
+    ('[smtp]\nlisten = "nowhere"\n', "smtp.listen"),
+    ('[smtp]\nprotocol = "uucp"\n', "smtp.protocol"),
+    ('[storage]\npresign_ttl = "soon"\n', "storage.presign_ttl"),
+    ('[limits]\nmax_parts = 0\n', "limits.max_parts"),
+    ('[[agents]]\nname = "x"\n', "agents.0.addresses"),
+    ('[smtp]\ntimeout = 0\n', "smtp.timeout"),
+    ('[smtp]\nmax_message_size = 0\n', "smtp.max_message_size"),
+    ('[pipeline]\nlease = "0s"\n', "pipeline.lease"),
+    ('[pipeline]\nsweep_interval = 0\n', "pipeline.sweep_interval"),
+    ('[storage]\nsigning_key = "short"\n', "storage.signing_key"),
+    ('[http]\nmax_body = 10\n', "http.max_body"),
+    ('[database]\nurl = "mysql://db/x"\n', "database.url"),
+    ('[database]\nurl = "postgresql"\n', "database.url"),
+    ('[database]\npool_size = 1\n', "database.pool_size"),
+])
+def test_errors_name_the_offending_key(tmp_path: Path, toml: str, key: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg, env={})
+    assert key in str(err.value)
+
+
+def test_not_toml_and_missing_file_are_clear_errors(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[smtp\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(cfg, env={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml", env={})
+
+
+def test_only_the_named_agent_key_variables_are_kept(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[[agents]]\nname = "a"\naddresses = ["a@x.test"]\napi_key_env = "A_KEY"\n')
+    c = load_config(cfg, env={"A_KEY": "pr_secret", "AWS_SECRET_ACCESS_KEY": "nope"})
+    assert c.agent_keys == {"A_KEY": "pr_secret"}
+    assert "pr_secret" not in repr(c)
+
+
+def test_the_smtp_settings_are_all_honoured(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""[smtp]
+protocol = "lmtp"
+tls_cert = "c.pem"
+tls_key = "k.pem"
+require_tls = true
+proxy_protocol = true
+proxy_protocol_timeout = "2s"
+[smtp.auth_users]
+relay = "{hash_password('pw', n=1024)}"
+""")
+    c = load_config(cfg, env={})
+    assert unsupported(c) == []
+    assert (c.smtp.tls_cert, c.smtp.tls_key) == (tmp_path / "c.pem", tmp_path / "k.pem")
+    assert c.smtp.proxy_protocol_timeout == 2.0 and c.smtp.auth_users is not None
+    assert "scrypt" not in repr(c)
+
+
+@pytest.mark.parametrize(("toml", "named", "says"), [
+    ('tls_cert = "c.pem"', "smtp.tls_key", "together"),
+    ('tls_key = "k.pem"', "smtp.tls_cert", "together"),
+    ("require_tls = true", "smtp.require_tls", "smtp.tls_cert"),
+    ('[smtp.auth_users]\nrelay = "RIGHT"', "smtp.auth_users", "smtp.tls_cert"),
+    ('tls_cert = "c"\ntls_key = "k"\n[smtp.auth_users]\nrelay = "hunter2"', "smtp.auth_users",
+     "relay: not a password hash"),
+    ('tls_cert = "c"\ntls_key = "k"\nauth_users = {}', "smtp.auth_users", "no users"),
+    ('proxy_protocol_timeout = "0s"', "smtp.proxy_protocol_timeout", ""),
+])
+def test_tls_auth_and_proxy_settings_that_cannot_work_are_refused(
+        tmp_path: Path, toml: str, named: str, says: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[smtp]\n" + toml.replace("RIGHT", hash_password("pw", n=1024)) + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg, env={})
+    assert named in str(err.value) and says in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_s3_needs_a_bucket_and_takes_a_clean_prefix(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[storage]\nbackend = "s3"\n')
+    with pytest.raises(ConfigError,
+                       match=r'storage\.bucket: required when storage\.backend = "s3"'):
+        load_config(cfg, env={})
+    for prefix, key_prefix in [("", ""), ("mail", "mail/"), ("a/b/", "a/b/")]:
+        cfg.write_text(f'[storage]\nbackend = "s3"\nbucket = "b1"\nprefix = "{prefix}"\n')
+        c = load_config(cfg, env={})
+        assert c.storage.key_prefix == key_prefix
+        assert c.storage.spool_path == tmp_path / "var" / "spool"
+        assert unsupported(c) == []
+    for prefix in ("../x", "/abs", "a//b", "a b"):
+        cfg.write_text(f'[storage]\nbackend = "s3"\nbucket = "b1"\nprefix = "{prefix}"\n')
+        with pytest.raises(ConfigError, match=r"storage\.prefix"):
+            load_config(cfg, env={})
+
+
+def test_the_shipped_config_needs_nothing_unsupported() -> None:
+    shipped = Path(__file__).resolve().parents[1] / "config.toml"
+    assert unsupported(load_config(shipped, env={})) == []
+
+
+def test_database_urls_get_their_async_driver(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    for given, meant in (
+            ("postgresql://postroom@db:5432/mail", "postgresql+asyncpg://postroom@db:5432/mail"),
+            ("postgres://db/mail", "postgresql+asyncpg://db/mail"),
+            ("postgresql+asyncpg://db/mail", "postgresql+asyncpg://db/mail"),
+            ("sqlite:////srv/p.db", "sqlite+aiosqlite:////srv/p.db")):
+        cfg.write_text(f'[database]\nurl = "{given}"\npool_size = 20\n')
+        c = load_config(cfg, env={})
+        assert c.database.url == meant
+        assert c.database.pool_size == 20
+        assert c.is_sqlite == meant.startswith("sqlite")
