@@ -95,16 +95,17 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 # Components a stack can pass through (first match on the file path), for inclusive shares.
 COMPONENTS = [
-    ("postroom SMTP front (daemon/smtp.py)", "daemon/smtp.py"),
-    ("postroom ingest: raw store + row commit (daemon/ingest.py)", "daemon/ingest.py"),
-    ("postroom extraction pipeline (daemon/pipeline.py)", "daemon/pipeline.py"),
+    ("postroom SMTP front (daemon/smtp/)", "daemon/smtp/"),
+    ("postroom ingest: raw store + row commit (daemon/pipeline/ingest.py)",
+     "daemon/pipeline/ingest.py"),
+    ("postroom extraction pipeline (daemon/pipeline/)", "daemon/pipeline/"),
     ("MIME extractors (extractors/)", "extractors/"),
     ("local object store (storage/local.py)", "storage/local.py"),
     ("SQLAlchemy / SQLModel", "sqlalchemy/"),
     ("aiosqlite (DB thread)", "aiosqlite/"),
     ("aiosmtpd protocol", "aiosmtpd/"),
     ("HTTP API (uvicorn/starlette/fastapi)", "uvicorn/|starlette/|fastapi/"),
-    ("postroom HTTP API (daemon/api.py)", "daemon/api.py"),
+    ("postroom HTTP API (daemon/api/)", "daemon/api/"),
     ("presigned URLs (storage/presign.py)", "storage/presign.py"),
     ("pydantic", "pydantic"),
     ("structlog", "structlog/"),

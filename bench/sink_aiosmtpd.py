@@ -23,7 +23,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
-from daemon.framing import Unstuffer
+from daemon.smtp.framing import Unstuffer
 
 _CHUNK = 1 << 17
 
