@@ -1,9 +1,11 @@
 """The daemon as one coroutine: SMTP, HTTP, extraction workers and the directory in one loop.
 
-`serve()` starts everything, announces the bound addresses, and on SIGTERM/SIGINT drains: it
-stops accepting, lets transactions already in DATA finish under a deadline, answers 421 to the
-rest, and leaves unfinished extraction to the leases. This module is the one place that owns
-signals.
+`serve()` reads as what it does: `Node.assemble` opens the parts (database, store, keyring,
+directory, pipeline, SMTP and HTTP fronts), `Node.start` starts each long-lived task by name,
+and on SIGTERM/SIGINT `Node.drain` stops them by name, in the order the data flows: stop
+accepting, let transactions already in DATA finish under a deadline, answer 421 to the rest,
+finish the accepts under way, and leave unfinished extraction to the leases. This module is the
+one place that owns signals.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any
 
 import structlog
 import uvicorn
@@ -38,6 +41,7 @@ from daemon.smtp import (
     PostroomSMTP,
     SmtpCounters,
     TlsError,
+    TlsFiles,
     load_tls,
     parse_networks,
 )
@@ -177,186 +181,262 @@ def _addr(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def serve(config: Config) -> int:
-    """Run the daemon until SIGTERM or SIGINT; returns the exit status."""
-    check_supported(config)
-    try:  # a bad certificate or key stops the start before anything is opened
-        tls = load_tls(config.smtp.tls_cert, config.smtp.tls_key)
-    except TlsError as e:
-        raise StartupError(str(e)) from e
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    systemd = SystemdNotifier()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+class Node:
+    """One node's parts and long-lived tasks. Built by `assemble`, nothing runs until `start`."""
 
-    reload_hooks: list[Callable[[], None]] = []  # SIGHUP: things that re-read their files
-    if tls is not None:
-        reload_hooks.append(tls.reload)  # a bad file keeps the old context (TlsError logged)
-    engine, sessions = await prepare_database(config)
-    store = await build_store(config)
-    try:
-        await store.check()
-    except TransientError as e:
-        # Not fatal: SMTP answers 451 and /readyz says why until the store answers.
-        log.warning("storage.unavailable", error=str(e))
-    await ensure_config_agents(config, sessions)
-    if config.is_sqlite:
-        await release_all_leases(sessions)
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.node_id = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.systemd = SystemdNotifier()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._closers: list[Callable[[], Awaitable[None] | None]] = []
+        self._reload_hooks: list[Callable[[], None]] = []  # SIGHUP: things that re-read files
+        self._reloads: set[asyncio.Task[None]] = set()
 
-    node_id = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    directory = Directory(sessions, config.pipeline.directory_refresh)
-    await directory.reload()
-    pgp = OpenPgp(config.encryption, sessions, directory)
-    await pgp.start()
-    notifier = Wakeups()  # a message's state changed (GET …?wait=)
-    events = Wakeups()  # events were committed (GET /v1/events?wait=)
-    stale = clear_stale(store.spool_dir)  # before any worker process writes there
-    if stale:
-        log.info("daemon.spool_cleared", files=stale)
-    extraction = ExtractionPool(config.pipeline.extract_processes)
-    await extraction.start()
-    p = config.pipeline
-    writer = GroupCommit(engine, busy_timeout=config.database.busy_timeout)
-    counters = SmtpCounters()
-    metrics = Metrics(Sources(
-        smtp=counters, queue_depth=lambda: pipeline.depth, busy_workers=lambda: pipeline.busy,
-        commits=lambda: (writer.batches, writer.writes, writer.failures), errors=Errors()),
-        sessions)
-    pipeline = Pipeline(
-        PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
-                         Limits(config.limits.max_attachment_size, config.limits.max_parts,
-                                config.limits.max_depth), p.transient_retry_for, p.max_lag),
-        sessions, writer, store, extraction, node_id, notifier, events, pgp, metrics,
-        incoming=lambda: counters.in_data)
-    spooler = Spooler(store.spool_dir, config.smtp.spool_threshold)
-    ingest = Ingest(sessions, writer, store, spooler, config.smtp.hostname, p.dedupe_window,
-                    jobs=pipeline, events=events, pgp=pgp, extract=pipeline.extract)
-    handler = PostroomHandler(directory, ingest, config.smtp.max_message_size,
-                              config.smtp.max_recipients,
-                              "LMTP" if config.smtp.protocol == "lmtp" else "ESMTP", counters,
-                              at_rest=config.encryption.at_rest)
-    networks = parse_networks(config.smtp.trusted_networks)
-    connections: set[PostroomSMTP] = set()
+    @classmethod
+    async def assemble(cls, config: Config) -> Node:
+        """Open every part; on failure close what was opened and raise."""
+        node = cls(config)
+        try:
+            await node._open()
+        except BaseException:
+            await node.close()
+            raise
+        return node
 
-    users = AuthUsers(config.smtp.auth_users) if config.smtp.auth_users else None
-    protocol = PostroomLMTP if config.smtp.protocol == "lmtp" else PostroomSMTP
-    proxy_timeout = config.smtp.proxy_protocol_timeout if config.smtp.proxy_protocol else None
+    async def _open(self) -> None:
+        config, p = self.config, self.config.pipeline
+        try:  # a bad certificate or key stops the start before anything is opened
+            tls = load_tls(config.smtp.tls_cert, config.smtp.tls_key)
+        except TlsError as e:
+            raise StartupError(str(e)) from e
+        if tls is not None:
+            self._reload_hooks.append(tls.reload)  # a bad file keeps the old context (logged)
+        self.engine, self.sessions = await prepare_database(config)
+        self._closers.append(self.engine.dispose)
+        self.store = await build_store(config)
+        self._closers.append(self.store.close)
+        try:
+            await self.store.check()
+        except TransientError as e:
+            # Not fatal: SMTP answers 451 and /readyz says why until the store answers.
+            log.warning("storage.unavailable", error=str(e))
+        await ensure_config_agents(config, self.sessions)
+        if config.is_sqlite:
+            await release_all_leases(self.sessions)
 
-    def smtp_factory() -> PostroomSMTP:
-        proto = protocol(handler, counters, networks, config.smtp.max_connections,
-                         connections=connections, tls=tls, users=users,
-                         require_tls=config.smtp.require_tls, proxy_timeout=proxy_timeout,
-                         hostname=config.smtp.hostname,
-                         timeout=config.smtp.timeout, enable_SMTPUTF8=True,
-                         data_size_limit=None, ident=f"postroom {handler.protocol_name}",
-                         command_call_limit=dict(COMMAND_CALL_LIMITS), loop=loop)
-        return proto
+        self.directory = Directory(self.sessions, p.directory_refresh)
+        await self.directory.reload()
+        self.pgp = OpenPgp(config.encryption, self.sessions, self.directory)
+        await self.pgp.start()
+        self.message_changes = Wakeups()  # a message's state changed (GET …?wait=)
+        self.event_feed = Wakeups()  # events were committed (GET /v1/events?wait=)
+        stale = clear_stale(self.store.spool_dir)  # before any worker process writes there
+        if stale:
+            log.info("daemon.spool_cleared", files=stale)
+        self.extraction = ExtractionPool(p.extract_processes)
+        self._closers.append(self.extraction.close)
+        await self.extraction.start()
+        self.writer = GroupCommit(self.engine, busy_timeout=config.database.busy_timeout)
+        self._closers.append(self.writer.close)
+        self.counters = SmtpCounters()
+        self.metrics = Metrics(Sources(
+            smtp=self.counters, queue_depth=lambda: self.pipeline.depth,
+            busy_workers=lambda: self.pipeline.busy,
+            commits=lambda: (self.writer.batches, self.writer.writes, self.writer.failures),
+            errors=Errors()), self.sessions)
+        limits = config.limits
+        self.pipeline = Pipeline(
+            PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
+                             Limits(limits.max_attachment_size, limits.max_parts,
+                                    limits.max_depth), p.transient_retry_for, p.max_lag),
+            self.sessions, self.writer, self.store, self.extraction, self.node_id,
+            self.message_changes, self.event_feed, self.pgp, self.metrics,
+            incoming=lambda: self.counters.in_data)
+        self.spooler = Spooler(self.store.spool_dir, config.smtp.spool_threshold)
+        self._closers.append(self.spooler.close)
+        self.ingest = Ingest(self.sessions, self.writer, self.store, self.spooler,
+                             config.smtp.hostname, p.dedupe_window, jobs=self.pipeline,
+                             events=self.event_feed, pgp=self.pgp, extract=self.pipeline.extract)
+        self.smtp_socks = [_bind(listen) for listen in config.smtp.listen]
+        self.http_socks = [_bind(listen) for listen in config.http.listen]
+        self._open_smtp(tls)
+        self._open_http()
 
-    smtp_socks = [_bind(listen) for listen in config.smtp.listen]
-    http_socks = [_bind(listen) for listen in config.http.listen]
-    # create_server listens again, with its own default of 100 unless told: a burst of relays
-    # connecting at once would then see dropped SYNs and a second's retransmit delay.
-    smtp_servers = [await loop.create_server(smtp_factory, sock=s, backlog=LISTEN_BACKLOG)
-                    for s in smtp_socks]
-    lookups = Lookups(engine)
-    app = create_app(ApiContext(sessions, store, notifier, config.storage.presign_ttl,
-                                config.http.max_wait, lookups=lookups,
-                                upload_max_bytes=config.uploads.max_bytes, events=events,
-                                metrics=metrics))
-    bounded = BodyLimit(app, config.http.max_body, streamed_routes(config.uploads.max_bytes))
-    http = _QuietServer(uvicorn.Config(bounded, log_level="warning",
-                                       access_log=False, lifespan="off",
-                                       timeout_graceful_shutdown=5, server_header=False))
-    tasks = [
-        asyncio.create_task(http.serve(sockets=http_socks), name="http"),
-        asyncio.create_task(pipeline.run(), name="pipeline"),
-        asyncio.create_task(directory.run(), name="directory"),
-        asyncio.create_task(writer.run(), name="group-commit"),
-    ]
-    if systemd.watchdog_interval is not None:
-        tasks.append(asyncio.create_task(systemd.watchdog(), name="watchdog"))
-    if config.retention.days > 0:
-        tasks.append(asyncio.create_task(
-            run_periodically(store, sessions, config.retention.days,
-                             every=config.retention.interval), name="gc"))
+    def _open_smtp(self, tls: TlsFiles | None) -> None:
+        smtp = self.config.smtp
+        lmtp = smtp.protocol == "lmtp"
+        handler = PostroomHandler(self.directory, self.ingest, smtp.max_message_size,
+                                  smtp.max_recipients, "LMTP" if lmtp else "ESMTP",
+                                  self.counters, at_rest=self.config.encryption.at_rest)
+        networks = parse_networks(smtp.trusted_networks)
+        users = AuthUsers(smtp.auth_users) if smtp.auth_users else None
+        protocol = PostroomLMTP if lmtp else PostroomSMTP
+        proxy_timeout = smtp.proxy_protocol_timeout if smtp.proxy_protocol else None
+        self.connections: set[PostroomSMTP] = set()
 
-    def describe() -> str:
-        sent = sum(counters.transactions.values())
-        return (f"{counters.open_connections} connections, {sent} transactions "
-                f"({counters.transactions.get('250', 0)} accepted), queue {pipeline.depth}, "
-                f"extracting {pipeline.busy}")
+        def connection() -> PostroomSMTP:
+            return protocol(handler, self.counters, networks, smtp.max_connections,
+                            connections=self.connections, tls=tls, users=users,
+                            require_tls=smtp.require_tls, proxy_timeout=proxy_timeout,
+                            hostname=smtp.hostname, timeout=smtp.timeout, enable_SMTPUTF8=True,
+                            data_size_limit=None, ident=f"postroom {handler.protocol_name}",
+                            command_call_limit=dict(COMMAND_CALL_LIMITS),
+                            loop=asyncio.get_running_loop())
 
-    if systemd.enabled:  # every task here runs until the end: one that returns stops serve()
-        tasks.append(asyncio.create_task(systemd.status(describe), name="status"))
+        self._smtp_connection = connection
+        self.smtp_servers: list[asyncio.Server] = []
 
-    async def reload() -> None:
+    def _open_http(self) -> None:
+        config = self.config
+        self.lookups = Lookups(self.engine)
+        self._closers.append(self.lookups.close)
+        app = create_app(ApiContext(self.sessions, self.store, self.message_changes,
+                                    config.storage.presign_ttl, config.http.max_wait,
+                                    lookups=self.lookups,
+                                    upload_max_bytes=config.uploads.max_bytes,
+                                    events=self.event_feed, metrics=self.metrics))
+        bounded = BodyLimit(app, config.http.max_body, streamed_routes(config.uploads.max_bytes))
+        self.http = _QuietServer(uvicorn.Config(bounded, log_level="warning", access_log=False,
+                                                lifespan="off", timeout_graceful_shutdown=5,
+                                                server_header=False))
+
+    def _run(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        self.tasks[name] = asyncio.create_task(work, name=name)
+
+    async def start(self) -> None:
+        """Start accepting and every long-lived task; return once HTTP answers."""
+        loop = asyncio.get_running_loop()
+        # create_server listens again, with its own default of 100 unless told: a burst of relays
+        # connecting at once would then see dropped SYNs and a second's retransmit delay.
+        self.smtp_servers = [await loop.create_server(self._smtp_connection, sock=s,
+                                                      backlog=LISTEN_BACKLOG)
+                             for s in self.smtp_socks]
+        self._run("http", self.http.serve(sockets=self.http_socks))
+        self._run("pipeline", self.pipeline.run())
+        self._run("directory", self.directory.run())
+        self._run("group-commit", self.writer.run())
+        if self.systemd.watchdog_interval is not None:
+            self._run("watchdog", self.systemd.watchdog())
+        if self.config.retention.days > 0:
+            self._run("gc", run_periodically(self.store, self.sessions,
+                                             self.config.retention.days,
+                                             every=self.config.retention.interval))
+        if self.systemd.enabled:
+            self._run("status", self.systemd.status(self.describe))
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        http = self.tasks["http"]
+        while not self.http.started and not http.done():  # noqa: ASYNC110 - uvicorn has no event
+            await asyncio.sleep(0.01)
+        log.info("daemon.ready", smtp=[_addr(s) for s in self.smtp_socks],
+                 http=[_addr(s) for s in self.http_socks], node=self.node_id,
+                 database="sqlite" if self.config.is_sqlite else "postgresql",
+                 storage=self.config.storage.backend)
+        self.systemd.send("READY=1", "STATUS=accepting mail on "
+                          + ", ".join(_addr(s) for s in self.smtp_socks))
+
+    def describe(self) -> str:
+        """One line for `systemctl status`."""
+        c = self.counters
+        sent = sum(c.transactions.values())
+        return (f"{c.open_connections} connections, {sent} transactions "
+                f"({c.transactions.get('250', 0)} accepted), queue {self.pipeline.depth}, "
+                f"extracting {self.pipeline.busy}")
+
+    async def reload(self) -> None:
         """SIGHUP: re-read agents (and, with TLS, the certificate files) without dropping a
         connection; systemd sees RELOADING=1 … READY=1 around it."""
-        systemd.reloading()
+        self.systemd.reloading()
         log.info("daemon.reloading")
         try:
-            await directory.reload()
-            for hook in reload_hooks:
+            await self.directory.reload()
+            for hook in self._reload_hooks:
                 await asyncio.to_thread(hook)
         except Exception as e:  # a bad file: keep serving with what was loaded before
             log.error("daemon.reload_failed", error=str(e))
         else:
-            log.info("daemon.reloaded", agents=len(set(directory.fingerprints) |
-                                                   set(directory.agent_ids())))
-        systemd.send("READY=1", f"STATUS={describe()}")
+            log.info("daemon.reloaded", agents=len(set(self.directory.fingerprints) |
+                                                   set(self.directory.agent_ids())))
+        self.systemd.send("READY=1", f"STATUS={self.describe()}")
 
-    reloads: set[asyncio.Task[None]] = set()
+    def _on_sighup(self) -> None:
+        task = asyncio.create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
-    def on_sighup() -> None:
-        task = asyncio.create_task(reload(), name="reload")
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
+    async def run_until(self, stop: asyncio.Event) -> int:
+        """Wait for `stop` or for a task to end (each runs for the node's life: one that ends
+        is a failure); returns the exit status."""
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *self.tasks.values()],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        status = 0
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                log.error("daemon.task_failed", task=task.get_name(), exc_info=task.exception())
+                status = 1
+        return status
 
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    while not http.started and not tasks[0].done():  # noqa: ASYNC110 - uvicorn offers no event
-        await asyncio.sleep(0.01)
-    log.info("daemon.ready", smtp=[_addr(s) for s in smtp_socks],
-             http=[_addr(s) for s in http_socks], node=node_id,
-             database="sqlite" if config.is_sqlite else "postgresql",
-             storage=config.storage.backend)
-    systemd.send("READY=1", f"STATUS=accepting mail on {', '.join(_addr(s) for s in smtp_socks)}")
+    async def _cancel(self, *names: str) -> None:
+        tasks = [self.tasks.pop(name) for name in names if name in self.tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    status = 0
-    for task in done:
-        if task is not stopper and task.exception() is not None:
-            log.error("daemon.task_failed", task=task.get_name(), exc_info=task.exception())
-            status = 1
-    log.info("daemon.stopping", open_connections=counters.open_connections,
-             in_data=counters.in_data)
-    systemd.send("STOPPING=1", "STATUS=draining")
-    counters.draining = True
-    for srv in smtp_servers:
-        srv.close()
-    deadline = loop.time() + config.smtp.drain_timeout
-    while counters.in_data and loop.time() < deadline:  # noqa: ASYNC110 - a counter, polled
-        await asyncio.sleep(0.05)
-    for conn in list(connections):
-        conn.close_for_shutdown()
-    http.should_exit = True
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(tasks[0], 10)
-    await ingest.wait_idle(10)  # accepts whose clients hung up still finish their durable write
-    tasks[1].cancel()  # the pipeline: extraction under way is dropped, its leases given back
-    await asyncio.gather(tasks[1], return_exceptions=True)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(pipeline.release_leases(), 5)
-    for task in tasks[2:]:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    stopper.cancel()
-    extraction.close()
-    spooler.close()
-    await store.close()
-    lookups.close()
-    writer.close()
-    await engine.dispose()
+    async def drain(self) -> None:
+        """Stop in the order the data flows, each step bounded in time."""
+        c = self.counters
+        log.info("daemon.stopping", open_connections=c.open_connections, in_data=c.in_data)
+        self.systemd.send("STOPPING=1", "STATUS=draining")
+        # 1. SMTP: no new connections or MAILs; transactions in DATA finish, the rest hear 421.
+        c.draining = True
+        for server in self.smtp_servers:
+            server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.smtp.drain_timeout
+        while c.in_data and loop.time() < deadline:  # noqa: ASYNC110 - a counter, polled
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close_for_shutdown()
+        # 2. HTTP: uvicorn finishes the requests under way.
+        self.http.should_exit = True
+        if "http" in self.tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.tasks.pop("http"), 10)
+        # 3. Accepts whose clients hung up still finish their durable write.
+        await self.ingest.wait_idle(10)
+        # 4. Extraction under way is dropped; its leases are given back for any node to take.
+        await self._cancel("pipeline")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.pipeline.release_leases(), 5)
+        # 5. The rest: directory refresh, group commit, watchdog, gc, status, reloads.
+        await self._cancel(*list(self.tasks))
+        for task in list(self._reloads):
+            task.cancel()
+
+    async def close(self) -> None:
+        """Close what `assemble` opened, the last opened first."""
+        for closer in reversed(self._closers):
+            done = closer()
+            if done is not None:
+                await done
+        self._closers.clear()
+
+
+async def serve(config: Config) -> int:
+    """Run the daemon until SIGTERM or SIGINT; returns the exit status."""
+    check_supported(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    node = await Node.assemble(config)
+    try:
+        await node.start()
+        status = await node.run_until(stop)
+        await node.drain()
+    finally:
+        await node.close()
     log.info("daemon.stopped", status=status)
     return status

@@ -14,7 +14,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +25,7 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from daemon.agents import utcnow
+from daemon.clock import SYSTEM, Clock
 from daemon.events import Wakeups, event_rows, message_agents, record_events
 from daemon.extract_worker import Extracted
 from daemon.openpgp import GpgUnavailable, OpenPgp
@@ -112,7 +111,8 @@ class Pipeline:
                  writer: GroupCommit, store: ObjectStore, extraction: ExtractionPool,
                  node_id: str, notifier: Wakeups, events: Wakeups,
                  pgp: OpenPgp | None = None, metrics: Metrics | None = None,
-                 incoming: Callable[[], int] = lambda: 0) -> None:
+                 incoming: Callable[[], int] = lambda: 0, clock: Clock = SYSTEM) -> None:
+        self._clock = clock  # every reading of time here goes through it
         self._pgp = pgp
         # Transactions of this node between their DATA and its reply: on their way in.
         self._incoming = incoming
@@ -150,7 +150,7 @@ class Pipeline:
         """Seconds the oldest of this node's unfinished messages (queued, or with a worker that
         may itself wait for the extraction process) has been on its way to `ready`."""
         oldest = next(iter(self._since.values()), None)
-        return 0.0 if oldest is None else time.monotonic() - oldest
+        return 0.0 if oldest is None else self._clock.monotonic() - oldest
 
     def drain_time(self) -> float:
         """Seconds the node would take to make ready what it holds now: its unfinished messages
@@ -168,7 +168,7 @@ class Pipeline:
     def _finished(self, message_id: str) -> None:
         """`message_id` is done: the pace is sampled (only when a backlog lasted since the last
         finish), and waiting transactions may go."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if self._last_finish is not None and self._backlogged:
             gap = now - self._last_finish
             self._interval = gap if self._interval == 0.0 else 0.8 * self._interval + 0.2 * gap
@@ -216,7 +216,7 @@ class Pipeline:
     def _enqueue(self, message_id: str, claimed: tuple[float, int] | None) -> None:
         self._queue.put_nowait((message_id, claimed))
         self._queued.add(message_id)
-        self._since.setdefault(message_id, time.monotonic())
+        self._since.setdefault(message_id, self._clock.monotonic())
 
     def _room(self) -> bool:
         return self._queue.qsize() + self._reserved < self.settings.queue_size
@@ -239,7 +239,7 @@ class Pipeline:
         if not self._room():
             return None
         self._reserved += 1
-        return Lease(self._node, utcnow() + timedelta(seconds=self.settings.lease))
+        return Lease(self._node, self._clock.now() + timedelta(seconds=self.settings.lease))
 
     def unreserve(self) -> None:
         self._reserved -= 1
@@ -247,7 +247,7 @@ class Pipeline:
     def claimed(self, message_id: str) -> None:
         """The row of `message_id` was committed with the lease from `reserve`."""
         self._reserved -= 1
-        self._enqueue(message_id, (time.monotonic(), 1))
+        self._enqueue(message_id, (self._clock.monotonic(), 1))
 
     async def run(self) -> None:
         """Run the workers and the sweeper until cancelled."""
@@ -274,12 +274,12 @@ class Pipeline:
                 if room > 0:
                     for message_id, attempt in await claim_batch(
                             self._writer, self._node, self.settings.lease, min(room, 500),
-                            older_than=1.0):
+                            older_than=1.0, clock=self._clock):
                         if message_id not in self._queued:
-                            self._enqueue(message_id, (time.monotonic(), attempt))
+                            self._enqueue(message_id, (self._clock.monotonic(), attempt))
             except TransientError as e:
                 log.warning("pipeline.sweep_failed", error=str(e))
-            await asyncio.sleep(self.settings.sweep_interval)
+            await self._clock.sleep(self.settings.sweep_interval)
 
     async def _worker(self) -> None:
         while True:
@@ -305,9 +305,10 @@ class Pipeline:
         try:
             if claimed is None:
                 attempt = await claim_message(self._writer, message_id, self._node,
-                                              self.settings.lease)
-            elif time.monotonic() - claimed[0] < self.settings.lease / 3 or \
-                    await renew_lease(self._writer, message_id, self._node, self.settings.lease):
+                                              self.settings.lease, self._clock)
+            elif self._clock.monotonic() - claimed[0] < self.settings.lease / 3 or \
+                    await renew_lease(self._writer, message_id, self._node, self.settings.lease,
+                                      self._clock):
                 attempt = claimed[1]
             else:
                 attempt = None
@@ -325,7 +326,7 @@ class Pipeline:
             return
         job = asyncio.create_task(self._extract_and_store(message_id, attempt))
         renewer = asyncio.create_task(self._renew(message_id, job))
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
             try:
                 await job
@@ -334,7 +335,7 @@ class Pipeline:
                 if current is not None and current.cancelling():
                     raise  # this node is shutting down; the lease will expire
                 return  # the lease went to another node, which now owns the message
-            took = time.monotonic() - started
+            took = self._clock.monotonic() - started
             log.info("pipeline.extracted", message_id=message_id, attempt=attempt,
                      duration_ms=round(took * 1000, 2))
             if self._metrics is not None:
@@ -361,7 +362,8 @@ class Pipeline:
                 # signature unchecked rather than held back for days.)
                 try:
                     waiting = await defer_after_transient(
-                        self._writer, message_id, self._node, self.settings.retry_for)
+                        self._writer, message_id, self._node, self.settings.retry_for,
+                        clock=self._clock)
                 except TransientError:
                     waiting = True  # the lease expires and the sweeper tries again
                 if not waiting:
@@ -372,7 +374,7 @@ class Pipeline:
             else:
                 with contextlib.suppress(TransientError):
                     await release_lease(self._writer, message_id, self._node,
-                                        retry_in=min(2.0 ** attempt, 60.0))
+                                        retry_in=min(2.0 ** attempt, 60.0), clock=self._clock)
         finally:
             renewer.cancel()
             self._notifier.wake(message_id)
@@ -380,10 +382,10 @@ class Pipeline:
     async def _renew(self, message_id: str, work: asyncio.Task[None]) -> None:
         """Keep the lease while `work` runs; if another node took it, stop the work."""
         while True:
-            await asyncio.sleep(self.settings.lease / 3)
+            await self._clock.sleep(self.settings.lease / 3)
             try:
                 still_ours = await renew_lease(self._writer, message_id, self._node,
-                                               self.settings.lease)
+                                               self.settings.lease, self._clock)
             except TransientError:
                 continue
             if not still_ours:
@@ -399,7 +401,7 @@ class Pipeline:
         def fail(conn: Connection) -> None:
             done = conn.execute(update(MESSAGES).where(
                 MESSAGES.c.id == message_id, MESSAGES.c.lease_owner == node)
-                .values(status=FAILED, error=reason, processed_at=utcnow(),
+                .values(status=FAILED, error=reason, processed_at=self._clock.now(),
                         lease_owner=None, lease_expires_at=None))
             if not done.rowcount:
                 return  # not ours any more: the node holding the lease decides
@@ -407,7 +409,7 @@ class Pipeline:
                 ATTACHMENTS.c.message_id == message_id, ATTACHMENTS.c.status == PENDING)
                 .values(status=FAILED, error=reason))
             record_events(conn, event_rows(message_agents(conn, message_id),
-                                           "message.failed", message_id, utcnow(),
+                                           "message.failed", message_id, self._clock.now(),
                                            status=FAILED))
 
         try:
@@ -476,7 +478,7 @@ class Pipeline:
         Not `final`: every attachment `pending`. `final` (its bytes are stored): each one
         terminal, and the message too, its lease released. Attachment ids survive retries.
         """
-        now = utcnow()
+        now = self._clock.now()
         c = ATTACHMENTS.c
         outcome = outcome or Outcome()
         message = message_values(message_id, found, final, now, outcome)

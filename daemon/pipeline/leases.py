@@ -17,7 +17,7 @@ from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from daemon.agents import utcnow
+from daemon.clock import SYSTEM, Clock
 from storage.db import translated_errors
 from storage.group_commit import GroupCommit
 from storage.models import PROCESSING, UNFINISHED, Message
@@ -32,9 +32,9 @@ def _claimable(now: datetime) -> Any:
 
 
 async def claim_message(writer: GroupCommit, message_id: str, owner: str,
-                        lease: float) -> int | None:
+                        lease: float, clock: Clock = SYSTEM) -> int | None:
     """Take the lease on `message_id`; returns the attempt number, None when someone else has it."""
-    now = utcnow()
+    now = clock.now()
     c = MESSAGES.c
 
     def claim(conn: Connection) -> int | None:
@@ -48,34 +48,36 @@ async def claim_message(writer: GroupCommit, message_id: str, owner: str,
     return await writer.write(claim)
 
 
-async def renew_lease(writer: GroupCommit, message_id: str, owner: str, lease: float) -> bool:
+async def renew_lease(writer: GroupCommit, message_id: str, owner: str, lease: float,
+                      clock: Clock = SYSTEM) -> bool:
     """Extend our lease; False when it is no longer ours."""
     c = MESSAGES.c
 
     def renew(conn: Connection) -> bool:
         result = conn.execute(
             update(MESSAGES).where(c.id == message_id, c.lease_owner == owner)
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease)))
+            .values(lease_expires_at=clock.now() + timedelta(seconds=lease)))
         return bool(result.rowcount == 1)
 
     return await writer.write(renew)
 
 
 async def release_lease(writer: GroupCommit, message_id: str, owner: str,
-                        retry_in: float) -> None:
+                        retry_in: float, clock: Clock = SYSTEM) -> None:
     """Give the message back, to be claimed again after `retry_in` seconds."""
     c = MESSAGES.c
 
     def release(conn: Connection) -> None:
         conn.execute(
             update(MESSAGES).where(c.id == message_id, c.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=utcnow() + timedelta(seconds=retry_in)))
+            .values(lease_owner=None, lease_expires_at=clock.now() + timedelta(seconds=retry_in)))
 
     await writer.write(release)
 
 
 async def defer_after_transient(writer: GroupCommit, message_id: str, owner: str,
-                                retry_for: float, lease_cap: float = 60.0) -> bool:
+                                retry_for: float, lease_cap: float = 60.0,
+                                clock: Clock = SYSTEM) -> bool:
     """Give the message back after a transient failure (store or database unavailable) without
     using up an attempt, as an MTA keeps mail queued through an outage; it is retried after a
     pause that grows with the time the message has waited (¼ of it, 2 s to `lease_cap` s).
@@ -88,7 +90,7 @@ async def defer_after_transient(writer: GroupCommit, message_id: str, owner: str
             c.id == message_id, c.lease_owner == owner))).scalar_one_or_none()
         if received is None:
             return True  # no longer ours: whoever holds it now decides
-        now = utcnow()
+        now = clock.now()
         if received.tzinfo is None:
             received = received.replace(tzinfo=now.tzinfo)
         waited = (now - received).total_seconds()
@@ -106,13 +108,13 @@ async def defer_after_transient(writer: GroupCommit, message_id: str, owner: str
 
 
 async def claim_batch(writer: GroupCommit, owner: str, lease: float, limit: int,
-                      older_than: float) -> list[tuple[str, int]]:
+                      older_than: float, clock: Clock = SYSTEM) -> list[tuple[str, int]]:
     """Take the lease on up to `limit` unfinished messages nobody holds, oldest first, received
     more than `older_than` seconds ago; returns (message id, attempt number) of each."""
     c = MESSAGES.c
 
     def claim(conn: Connection) -> list[tuple[str, int]]:
-        now = utcnow()
+        now = clock.now()
         # A CTE, not `seq IN (subquery)`: PostgreSQL may run such a subquery more than once
         # per statement, and its LIMIT then stops bounding the rows updated.
         chosen = (select(c.seq)

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, text
 
 from storage.barrier import SyncBarrier, syncfs_available
 from storage.db import make_engine
-from storage.errors import TransientError, Unavailable
+from storage.errors import DatabaseUnavailable, TransientError
 from storage.group_commit import GroupCommit
 
 
@@ -93,7 +93,7 @@ async def test_a_batch_meeting_a_locked_database_fails_at_once_not_write_by_writ
         started = time.monotonic()
         outcome = await asyncio.gather(*pending, return_exceptions=True)
         took = time.monotonic() - started
-        assert all(isinstance(o, Unavailable) for o in outcome), outcome
+        assert all(isinstance(o, DatabaseUnavailable) for o in outcome), outcome
         assert writer.batches == 0 and took < 2.0, took  # one busy timeout, not ten
     finally:
         other.rollback()
