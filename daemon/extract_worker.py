@@ -3,6 +3,11 @@
 It reads jobs from stdin and writes results to stdout, each a frame of an 8-byte length and a
 pickle; only the daemon talks to it. It imports as little as it can (the MIME core and the
 spool naming), so its idle memory is small, and it dies with the daemon.
+
+It sits at the top of `daemon/`, not in `daemon/pipeline/` beside the pool that runs it: running
+a package's module first imports the package, and the pipeline's `__init__` brings SQLAlchemy,
+structlog and the rest of the daemon: 67 MiB peak RSS against 22 MiB for this module alone, in
+every worker process, for nothing a worker uses.
 """
 
 from __future__ import annotations
