@@ -1,7 +1,10 @@
-"""The README's tour, run as written (ports and key substituted) against the real daemon."""
+"""The README's tour, run as written (ports and key substituted) against the real daemon; and
+the README and docs/ pages kept true of the tree: every link resolves, every path they name
+exists."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,9 +14,16 @@ import pytest
 from tests.harness import REPO, start_demo_daemon
 
 TOOLS = ("swaks", "curl", "jq")
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# Inline code that names a file or folder of the repository (not an object key or a URL).
+_REPO_PATH = re.compile(r"`((?:daemon|storage|extractors|tests|bench|systemd|scripts|docs|\.ci)"
+                        r"/[^`\s<>…*]*)`")
+_FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
 def tour_block() -> str:
+    """The first `sh` block after the heading "A tour in one terminal"."""
     text = (REPO / "README.md").read_text()
     section = text.split("## A tour in one terminal", 1)[1]
     return section.split("```sh\n", 1)[1].split("```", 1)[0]
@@ -24,6 +34,11 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "make run" in head and "make test" in head
 
 
+def test_the_readme_stays_short() -> None:
+    assert len((REPO / "README.md").read_text().splitlines()) <= 200
+
+
+@pytest.mark.e2e  # starts a daemon; no fixture of the harness says so
 def test_the_readme_tour_works_as_written(tmp_path: Path) -> None:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:  # .ci/run installs them; a developer machine may not have them
@@ -48,3 +63,30 @@ def test_the_readme_tour_works_as_written(tmp_path: Path) -> None:
         assert out.stdout.rstrip().endswith("identical")
     finally:
         assert d.stop() == 0
+
+
+def _anchors(page: Path) -> set[str]:
+    """The heading anchors GitHub makes: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", _FENCE.sub("", page.read_text()), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_link_of_the_docs_resolves(page: Path) -> None:
+    broken = []
+    for target in _LINK.findall(page.read_text()):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists() or (anchor and linked.suffix == ".md"
+                                   and anchor not in _anchors(linked)):
+            broken.append(target)
+    assert not broken, f"{page.name}: links to nothing: {broken}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_path_the_docs_name_exists(page: Path) -> None:
+    named = _REPO_PATH.findall(_FENCE.sub("", page.read_text()))
+    missing = sorted({p for p in named if not (REPO / p.rstrip(".,;:")).exists()})
+    assert not missing, f"{page.name} names paths that are not in the tree: {missing}"
