@@ -276,6 +276,42 @@ class RetentionConfig(_Section):
     interval: PositiveDuration = 3600.0
 
 
+class DkimSpec(_Section):
+    domain: str = Field(min_length=1, max_length=253)
+    selector: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    key_file: Path
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+
+
+def _relay_url(value: object) -> object:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(
+            r"smtps?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?/?", value):
+        raise ValueError("expected smtp://host:port or smtps://host:port")
+    return value
+
+
+class OutboundConfig(_Section):
+    """Sending (SPEC §12)."""
+
+    relay: Annotated[str | None, BeforeValidator(_relay_url)] = None
+    relay_tls: Literal["opportunistic", "required"] = "opportunistic"
+    relay_username: str | None = None
+    relay_password: str | None = Field(default=None, repr=False)
+    # VERP: the envelope sender of every message is bounces+<message id>@<its domain>; None:
+    # bounces@ the sending agent's own domain.
+    bounce_address: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
+    max_age: PositiveDuration = 2 * 86400.0
+    max_recipients: int = Field(default=100, ge=1, le=10000)
+    rate_per_agent: int = Field(default=60, ge=1)  # messages a minute
+    dkim: list[DkimSpec] = []
+    # Beyond SPEC §3: delivery workers per node, and the relay's connect and reply timeouts.
+    workers: int = Field(default=4, ge=1, le=64)
+    timeout: PositiveDuration = 60.0
+    poll_interval: PositiveDuration = 1.0
+
+
 class LogConfig(_Section):
     format: Literal["console", "json"] | None = None
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -300,6 +336,7 @@ class Config(_Section):
     uploads: UploadsConfig = UploadsConfig()
     encryption: EncryptionConfig = EncryptionConfig()
     retention: RetentionConfig = RetentionConfig()
+    outbound: OutboundConfig = OutboundConfig()
     log: LogConfig = LogConfig()
     agents: list[AgentSpec] = []
     base_dir: Path = Path(".")
@@ -362,6 +399,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     m = re.match(r"(sqlite(?:\+\w+)?:///)(.*)", url)
     if m and m.group(2) and not m.group(2).startswith((":memory:", "/")):
         db["url"] = m.group(1) + str(base / m.group(2))
+    for spec in (data.get("outbound") or {}).get("dkim") or []:
+        if isinstance(spec, dict) and isinstance(spec.get("key_file"), str):
+            p = Path(spec["key_file"])
+            spec["key_file"] = str(p if p.is_absolute() else base / p)
     for agent in data.get("agents") or []:
         if isinstance(agent, dict) and isinstance(agent.get("openpgp_public_key_file"), str):
             p = Path(agent["openpgp_public_key_file"])

@@ -44,3 +44,10 @@ def new_api_key() -> str:
 def hash_api_key(key: str) -> str:
     """What the database keeps of a key. Keys carry 256 random bits, so one SHA-256 suffices."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def thread_id_for(root_message_id: str) -> str:
+    """The thread of a conversation, named by its first message's Message-ID header (the first
+    of References, else the message's own): the same on every node, for inbound and outbound."""
+    root = root_message_id.strip().strip("<>").lower()
+    return "thr_" + hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:26]

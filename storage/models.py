@@ -1,4 +1,5 @@
-"""SQL tables (SQLModel): agents, addresses, messages, recipients, attachments.
+"""SQL tables (SQLModel): agents, addresses, messages, recipients, attachments, uploads, events,
+outbound deliveries and idempotency keys.
 
 Field names are the SPEC's, so rows map onto API objects without renaming. Schema changes go
 through versioned migrations in `storage/migrations/`, never `create_all` on a live database.
@@ -18,6 +19,14 @@ UNFINISHED = (RECEIVED, PROCESSING)
 # Attachment statuses.
 PENDING, REJECTED = "pending", "rejected"
 TERMINAL_ATTACHMENT = (READY, REJECTED, FAILED, PURGED)
+# Directions of a message, and the statuses of an outbound one and of each of its recipients
+# (SPEC §12): queued → sending → sent (a relay said 250) | delivered (local) | deferred (will
+# be retried) | bounced.
+INBOUND, OUTBOUND = "inbound", "outbound"
+QUEUED, SENDING, SENT, DELIVERED, DEFERRED, BOUNCED = (
+    "queued", "sending", "sent", "delivered", "deferred", "bounced")
+DELIVERY_DUE = (QUEUED, DEFERRED)
+DELIVERY_DONE = (SENT, DELIVERED, BOUNCED)
 
 
 class Agent(SQLModel, table=True):
@@ -86,6 +95,8 @@ class Message(SQLModel, table=True):
     # manifest as parsed (JSON list).
     signature: str | None = Field(default=None, sa_column=Column(Text))
     manifest: str | None = Field(default=None, sa_column=Column(Text))
+    # "inbound" (a relay delivered it) or "outbound" (an agent sent it, SPEC §12).
+    direction: str = Field(default=INBOUND, max_length=16)
 
 
 class Recipient(SQLModel, table=True):
@@ -178,4 +189,43 @@ class Event(SQLModel, table=True):
     attachment_id: str | None = Field(default=None, max_length=40)  # att_… or upl_…
     index: int | None = None
     status: str | None = Field(default=None, max_length=16)
+    created_at: datetime
+
+
+class Delivery(SQLModel, table=True):
+    """One recipient of an outbound message (SPEC §12), claimed by a delivery worker with a
+    lease, as extraction claims messages."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("message_id", "address"),
+                      Index("ix_deliveries_due", "status", "next_attempt_at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(max_length=40, index=True)
+    address: str = Field(max_length=320)
+    kind: str = Field(max_length=8)  # "to", "cc" or "bcc"
+    local: bool = False  # owned by an agent of this postroom: delivered without a relay
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    reply: str | None = Field(default=None, sa_column=Column(Text))  # the last SMTP reply
+    reason: str | None = Field(default=None, max_length=32)  # why it bounced: no_relay, …
+    delivered_message_id: str | None = Field(default=None, max_length=40)  # the local copy
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = None
+    updated_at: datetime
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """The first answer to a send with an `Idempotency-Key` header, kept 24 h (SPEC §12)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("agent_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: str = Field(max_length=40)
+    key: str = Field(max_length=255)
+    request_sha256: str = Field(max_length=64)
+    message_id: str = Field(max_length=40)
+    response: str = Field(sa_column=Column(Text, nullable=False))  # the 202 body, JSON
     created_at: datetime
