@@ -3,7 +3,8 @@
 What must hold on any input: no exception escapes, no "internal error" defect, the records are
 consistent; for a generated tree, every leaf put in comes out (as an attachment, a body, or
 inside the .eml or opaque part that holds it) unless a limit rejected it and said so; and the
-time taken grows linearly with the input. Runs derandomised so the suite never flakes.
+cost (calls made, CPU time: tests/cost.py) grows linearly with the input. Runs derandomised so
+the suite never flakes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import functools
 import hashlib
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extractors import Extraction, Limits, Part, extract_message
+from tests.cost import assert_linear
 
 CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus"
 ABSENT = f"the shared corpus is not at {CORPUS}; it lives beside the repository"
@@ -376,7 +377,7 @@ def test_mutated_generated_trees_never_make_extraction_raise(
     _extract(raw, limits)
 
 
-# ---------------------------------------------------------------- linear time
+# ---------------------------------------------------------------- linear cost
 
 
 def _message(content_type: str, body: bytes, extra_headers: bytes = b"") -> bytes:
@@ -424,28 +425,10 @@ def _embedded(n: int) -> bytes:
     return _message("multipart/mixed; boundary=O", part * (2 * n) + b"--O--\r\n")
 
 
-def _fastest(small: bytes, large: bytes) -> tuple[float, float]:
-    """The best of three timings of each, taken in turns so a busy moment hits both alike."""
-    best = [float("inf"), float("inf")]
-    for _ in range(3):
-        for which, raw in enumerate((small, large)):
-            started = time.perf_counter()
-            extract_message(raw, Limits())
-            best[which] = min(best[which], time.perf_counter() - started)
-    return best[0], best[1]
-
-
-# A quadratic step shows as 64 times slower at 8 times the input; 24 leaves room for a noisy
-# two-core machine and for cache effects on the larger input.
-MAX_RATIO = 24.0
-
-
 @pytest.mark.parametrize("build", [_wide, _near_misses, _unclosed, _headers, _long_lines,
                                    _embedded], ids=lambda f: f.__name__.strip("_"))
-def test_extraction_time_grows_linearly(build: Callable[[int], bytes]) -> None:
+def test_extraction_cost_grows_linearly(build: Callable[[int], bytes]) -> None:
     small, large = build(1), build(8)
     assert len(large) > 7 * len(small)
-    _extract(small)  # the invariants hold here too, and imports and caches are warm
-    fast_small, fast_large = _fastest(small, large)
-    ratio = fast_large / fast_small
-    assert ratio < MAX_RATIO, f"{len(small)} → {len(large)} bytes took {ratio:.1f}× as long"
+    _extract(small)  # the invariants hold here too
+    assert_linear(lambda raw: extract_message(raw, Limits()), small, large)
