@@ -137,7 +137,7 @@ async def remove_agent(sessions: async_sessionmaker[AsyncSession], ref: str) -> 
 async def rotate_key(sessions: async_sessionmaker[AsyncSession],
                      ref: str) -> tuple[AgentInfo, str]:
     """Give the agent a new key; running daemons refuse the old one within 2 s (their key
-    cache, `daemon/keycache.py`)."""
+    cache, `daemon/api/keycache.py`)."""
     key = new_api_key()
     async with sessions() as session, translated_errors():
         agent = (await session.exec(select(Agent).where(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's Postfix for tests/e2e/test_postfix.py, which runs private instances of its own (own
+# Debian's Postfix for tests/smtp/test_postfix.py, which runs private instances of its own (own
 # config, queue and data directories, no listener on port 25) in front of postroom.
 # Installs only when missing, non-interactively ("No configuration": no /etc/postfix/main.cf),
 # and never leaves the system's Postfix running: a policy-rc.d that refuses every service start

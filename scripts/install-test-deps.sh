@@ -19,6 +19,6 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# Postfix (tests/e2e/test_postfix.py relays through private instances of it; the system's own
+# Postfix (tests/smtp/test_postfix.py relays through private instances of it; the system's own
 # never starts and nothing listens on port 25).
 bash "$(dirname "$0")/install-postfix.sh"

@@ -184,7 +184,7 @@ _REVISION = re.compile(r"^(down_)?revision\s*(?::[^=]*)?=\s*(?:[\"']([^\"']+)[\"
 
 def head_revision() -> str | None:
     """The newest migration this code ships, read from the version files (no alembic import:
-    tests/unit/test_schema.py holds it to alembic's own answer)."""
+    tests/storage/test_schema.py holds it to alembic's own answer)."""
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in (resources.files("storage") / "migrations" / "versions").iterdir():

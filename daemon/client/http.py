@@ -10,7 +10,7 @@
 
 Every refusal raises `PostroomError` with the HTTP `.status` and the API's error `.code`.
 Synchronous (httpx); one connection pool per client, closed by `close()` or `with`.
-tests/e2e/test_client.py runs the seed examples through it on the local store and on S3.
+tests/client/test_client.py runs the seed examples through it on the local store and on S3.
 """
 
 from __future__ import annotations
