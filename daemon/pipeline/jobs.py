@@ -191,12 +191,17 @@ class Pipeline:
             return
         turn = asyncio.get_running_loop().create_future()
         self._waiting.append(turn)
+        # The bound is a sleep on the clock (not wait_for's timer), so a test's clock drives it.
+        bound = asyncio.ensure_future(self._clock.sleep(min(3 * limit, 30.0)))
         try:
-            await asyncio.wait_for(turn, min(3 * limit, 30.0))
-        except TimeoutError:
-            # Not left behind: a long stall would otherwise keep one entry per MAIL.
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(turn)
+            await asyncio.wait((turn, bound), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            bound.cancel()
+            if not turn.done():
+                turn.cancel()
+                # Not left behind: a long stall would otherwise keep one entry per MAIL.
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(turn)
 
     def _let_one_go(self) -> None:
         """A worker finished a message: the next waiting transaction may go (all of them, once
