@@ -306,7 +306,10 @@ class OutboundConfig(_Section):
     max_recipients: int = Field(default=100, ge=1, le=10000)
     rate_per_agent: int = Field(default=60, ge=1)  # messages a minute
     dkim: list[DkimSpec] = []
-    # Beyond SPEC §3: delivery workers per node, and the relay's connect and reply timeouts.
+    # Beyond SPEC §3: the pause after a recipient's first failed attempt (doubled after each
+    # next one, up to `retry_max`), delivery workers per node, and the relay's timeouts.
+    retry_base: PositiveDuration = 60.0
+    retry_max: PositiveDuration = 3600.0
     workers: int = Field(default=4, ge=1, le=64)
     timeout: PositiveDuration = 60.0
     poll_interval: PositiveDuration = 1.0

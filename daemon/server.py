@@ -32,6 +32,15 @@ from daemon.directory import Directory
 from daemon.events import Wakeups
 from daemon.openpgp import OpenPgp, read_public_key
 from daemon.ops import Errors, Metrics, Sources, SystemdNotifier, run_periodically
+from daemon.outbound import (
+    Deliverer,
+    DeliverySettings,
+    DkimKeyError,
+    Outbox,
+    OutboxSettings,
+    RelaySettings,
+    load_key,
+)
 from daemon.passwords import AuthUsers
 from daemon.pipeline import ExtractionPool, Ingest, Pipeline, PipelineSettings, release_all_leases
 from daemon.smtp import (
@@ -258,10 +267,31 @@ class Node:
         self.ingest = Ingest(self.sessions, self.writer, self.store, self.spooler,
                              config.smtp.hostname, p.dedupe_window, jobs=self.pipeline,
                              events=self.event_feed, pgp=self.pgp, extract=self.pipeline.extract)
+        self._open_outbound()
         self.smtp_socks = [_bind(listen) for listen in config.smtp.listen]
         self.http_socks = [_bind(listen) for listen in config.http.listen]
         self._open_smtp(tls)
         self._open_http()
+
+    def _open_outbound(self) -> None:
+        out = self.config.outbound
+        try:
+            keys = tuple(load_key(k.domain, k.selector, k.key_file, k.algorithm) for k in out.dkim)
+        except DkimKeyError as e:
+            raise StartupError(f"outbound.dkim: {e}") from e
+        relay = None if out.relay is None else RelaySettings(
+            out.relay, out.relay_tls, out.relay_username, out.relay_password, out.timeout,
+            self.config.smtp.hostname)
+        self.deliverer = Deliverer(
+            DeliverySettings(out.workers, poll_interval=out.poll_interval, max_age=out.max_age,
+                             relay=relay, hostname=self.config.smtp.hostname,
+                             retry_base=out.retry_base, retry_max=out.retry_max),
+            self.sessions, self.writer, self.store, self.ingest, self.directory,
+            self.event_feed, self.node_id)
+        self.outbox = Outbox(
+            OutboxSettings(self.config.smtp.max_message_size, out.max_recipients,
+                           out.rate_per_agent, relay is not None, out.bounce_address, keys),
+            self.sessions, self.store, self.directory, self.event_feed, self.deliverer.wake)
 
     def _open_smtp(self, tls: TlsFiles | None) -> None:
         smtp = self.config.smtp
@@ -316,6 +346,7 @@ class Node:
         self._run("pipeline", self.pipeline.run())
         self._run("directory", self.directory.run())
         self._run("group-commit", self.writer.run())
+        self._run("delivery", self.deliverer.run())
         if self.systemd.watchdog_interval is not None:
             self._run("watchdog", self.systemd.watchdog())
         if self.config.retention.days > 0:
@@ -404,7 +435,10 @@ class Node:
         if "http" in self.tasks:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.tasks.pop("http"), 10)
-        # 3. Accepts whose clients hung up still finish their durable write.
+        # 3. Outbound delivery stops (a recipient under way is retried when its lease expires;
+        # a local copy already made is found again by ingest's dedupe, not made twice), then the
+        # accepts whose clients hung up still finish their durable write.
+        await self._cancel("delivery")
         await self.ingest.wait_idle(10)
         # 4. Extraction under way is dropped; its leases are given back for any node to take.
         await self._cancel("pipeline")

@@ -10,15 +10,27 @@ from daemon.outbound.compose import (
     compose,
     header_addresses,
 )
+from daemon.outbound.delivery import Deliverer, DeliverySettings
 from daemon.outbound.dkim import DkimKey, DkimKeyError, load_key, sign
+from daemon.outbound.outbox import Outbox, OutboxSettings, SendRefused, SendRequest
+from daemon.outbound.refs import AttachmentRef
+from daemon.outbound.relay import RelaySettings
 
 __all__ = [
+    "AttachmentRef",
     "CompositionError",
+    "Deliverer",
+    "DeliverySettings",
     "DkimKey",
     "DkimKeyError",
     "Draft",
     "FilePart",
     "Mailbox",
+    "Outbox",
+    "OutboxSettings",
+    "RelaySettings",
+    "SendRefused",
+    "SendRequest",
     "check_address",
     "compose",
     "header_addresses",
