@@ -2,6 +2,7 @@
 
 Two engines stand for two nodes on one database: their claims never overlap, a lease that
 expires passes to the other node, and the event cursor never skips a row that commits late.
+Both nodes read one `ManualClock`: a lease expires, and a message ages, when the test says so.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from daemon.pipeline.leases import (
 from storage.db import make_engine, upgrade_schema
 from storage.group_commit import GroupCommit
 from storage.models import PROCESSING, READY, RECEIVED, Event, Message
+from tests.clock import ManualClock
 from tests.pgserver import PgServer
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
@@ -74,8 +76,14 @@ async def nodes(db_url: str) -> AsyncIterator[tuple[Node, Node]]:
         await b.close()
 
 
-async def _insert_messages(node: Node, count: int, age: float = 10.0) -> list[str]:
-    when = utcnow() - timedelta(seconds=age)
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+async def _insert_messages(node: Node, count: int, clock: ManualClock,
+                           age: float = 10.0) -> list[str]:
+    when = clock.now() - timedelta(seconds=age)
     ids = [f"msg_{i:05d}" for i in range(count)]
     async with node.engine.begin() as conn:
         await conn.execute(MESSAGES.insert(), [{
@@ -93,36 +101,39 @@ async def _leases(node: Node) -> dict[str, tuple[str | None, int, str]]:
         return {r[0]: (r[1], int(r[2]), r[3]) for r in rows.all()}
 
 
-async def test_a_batch_claim_takes_the_oldest_and_leaves_the_young(nodes: tuple[Node, Node]
-                                                                  ) -> None:
+async def test_a_batch_claim_takes_the_oldest_and_leaves_the_young(
+        nodes: tuple[Node, Node], clock: ManualClock) -> None:
     a, _ = nodes
-    ids = await _insert_messages(a, 5)
+    ids = await _insert_messages(a, 5, clock)
     young = "msg_young"
     async with a.engine.begin() as conn:
         await conn.execute(MESSAGES.insert(), [{
             "id": young, "status": RECEIVED, "mail_from": "", "peer": "x", "size": 1,
-            "raw_key": "raw/y.eml", "raw_sha256": "0" * 64, "received_at": utcnow(),
+            "raw_key": "raw/y.eml", "raw_sha256": "0" * 64, "received_at": clock.now(),
             "attempts": 0, "attachment_count": 0, "defects": "[]"}])
-    claimed = await claim_batch(a.writer, a.name, 30, limit=3, older_than=1.0)
+    claimed = await claim_batch(a.writer, a.name, 30, limit=3, older_than=1.0, clock=clock)
     assert claimed == [(ids[0], 1), (ids[1], 1), (ids[2], 1)]
-    rest = await claim_batch(a.writer, a.name, 30, limit=100, older_than=1.0)
+    rest = await claim_batch(a.writer, a.name, 30, limit=100, older_than=1.0, clock=clock)
     assert rest == [(ids[3], 1), (ids[4], 1)]  # the young one waits for ingest's own queue
     leases = await _leases(a)
     assert leases[young] == (None, 0, RECEIVED)
     assert all(leases[i] == (a.name, 1, PROCESSING) for i in ids)
-    assert await claim_batch(a.writer, a.name, 30, limit=100, older_than=1.0) == []
+    assert await claim_batch(a.writer, a.name, 30, limit=100, older_than=1.0, clock=clock) == []
+    await clock.advance(1.5)  # older than a second now: the sweeper's to take
+    assert await claim_batch(a.writer, a.name, 30, limit=100, older_than=1.0, clock=clock) == [
+        (young, 1)]
 
 
-async def test_two_nodes_claiming_at_once_never_share_a_message(nodes: tuple[Node, Node]
-                                                                ) -> None:
+async def test_two_nodes_claiming_at_once_never_share_a_message(
+        nodes: tuple[Node, Node], clock: ManualClock) -> None:
     a, b = nodes
-    ids = await _insert_messages(a, 400)
+    ids = await _insert_messages(a, 400, clock)
 
     async def sweep(node: Node) -> list[str]:
         got: list[str] = []
         while True:
             batch = await claim_batch(node.writer, node.name, 30, limit=random.randint(5, 40),
-                                      older_than=1.0)
+                                      older_than=1.0, clock=clock)
             if not batch:
                 return got
             got += [mid for mid, _ in batch]
@@ -136,28 +147,31 @@ async def test_two_nodes_claiming_at_once_never_share_a_message(nodes: tuple[Nod
     assert {attempts for _, attempts, _ in leases.values()} == {1}
 
 
-async def test_an_expired_lease_passes_to_the_other_node(nodes: tuple[Node, Node]) -> None:
+async def test_an_expired_lease_passes_to_the_other_node(nodes: tuple[Node, Node],
+                                                         clock: ManualClock) -> None:
     a, b = nodes
-    [mid] = await _insert_messages(a, 1)
-    assert await claim_message(a.writer, mid, a.name, lease=30) == 1
-    assert await claim_message(b.writer, mid, b.name, lease=30) is None  # A's lease is live
-    assert await claim_batch(b.writer, b.name, 30, 10, older_than=0) == []
-    async with a.engine.begin() as conn:  # A stalls: its lease runs out
-        await conn.execute(update(MESSAGES).where(MESSAGES.c.id == mid)
-                           .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-    assert await claim_batch(b.writer, b.name, 30, 10, older_than=0) == [(mid, 2)]
-    assert await renew_lease(a.writer, mid, a.name, 30) is False  # A learns it lost it
-    await release_lease(a.writer, mid, a.name, retry_in=0)  # and cannot release B's lease
+    [mid] = await _insert_messages(a, 1, clock)
+    assert await claim_message(a.writer, mid, a.name, lease=30, clock=clock) == 1
+    await clock.advance(29)
+    # A's lease is live for one more second.
+    assert await claim_message(b.writer, mid, b.name, lease=30, clock=clock) is None
+    assert await claim_batch(b.writer, b.name, 30, 10, older_than=0, clock=clock) == []
+    await clock.advance(2)  # A stalls: its lease runs out
+    assert await claim_batch(b.writer, b.name, 30, 10, older_than=0, clock=clock) == [(mid, 2)]
+    assert await renew_lease(a.writer, mid, a.name, 30, clock) is False  # A learns it lost it
+    await release_lease(a.writer, mid, a.name, retry_in=0, clock=clock)  # nor release B's
     assert (await _leases(a))[mid] == (b.name, 2, PROCESSING)
-    assert await renew_lease(b.writer, mid, b.name, 30) is True
+    assert await renew_lease(b.writer, mid, b.name, 30, clock) is True
+    await clock.advance(29)  # renewed: B's lease runs 30 s from the renewal, not the claim
+    assert await claim_batch(a.writer, a.name, 30, 10, older_than=0, clock=clock) == []
 
 
 async def test_a_stopping_node_gives_back_only_its_own_unfinished_leases(
-        nodes: tuple[Node, Node]) -> None:
+        nodes: tuple[Node, Node], clock: ManualClock) -> None:
     a, b = nodes
-    ids = await _insert_messages(a, 6)
-    await claim_batch(a.writer, a.name, 30, limit=3, older_than=1.0)
-    await claim_batch(b.writer, b.name, 30, limit=3, older_than=1.0)
+    ids = await _insert_messages(a, 6, clock)
+    await claim_batch(a.writer, a.name, 30, limit=3, older_than=1.0, clock=clock)
+    await claim_batch(b.writer, b.name, 30, limit=3, older_than=1.0, clock=clock)
     async with a.engine.begin() as conn:  # one of A's is finished already
         await conn.execute(update(MESSAGES).where(MESSAGES.c.id == ids[0])
                            .values(status=READY, lease_owner=a.name))
@@ -165,34 +179,37 @@ async def test_a_stopping_node_gives_back_only_its_own_unfinished_leases(
     leases = await _leases(a)
     assert leases[ids[1]][0] is None and leases[ids[2]][0] is None
     assert all(leases[i][0] == b.name for i in ids[3:])
-    assert await claim_batch(b.writer, b.name, 30, 10, older_than=1.0) == [
+    assert await claim_batch(b.writer, b.name, 30, 10, older_than=1.0, clock=clock) == [
         (ids[1], 2), (ids[2], 2)]
 
 
 async def test_an_outage_costs_no_attempt_until_the_retry_window_closes(
-        nodes: tuple[Node, Node]) -> None:
+        nodes: tuple[Node, Node], clock: ManualClock) -> None:
     a, b = nodes
-    (young,) = await _insert_messages(a, 1, age=40.0)
-    assert await claim_message(a.writer, young, a.name, 30) == 1
+    (young,) = await _insert_messages(a, 1, clock, age=40.0)
+    assert await claim_message(a.writer, young, a.name, 30, clock) == 1
     # Not ours: nothing changes, and nobody is told to fail it.
-    assert await defer_after_transient(b.writer, young, b.name, retry_for=3600) is True
+    assert await defer_after_transient(b.writer, young, b.name, retry_for=3600,
+                                       clock=clock) is True
     assert (await _leases(a))[young] == (a.name, 1, PROCESSING)
-    assert await defer_after_transient(a.writer, young, a.name, retry_for=3600) is True
+    assert await defer_after_transient(a.writer, young, a.name, retry_for=3600,
+                                       clock=clock) is True
     leases = await _leases(a)
     assert leases[young][:2] == (None, 0)  # given back, the attempt refunded
     # It waits a quarter of its age (40 s → 10 s) before anyone may claim it again.
-    assert await claim_batch(b.writer, b.name, 30, 10, older_than=0.0) == []
     async with a.engine.connect() as conn:
         until = (await conn.execute(select(MESSAGES.c.lease_expires_at))).scalar_one()
     if until.tzinfo is None:
-        until = until.replace(tzinfo=utcnow().tzinfo)
-    assert 8 < (until - utcnow()).total_seconds() < 10.5
+        until = until.replace(tzinfo=clock.now().tzinfo)
+    assert (until - clock.now()).total_seconds() == pytest.approx(10.0, abs=0.001)
+    await clock.advance(9.5)
+    assert await claim_batch(b.writer, b.name, 30, 10, older_than=0.0, clock=clock) == []
+    assert await claim_message(a.writer, young, a.name, 30, clock) is None  # still paused
+    await clock.advance(1)
+    assert await claim_message(a.writer, young, a.name, 30, clock) == 1
     # Past the window the caller is told to fail it, and the row is left to the caller.
-    assert await claim_message(a.writer, young, a.name, 30) is None  # still paused
-    async with a.engine.begin() as conn:
-        await conn.execute(update(MESSAGES).values(lease_expires_at=None))
-    assert await claim_message(a.writer, young, a.name, 30) == 1
-    assert await defer_after_transient(a.writer, young, a.name, retry_for=30) is False
+    assert await defer_after_transient(a.writer, young, a.name, retry_for=50,
+                                       clock=clock) is False  # received 50.5 s ago
     assert (await _leases(a))[young] == (a.name, 1, PROCESSING)
 
 
