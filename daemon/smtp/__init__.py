@@ -4,8 +4,10 @@ A message meets this package first. It answers the relay, hands the message to
 `daemon.pipeline` for the durable write, and says 250 only when that write is done.
 """
 
+from daemon.smtp.counters import SmtpCounters
+from daemon.smtp.handler import PostroomHandler
 from daemon.smtp.policy import COMMAND_CALL_LIMITS, parse_networks
-from daemon.smtp.session import PostroomHandler, PostroomLMTP, PostroomSMTP, SmtpCounters
+from daemon.smtp.session import PostroomLMTP, PostroomSMTP
 from daemon.smtp.tls import TlsError, TlsFiles, load_tls
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The HAProxy PROXY protocol header (v1 text, v2 binary), parsed from bytes with nothing else.
 
 Pure: it is fed whatever has arrived so far and says "need more", "here is the header" or
-raises `ProxyError`; reading the socket and the time limit belong to daemon/smtp.py. It never
+raises `ProxyError`; reading the socket and the time limit belong to session.py. It never
 accepts more than a header may hold (v1 107 bytes, v2 536), so a peer cannot make us buffer.
 """
 

@@ -54,7 +54,7 @@ def test_every_failure_of_ours_is_temporary() -> None:
 
 
 async def test_an_exception_in_a_hook_becomes_451() -> None:
-    from daemon.smtp.session import PostroomHandler, SmtpCounters
+    from daemon.smtp import PostroomHandler, SmtpCounters
 
     handler = PostroomHandler(None, None, 100, 10, "ESMTP", SmtpCounters())  # type: ignore[arg-type]
     assert (await handler.handle_exception(RuntimeError("boom"))).startswith("451 4.3.0")
