@@ -252,6 +252,11 @@ class LocalStore:
         """The file that holds `key`, for readers in other processes."""
         return self.path_for(key)
 
+    @property
+    def url_signer(self) -> UrlSigner:
+        """The signer of this store's URLs, which the daemon's `/objects/…` routes answer."""
+        return self.signer
+
     async def get(self, key: str) -> bytes:
         return await self._run(self._get_sync, key)
 

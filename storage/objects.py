@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from storage.errors import InvalidKey
+from storage.presign import UrlSigner
 
 UPLOADS = "uploads"
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
@@ -74,7 +75,14 @@ class ObjectStore(Protocol):
         """Where bytes on their way into this store are spooled."""
 
     def local_path(self, key: str) -> Path | None:
-        """A file other processes may read the object from, or None if there is none."""
+        """A file other processes may read the object from, or None if there is none;
+        InvalidKey for a key that is not well formed or leads out of the store."""
+
+    @property
+    def url_signer(self) -> UrlSigner | None:
+        """The signer of the URLs this store hands out that the daemon must answer itself
+        (`/objects/…`: downloads, PUT uploads, POST forms), None when the store answers its
+        own URLs (S3)."""
 
     async def get(self, key: str) -> bytes:
         """Return the object's bytes; ObjectNotFound when absent."""

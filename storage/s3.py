@@ -29,7 +29,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
 from storage.errors import ObjectNotFound
 from storage.errors import ObjectStoreUnavailable as Unavailable
 from storage.objects import PresignedGet, PresignedPost, StoredObject, check_key
-from storage.presign import content_disposition
+from storage.presign import UrlSigner, content_disposition
 
 T = TypeVar("T")
 
@@ -194,6 +194,11 @@ class S3Store:
 
     def local_path(self, key: str) -> Path | None:
         """None: no process can read an S3 object as a file."""
+        return None
+
+    @property
+    def url_signer(self) -> UrlSigner | None:
+        """None: S3 answers the URLs it signs."""
         return None
 
     async def get(self, key: str) -> bytes:

@@ -1,10 +1,11 @@
 """Spooling: bytes on their way into the object store, held in memory or, when large, in a file.
 
-A message arrives in chunks. Small ones stay in memory; once one grows past `threshold` it
-continues in a file under the spool directory (on the local store's filesystem, so the file can
-become the object by a rename). Both sha256 digests the ingest needs (of everything, and of
-everything after the trace header) are computed as the bytes arrive; for a file they are
-computed in a thread, with the write, so the event loop never hashes megabytes.
+A message (SMTP DATA) or an upload (the HTTP API) arrives in chunks. Small ones stay in memory;
+once one grows past `threshold` it continues in a file under the spool directory (on the local
+store's filesystem, so the file can become the object by a rename). Both sha256 digests the
+ingest needs (of everything, and of everything after the trace header) are computed as the bytes
+arrive; for a file they are computed in a thread, with the write, so the event loop never hashes
+megabytes. A spool opened with a limit refuses the write that would take it past the limit.
 
 Spool file names carry the process id: `clear_stale` removes the files of processes that are
 gone (a crash mid-transfer), never those of a live one.
@@ -16,6 +17,7 @@ import asyncio
 import hashlib
 import os
 import secrets
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,10 @@ class Spooled:
     size: int
     sha256: str  # of all the bytes
     body_sha256: str  # of the bytes after the header the spool was opened with
+
+
+class OverLimit(Exception):
+    """A spool was offered more bytes than its limit; discard it."""
 
 
 def spool_name(directory: Path, tag: str = "") -> Path:
@@ -77,8 +83,9 @@ class Spooler:
         directory.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spool")
 
-    def open(self, header: bytes = b"") -> Spool:
-        return Spool(self, header)
+    def open(self, header: bytes = b"", limit: int | None = None) -> Spool:
+        """A spool that starts with `header`; `limit` (None: none) bounds all its bytes."""
+        return Spool(self, header, sys.maxsize if limit is None else limit)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -92,10 +99,11 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 
 class Spool:
-    """One message's bytes as they arrive. Not safe for concurrent `write` calls."""
+    """One message's (or upload's) bytes as they arrive. Not safe for concurrent `write` calls."""
 
-    def __init__(self, spooler: Spooler, header: bytes) -> None:
+    def __init__(self, spooler: Spooler, header: bytes, limit: int = sys.maxsize) -> None:
         self._spooler = spooler
+        self._limit = limit
         self._buf = bytearray(header)
         self._all = hashlib.sha256(header)
         self._body = hashlib.sha256()
@@ -118,10 +126,14 @@ class Spool:
         self._write_file(data)
 
     async def write(self, data: bytes) -> None:
-        """Append `data`; raises OSError when the spool directory cannot take it."""
+        """Append `data`; raises OSError when the spool directory cannot take it, OverLimit
+        (writing nothing) when the spool would hold more than its limit."""
         if not data:
             return
-        self.size += len(data)
+        size = self.size + len(data)
+        if size > self._limit:
+            raise OverLimit(self._limit)
+        self.size = size
         if self._fd is None and len(self._buf) + len(data) <= self._spooler.threshold:
             self._buf += data
             self._all.update(data)
@@ -150,3 +162,14 @@ class Spool:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
             self.path = None
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while piece := f.read(1 << 20):
+            h.update(piece)
+            size += len(piece)
+    return h.hexdigest(), size

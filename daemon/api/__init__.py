@@ -1,11 +1,12 @@
 """The HTTP API (SPEC §6): a FastAPI app with one router per resource, the agent resolved from
 its key by a dependency, and the JSON views of rows."""
 
-from daemon.api.app import ApiContext, create_app
+from daemon.api.app import create_app
 from daemon.api.bodylimit import BodyLimit
+from daemon.api.deps import ApiContext
 from daemon.api.errors import ApiError
 from daemon.api.lookups import Lookups
-from daemon.api.uploads import streamed_routes
+from daemon.api.upload_bodies import streamed_routes
 from daemon.api.views import JsonBody, attachment_view, iso, message_summary
 
 __all__ = [

@@ -18,6 +18,11 @@ def not_found(what: str = "message") -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
 
 
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The body of every refusal."""
+    return {"error": {"code": code, "message": message}}
+
+
 class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: str
@@ -48,3 +53,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI `responses` entries of refusals with the error body, for a route's
     `responses=` (a 422 declared here replaces FastAPI's own validation-error schema)."""
     return {status: {"model": ErrorBody, "description": _WHY[status]} for status in statuses}
+
+
+def authed(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The refusals of a route that takes an API key (which needs the database): 401 and 503,
+    plus `statuses`."""
+    return error_responses(401, *statuses, 503)

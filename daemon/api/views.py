@@ -1,6 +1,6 @@
 """Rows → the JSON objects the API returns, with the SPEC's field names (SPEC §6).
 
-A row is an ORM object or a row of `daemon/lookups.py`, whose columns carry the same names.
+A row is an ORM object or a row of `lookups.py`, whose columns carry the same names.
 The models below are those objects' schemas in the OpenAPI document; the routes send the dicts
 built here without a validation pass (`JsonBody`), so a model and its view change together.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
@@ -24,13 +24,25 @@ MessageRow: TypeAlias = Message | Any
 RecipientRow: TypeAlias = Recipient | Any
 
 
-def iso(dt: datetime | None) -> str | None:
-    """A stored UTC timestamp as ISO 8601 with a Z."""
-    if dt is None:
+@overload
+def iso(when: datetime | float) -> str: ...
+@overload
+def iso(when: None) -> None: ...
+@overload
+def iso(when: datetime | float | None) -> str | None: ...
+
+
+def iso(when: datetime | float | None) -> str | None:
+    """The one timestamp format of the API: RFC 3339 in UTC with milliseconds and a Z
+    (`2026-12-02T17:00:00.123Z`). `when` is a datetime (naive ones are UTC, as stored) or
+    POSIX seconds; None stays None."""
+    if when is None:
         return None
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(UTC).replace(tzinfo=None)
-    return dt.isoformat(timespec="milliseconds") + "Z"
+    if not isinstance(when, datetime):
+        when = datetime.fromtimestamp(when, UTC)
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when.isoformat(timespec="milliseconds") + "Z"
 
 
 def _json_list(text: str | None) -> list[Any]:

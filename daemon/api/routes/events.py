@@ -3,26 +3,25 @@
 The rows are written by the changes they report (`daemon.events`); this router only reads them.
 A long poll is woken by writes on this node and re-reads at least every second for writes of
 other nodes.
-
-No `from __future__ import annotations`: FastAPI must see the route's annotations as objects
-(the agent dependency is a local of `events_router`).
 """
 
+from __future__ import annotations
+
 import time
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from daemon.api.errors import ApiError
-from daemon.api.views import JsonBody
-from daemon.events import EVENTS, MAX_CURSOR, Wakeups
+from daemon.api.deps import AgentId, AppContext, Ctx, cursor_after
+from daemon.api.errors import authed
+from daemon.api.views import JsonBody, iso
+from daemon.events import EVENTS
 from storage.db import translated_errors
+
+router = APIRouter(tags=["events"])
 
 
 class EventView(BaseModel):
@@ -44,49 +43,39 @@ class EventList(BaseModel):
 
 
 def _view(row: Any) -> dict[str, Any]:
-    created: datetime = row.created_at
     return {"cursor": str(row.seq), "type": row.type, "message_id": row.message_id,
             "attachment_id": row.attachment_id, "index": row.index, "status": row.status,
-            "created_at": created.isoformat().replace("+00:00", "Z")}
+            "created_at": iso(row.created_at)}
 
 
-def events_router(sessions: async_sessionmaker[AsyncSession], bus: Wakeups,
-                  agent_dependency: Any, max_wait: float) -> APIRouter:
-    """`GET /v1/events`, authenticated by `agent_dependency` (the API's key check)."""
-    router = APIRouter()
+async def _read(ctx: AppContext, agent_id: str, after: int, limit: int) -> list[Any]:
+    c = EVENTS.c
+    async with ctx.sessions() as session, translated_errors():
+        result = await session.execute(
+            select(EVENTS).where(c.agent_id == agent_id, c.seq > after)
+            .order_by(c.seq).limit(limit + 1))
+        return list(result.all())
 
-    async def read(agent_id: str, after: int, limit: int) -> list[Any]:
-        c = EVENTS.c
-        async with sessions() as session, translated_errors():
-            result = await session.execute(
-                select(EVENTS).where(c.agent_id == agent_id, c.seq > after)
-                .order_by(c.seq).limit(limit + 1))
-            return list(result.all())
 
-    @router.get("/v1/events", tags=["events"], response_model=EventList)
-    async def list_events(
-        agent_id: agent_dependency,
-        after: Annotated[str | None, Query(max_length=32)] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        wait: Annotated[float, Query(ge=0, le=30)] = 0,
-    ) -> Response:
-        """The agent's events after `after`, oldest first; `?wait=` (≤ 30 s) holds the request
-        until there is at least one. `next_cursor` resumes exactly where this answer ended."""
-        after_seq = int(after) if after and after.isascii() and after.isdigit() else -1
-        if after and not 0 <= after_seq <= MAX_CURSOR:
-            raise ApiError(400, "invalid_cursor", "after is not a cursor from this API")
-        after_seq = max(after_seq, 0)
-        deadline = time.monotonic() + min(wait, max_wait)
-        while True:
-            rows = await read(agent_id, after_seq, limit)
-            remaining = deadline - time.monotonic()
-            if rows or remaining <= 0:
-                break
-            await bus.wait(min(remaining, 1.0))
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        return JsonBody({"events": [_view(r) for r in rows],
-                         "next_cursor": str(rows[-1].seq) if rows else str(after_seq),
-                         "has_more": has_more})
-
-    return router
+@router.get("/v1/events", response_model=EventList, responses=authed(400, 422))
+async def list_events(
+    agent_id: AgentId, ctx: Ctx,
+    after: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    wait: Annotated[float, Query(ge=0, le=30)] = 0,
+) -> Response:
+    """The agent's events after `after`, oldest first; `?wait=` (≤ 30 s) holds the request
+    until there is at least one. `next_cursor` resumes exactly where this answer ended."""
+    after_seq = cursor_after(after)
+    deadline = time.monotonic() + min(wait, ctx.max_wait)
+    while True:
+        rows = await _read(ctx, agent_id, after_seq, limit)
+        remaining = deadline - time.monotonic()
+        if rows or remaining <= 0:
+            break
+        await ctx.events.wait(min(remaining, 1.0))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return JsonBody({"events": [_view(r) for r in rows],
+                     "next_cursor": str(rows[-1].seq) if rows else str(after_seq),
+                     "has_more": has_more})

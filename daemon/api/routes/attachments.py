@@ -1,0 +1,115 @@
+"""Attachments (SPEC §6): an inbound attachment's status object (with a long poll until it is
+terminal), its presigned download, and any attachment the agent may see by id (inbound or one of
+its uploads).
+
+An attachment of a message not addressed to the agent answers 404, exactly as a missing one, and
+a `?wait=` never waits on what is not the agent's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
+from fastapi.responses import Response
+
+from daemon.api.deps import AgentId, AppContext, Ctx, Index, MessageId
+from daemon.api.downloads import (
+    PGP_ENCRYPTED,
+    DownloadRequest,
+    DownloadResponse,
+    lifetime,
+    presigned_download,
+)
+from daemon.api.errors import ApiError, authed, not_found
+from daemon.api.upload_records import own_upload, upload_link
+from daemon.api.views import (
+    AttachmentStatus,
+    InboundAttachment,
+    JsonBody,
+    UploadObject,
+    attachment_view,
+    upload_view,
+)
+from storage.models import READY, TERMINAL_ATTACHMENT, UNFINISHED
+from storage.presign import download_content_type
+
+router = APIRouter(tags=["attachments"])
+
+AttachmentId = Annotated[str, PathParam(min_length=1, max_length=64)]
+
+
+async def load_attachment(ctx: AppContext, agent_id: str, message_id: str, index: int,
+                          wait: float = 0.0) -> Any:
+    """The attachment's row, after up to `wait` s for a terminal status; 404 if the agent
+    cannot see the message or it has no such attachment (yet)."""
+    deadline = time.monotonic() + min(wait, ctx.max_wait)
+    while True:
+        found = await ctx.lookups.attachment(agent_id, message_id, index)
+        if found is None:
+            raise not_found()
+        status, att = found
+        remaining = deadline - time.monotonic()
+        done = att is not None and att.status in TERMINAL_ATTACHMENT
+        if done or remaining <= 0 or (att is None and status not in UNFINISHED):
+            break
+        await ctx.notifier.wait(min(remaining, 0.25), message_id)
+    if att is None:
+        if status in UNFINISHED:
+            raise ApiError(404, "not_extracted",
+                           "the message is not extracted yet; retry or use ?wait=")
+        raise not_found("attachment")
+    return att
+
+
+@router.get("/v1/messages/{message_id}/attachments/{index}", response_model=AttachmentStatus,
+            responses=authed(404, 422))
+async def get_attachment_status(
+    agent_id: AgentId, ctx: Ctx, message_id: MessageId, index: Index,
+    wait: Annotated[float, Query(ge=0, le=30)] = 0,
+) -> Response:
+    """The attachment status object; `?wait=` holds until it is terminal (≤ 30 s)."""
+    return JsonBody(attachment_view(await load_attachment(ctx, agent_id, message_id, index,
+                                                          wait)))
+
+
+@router.post("/v1/messages/{message_id}/attachments/{index}/download",
+             response_model=DownloadResponse, responses=authed(400, 404, 409, 422))
+async def download_attachment(agent_id: AgentId, ctx: Ctx, message_id: MessageId, index: Index,
+                              body: DownloadRequest | None = None) -> Response:
+    """A presigned URL for a `ready` attachment; 409 otherwise."""
+    att = await load_attachment(ctx, agent_id, message_id, index)
+    if att.status != READY or not att.object_key:
+        raise ApiError(409, "not_ready", f"attachment is {att.status}, not ready")
+    expires_in = lifetime(ctx, body.expires_in if body else None)
+    if att.stored_sha256 is not None:  # encrypted at rest: the URL serves OpenPGP armor
+        return await presigned_download(ctx, att.object_key, expires_in, att.file_name,
+                                        PGP_ENCRYPTED, att.size, att.sha256, att.stored_size,
+                                        att.stored_sha256, encrypted=True)
+    return await presigned_download(ctx, att.object_key, expires_in, att.file_name,
+                                    download_content_type(att.content_type), att.size,
+                                    att.sha256)
+
+
+@router.get("/v1/attachments/{attachment_id}", response_model=InboundAttachment | UploadObject,
+            responses=authed(404, 422))
+async def get_attachment(agent_id: AgentId, ctx: Ctx, attachment_id: AttachmentId) -> Response:
+    """An inbound attachment (`att_…`) of a message addressed to the agent, or one of its
+    uploads (`upl_…`), with a fresh download `url` when it is ready."""
+    if attachment_id.startswith("upl_"):
+        row = await own_upload(ctx, agent_id, id=attachment_id)
+        link = await upload_link(ctx, row, ctx.presign_ttl)
+        return JsonBody(upload_view(row, link.url if link else None))
+    att = await ctx.lookups.attachment_by_id(agent_id, attachment_id)
+    if att is None:
+        raise not_found("attachment")
+    view = attachment_view(att)
+    view["url"] = None
+    if att.status == READY and att.object_key:
+        signed = await ctx.store.presign_get(
+            att.object_key, expires_in=ctx.presign_ttl, file_name=att.file_name,
+            content_type=download_content_type(att.content_type))
+        view["url"] = signed.url
+    return JsonBody(view)

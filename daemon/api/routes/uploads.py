@@ -1,0 +1,197 @@
+"""Agent uploads (SPEC §6): presigned POST forms, presigned PUT URLs, direct uploads through the
+daemon, and the download URL of an agent's own upload.
+
+Keys are `uploads/<agent_id>/<uuid>-<slug>` (`storage.objects.upload_key`): a name a client
+sends never reaches a path unchecked, and an agent reaches only keys under its own prefix (403
+for any other). The URLs of the local store are answered by `routes/objects.py`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from daemon.agents import utcnow
+from daemon.api.deps import AgentId, Ctx
+from daemon.api.downloads import ExpiresIn, lifetime
+from daemon.api.errors import ApiError, authed
+from daemon.api.multipart import MultipartError
+from daemon.api.upload_bodies import multipart_reader, spool_body, store_spooled
+from daemon.api.upload_records import own_upload, record_upload, upload_link
+from daemon.api.views import JsonBody, UploadObject, iso, upload_view
+from extractors.filenames import extension_for, safe_file_name
+from storage.errors import InvalidKey
+from storage.models import READY
+from storage.objects import check_key, upload_key, uploads_prefix
+
+router = APIRouter(tags=["uploads"])
+
+_DROPPED = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+# type/subtype, optionally with parameters; printable ASCII only (it becomes an HTTP header).
+_CONTENT_TYPE_RE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+    r"([ \t]*;[ \t]*[A-Za-z0-9!#$&^_.+-]+=(\"[ !#-~]*\"|[A-Za-z0-9!#$&^_.+-]+))*")
+
+
+def _check_file_name(name: str) -> str:
+    """A name an agent gives: a plain file name, no path, no control characters, ≤ 255 bytes."""
+    if "/" in name or "\\" in name:
+        raise ValueError("a file name, not a path")
+    if any(unicodedata.category(ch) in _DROPPED for ch in name):
+        raise ValueError("control or format characters are not allowed in a file name")
+    if not name.strip(" .") or len(name.encode("utf-8")) > 255:
+        raise ValueError("a file name must have 1 to 255 bytes (UTF-8) and not be dots only")
+    # Then made safe as every other name is (a Windows device name, a trailing dot or space,
+    # a character Windows refuses): `CON` becomes `_CON`, as it would in mail or a direct upload.
+    return safe_file_name(name, 0, "application/octet-stream")
+
+
+FileName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_check_file_name)]
+ContentType = Annotated[str, Field(min_length=3, max_length=255,
+                                   pattern=f"^(?:{_CONTENT_TYPE_RE.pattern})$")]
+Bytes = Annotated[int, Field(ge=0, le=2**62)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class FormRequest(_Request):
+    file_name: FileName
+    content_type: ContentType
+    max_bytes: Annotated[int | None, Field(ge=1, le=2**62)] = None  # default uploads.max_bytes
+    expires_in: ExpiresIn = None
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # the document lists every field we send
+
+
+class FormUpload(_Response):
+    url: str
+    fields: dict[str, str]
+
+
+class FormResponse(_Response):
+    id: str
+    object_key: str
+    upload: FormUpload
+    expires_at: str
+
+
+class UrlRequest(_Request):
+    file_name: FileName
+    content_type: ContentType
+    size: Bytes
+    expires_in: ExpiresIn = None
+
+
+class UrlResponse(_Response):
+    upload_url: str
+    object_key: str
+    id: str
+    expires_at: str
+
+
+class UploadDownloadRequest(_Request):
+    object_key: Annotated[str, Field(min_length=1, max_length=1024)]
+    expires_in: ExpiresIn = None
+
+
+class UrlAndExpiry(_Response):
+    url: str
+    expires_at: str
+
+
+_MULTIPART_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
+
+
+def _check_cap(cap: int, size: int, what: str) -> None:
+    if size > cap:
+        raise ApiError(400, "too_large", f"{what} is over uploads.max_bytes ({cap})")
+
+
+@router.post("/v1/uploads/form", response_model=FormResponse, responses=authed(400, 422))
+async def upload_form(agent_id: AgentId, ctx: Ctx, body: FormRequest) -> Response:
+    """A presigned POST form: send `upload.fields`, then the file as the field `file`, to
+    `upload.url`. The policy pins the key, the Content-Type and 0..`max_bytes`."""
+    max_bytes = ctx.upload_max_bytes if body.max_bytes is None else body.max_bytes
+    _check_cap(ctx.upload_max_bytes, max_bytes, "max_bytes")
+    key = upload_key(agent_id, uuid.uuid4().hex, body.file_name)
+    form = await ctx.store.presign_post(key, expires_in=lifetime(ctx, body.expires_in),
+                                        content_type=body.content_type, max_bytes=max_bytes)
+    row = await record_upload(ctx, agent_id, key, body.file_name, body.content_type, "form",
+                              form.expires_at, max_bytes=max_bytes)
+    return JsonBody({"id": row.id, "object_key": key,
+                     "upload": {"url": form.url, "fields": form.fields},
+                     "expires_at": iso(form.expires_at)})
+
+
+@router.post("/v1/uploads/url", response_model=UrlResponse, responses=authed(400, 422))
+async def upload_url(agent_id: AgentId, ctx: Ctx, body: UrlRequest) -> Response:
+    """A presigned PUT URL: send exactly `size` bytes with the given Content-Type."""
+    _check_cap(ctx.upload_max_bytes, body.size, "size")
+    key = upload_key(agent_id, uuid.uuid4().hex, body.file_name)
+    signed = await ctx.store.presign_put(key, expires_in=lifetime(ctx, body.expires_in),
+                                         content_type=body.content_type, size=body.size)
+    row = await record_upload(ctx, agent_id, key, body.file_name, body.content_type, "url",
+                              signed.expires_at, size=body.size, max_bytes=body.size)
+    return JsonBody({"upload_url": signed.url, "object_key": key, "id": row.id,
+                     "expires_at": iso(signed.expires_at)})
+
+
+@router.post("/v1/uploads", status_code=201, response_model=UploadObject,
+             responses=authed(400), openapi_extra=_MULTIPART_BODY)
+async def upload_direct(agent_id: AgentId, ctx: Ctx, request: Request) -> Response:
+    """Upload through the daemon: multipart/form-data with the file in the field `file`
+    (at most uploads.max_bytes, else 413)."""
+    cap = ctx.upload_max_bytes
+    reader = multipart_reader(request)
+    try:
+        async for part in reader.parts():
+            if part.name != "file":
+                continue
+            content_type = (part.content_type if part.content_type
+                            and _CONTENT_TYPE_RE.fullmatch(part.content_type)
+                            and len(part.content_type) <= 255
+                            else "application/octet-stream")
+            file_name = (safe_file_name(part.file_name, 0, content_type) if part.file_name
+                         else f"upload.{extension_for(content_type)}")
+            key = upload_key(agent_id, uuid.uuid4().hex, file_name)
+            spooled = await spool_body(ctx, request, reader.data(), cap, ApiError(
+                413, "too_large", f"the file is over uploads.max_bytes ({cap})"))
+            await store_spooled(ctx.store, key, spooled)
+            row = await record_upload(ctx, agent_id, key, file_name, content_type, "direct",
+                                      status=READY, size=spooled.size, sha256=spooled.sha256,
+                                      ready_at=utcnow())
+            link = await upload_link(ctx, row, ctx.presign_ttl)
+            return JsonBody(upload_view(row, link.url if link else None), status_code=201)
+    except MultipartError as e:
+        raise ApiError(400, "invalid_multipart", str(e)) from None
+    raise ApiError(400, "invalid_request", "no file in the multipart field `file`")
+
+
+@router.post("/v1/uploads/download", response_model=UrlAndExpiry,
+             responses=authed(400, 403, 404, 409, 422))
+async def upload_download(agent_id: AgentId, ctx: Ctx, body: UploadDownloadRequest) -> Response:
+    """A presigned URL of one of the agent's own uploads; 403 for any other key."""
+    try:
+        check_key(body.object_key)
+    except InvalidKey:
+        raise ApiError(400, "invalid_key", "not an object key") from None
+    if not body.object_key.startswith(uploads_prefix(agent_id)):
+        raise ApiError(403, "forbidden", "the key is not under this agent's uploads")
+    row = await own_upload(ctx, agent_id, object_key=body.object_key)
+    link = await upload_link(ctx, row, lifetime(ctx, body.expires_in))
+    if link is None:
+        raise ApiError(409, "not_ready", "nothing has been uploaded under this key yet")
+    return JsonBody({"url": link.url, "expires_at": iso(link.expires_at)})
