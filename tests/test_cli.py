@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,13 @@ from tests.mail import plain
 
 def test_agent_added_while_running_is_accepted_within_5_seconds(daemon: Daemon) -> None:
     assert daemon.rcpt_code("late@agents.test") == 550
-    started = time.monotonic()
     out = daemon.cli("agent", "add", "late", "--address", "late@agents.test", "--json")
     info = json.loads(out.stdout)
     assert set(info) == {"id", "name", "addresses", "api_key", "pgp_fingerprint"}
     assert info["pgp_fingerprint"] is None
     assert info["name"] == "late" and info["addresses"] == ["late@agents.test"]
+    # An agent added while the daemon runs takes effect within 5 s: the poll fails after them.
     daemon.wait_for(lambda: daemon.rcpt_code("late@agents.test") == 250, 5.0, "RCPT accepted")
-    assert time.monotonic() - started < 5 + 2  # the CLI's own start-up plus the 5 s rule
 
 
 def test_agent_list_shows_agents_without_keys(daemon: Daemon, alice: dict[str, Any]) -> None:
