@@ -1,17 +1,13 @@
-"""OpenPGP in the daemon (SPEC §8): the keyring of agents' public keys, encryption at rest and
-signature checks, over `daemon/openpgp.py`.
+"""The daemon's OpenPGP service (SPEC §8), used from the event loop: agents' keys imported from
+the agents table when first needed, encryption at rest, signature checks, gpg in a thread.
 
-The keyring under `encryption.gnupg_home` holds public keys only: the server can encrypt to an
-agent and check its signatures, never decrypt. Keys come from the agents table and are imported
-the first time they are needed. Every gpg run happens in a thread, bounded by
-`encryption.gpg_timeout`; a gpg that is missing, failing or too slow is a `GpgUnavailable`
-(a `TransientError`: 451 during DATA, a retried job after it), never a lost message.
-"""
+It never decrypts: the keyring holds public keys only. A gpg missing, failing or too slow is a
+`GpgUnavailable` (a `TransientError`: 451 during DATA, a retried job after it), never a lost
+message."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -26,11 +22,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from daemon.agents import AgentError, PgpKey
 from daemon.config import EncryptionConfig
 from daemon.directory import Directory
-from daemon.openpgp.gpg import Gpg, GpgUnavailable, KeyRefused, OpenPgpError, read_key_file
+from daemon.openpgp.errors import GpgUnavailable, KeyRefused, OpenPgpError
+from daemon.openpgp.keyring import Keyring
+from daemon.openpgp.keys import read_key_file
 from extractors import Extraction
 from storage.db import translated_errors
 from storage.errors import TransientError
 from storage.models import Agent
+from storage.spool import file_digest
 
 log = structlog.get_logger("postroom.openpgp")
 
@@ -43,23 +42,12 @@ def read_public_key(path: Path, gpg_binary: str = "gpg") -> PgpKey:
     with tempfile.TemporaryDirectory(prefix="pr-gpg-", dir="/tmp") as home:
         try:
             data = read_key_file(path)
-            info = Gpg(Path(home), binary=gpg_binary).inspect_public_key(data)
+            info = Keyring(Path(home), binary=gpg_binary).inspect_public_key(data)
         except KeyRefused as e:
             raise AgentError(f"{path}: {e}") from e
         except OpenPgpError as e:
             raise AgentError(str(e)) from e
     return PgpKey(armored=data.decode("ascii", "replace"), fingerprint=info.fingerprint)
-
-
-def file_digest(path: Path) -> tuple[str, int]:
-    """sha256 and size of a file, read in 1 MiB pieces."""
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while piece := f.read(1 << 20):
-            h.update(piece)
-            size += len(piece)
-    return h.hexdigest(), size
 
 
 class OpenPgp:
@@ -71,7 +59,7 @@ class OpenPgp:
         self._config = config
         self._sessions = sessions
         self._directory = directory
-        self._gpg: Gpg | None = None
+        self._gpg: Keyring | None = None
         self._error = "gpg not started"
         self._tried_at = -_REOPEN_AFTER
         self._imported: set[str] = set()
@@ -84,7 +72,7 @@ class OpenPgp:
         except GpgUnavailable as e:
             log.warning("openpgp.unavailable", error=str(e))
 
-    async def _open(self) -> Gpg:
+    async def _open(self) -> Keyring:
         if self._gpg is not None:
             return self._gpg
         async with self._lock:
@@ -94,7 +82,7 @@ class OpenPgp:
                 self._tried_at = time.monotonic()
                 try:
                     self._gpg = await asyncio.to_thread(
-                        Gpg, self._config.gnupg_home, timeout=self._config.gpg_timeout,
+                        Keyring, self._config.gnupg_home, timeout=self._config.gpg_timeout,
                         binary=self._config.gpg)
                 except GpgUnavailable as e:
                     self._error = str(e)
@@ -104,7 +92,7 @@ class OpenPgp:
             return self._gpg
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Call a Gpg method in a thread; its failures become GpgUnavailable."""
+        """Call a Keyring method in a thread; its failures become GpgUnavailable."""
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except GpgUnavailable:
@@ -114,7 +102,7 @@ class OpenPgp:
         except OSError as e:
             raise GpgUnavailable(f"gpg: {e.strerror or e}") from e
 
-    async def ensure_keys(self, fingerprints: Iterable[str]) -> Gpg:
+    async def ensure_keys(self, fingerprints: Iterable[str]) -> Keyring:
         """The keyring, holding the keys of `fingerprints` (imported from the agents table)."""
         gpg = await self._open()
         missing = set(fingerprints) - self._imported

@@ -1,5 +1,6 @@
-"""daemon/openpgp.py against the machine's gpg: keys accepted and refused, encryption to one and
-several keys decrypted by the client's Decryptor, signatures, time limits and bounded memory."""
+"""daemon/openpgp's keyring, key checks, runner and Decryptor against the machine's gpg: keys
+accepted and refused, encryption to one and several keys decrypted by the client's Decryptor,
+signatures, time limits and bounded memory. Errors are told apart by type and reason code."""
 
 from __future__ import annotations
 
@@ -17,15 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from daemon.openpgp.gpg import (
-    Decryptor,
-    Gpg,
+from daemon.openpgp.decrypt import Decryptor
+from daemon.openpgp.errors import (
+    DecryptionFailed,
+    DecryptorClosed,
+    GpgTimedOut,
     GpgUnavailable,
     KeyRefused,
-    OpenPgpError,
-    Verification,
-    gpg_version,
+    NoPrivateKey,
+    NotAFingerprint,
+    RecipientRefused,
+    Refusal,
 )
+from daemon.openpgp.keyring import Keyring, Verification
+from daemon.openpgp.runner import gpg_version
 from storage.errors import TransientError
 from tests.pgpkeys import TestKey, make_key
 
@@ -50,12 +56,12 @@ def pat() -> TestKey:
 
 
 @pytest.fixture
-def gpg(tmp_path: Path) -> Gpg:
-    return Gpg(tmp_path / "gnupg", timeout=30)
+def gpg(tmp_path: Path) -> Keyring:
+    return Keyring(tmp_path / "gnupg", timeout=30)
 
 
 @pytest.fixture
-def keyring(gpg: Gpg) -> Gpg:
+def keyring(gpg: Keyring) -> Keyring:
     """The daemon's keyring holding Alice's and Bob's public keys."""
     gpg.import_key(alice().public)
     gpg.import_key(bob().public)
@@ -104,7 +110,7 @@ def _wait_for_file(path: Path, within: float = 5.0) -> str:
 
 def test_home_is_created_with_its_parents_and_private(tmp_path: Path) -> None:
     home = tmp_path / "state" / "deep" / "gnupg"
-    Gpg(home)
+    Keyring(home)
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
 
 
@@ -112,7 +118,7 @@ def test_an_existing_open_home_is_made_private(tmp_path: Path) -> None:
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o755)
     home.chmod(0o755)
-    Gpg(home)
+    Keyring(home)
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
 
 
@@ -123,7 +129,7 @@ def test_gpg_version_names_the_machine_gpg() -> None:
 # -- public keys ------------------------------------------------------------------------------
 
 
-def test_inspect_describes_the_key_without_importing_it(gpg: Gpg) -> None:
+def test_inspect_describes_the_key_without_importing_it(gpg: Keyring) -> None:
     key = alice()
     info = gpg.inspect_public_key(key.public)
     assert info.fingerprint == key.fingerprint
@@ -137,7 +143,7 @@ def test_inspect_describes_the_key_without_importing_it(gpg: Gpg) -> None:
     assert gpg.fingerprints() == set()
 
 
-def test_inspect_names_an_rsa_key_by_its_size(gpg: Gpg) -> None:
+def test_inspect_names_an_rsa_key_by_its_size(gpg: Keyring) -> None:
     key = make_key("Rita <rita@example.org>", algo="rsa2048")
     info = gpg.inspect_public_key(key.public)
     assert info.algorithm == "rsa2048"
@@ -156,24 +162,21 @@ def _two_keys_in_one_block(tmp_path: Path) -> str:
     return exported.stdout.decode()
 
 
-REFUSALS: dict[str, tuple[Callable[[Path], str | bytes], str]] = {
-    "plain text": (lambda _: "hello, this is my key", "not an OpenPGP public key"),
-    "an encrypted message": (lambda _: alice().encrypt_to_self(b"hi"),
-                             "not an OpenPGP public key"),
+REFUSALS: dict[str, tuple[Callable[[Path], str | bytes], Refusal]] = {
+    "plain text": (lambda _: "hello, this is my key", "not_a_key"),
+    "an encrypted message": (lambda _: alice().encrypt_to_self(b"hi"), "not_a_key"),
     "garbage in public armor": (
         lambda _: "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbm90IGEga2V5\n"
-                  "-----END PGP PUBLIC KEY BLOCK-----\n", "not an OpenPGP public key"),
-    "binary key": (lambda _: alice().gpg("--export", alice().fingerprint),
-                   "armored key expected"),
-    "over 1 MiB": (lambda _: alice().public + "\n" * MiB, "larger than 1 MiB"),
-    "two armored blocks": (lambda _: alice().public + bob().public, "2 keys"),
-    "two keys in one block": (_two_keys_in_one_block, "2 keys"),
-    "private key": (lambda _: alice().private, "a private key: give the public key only"),
+                  "-----END PGP PUBLIC KEY BLOCK-----\n", "not_a_key"),
+    "binary key": (lambda _: alice().gpg("--export", alice().fingerprint), "binary"),
+    "over 1 MiB": (lambda _: alice().public + "\n" * MiB, "too_large"),
+    "two armored blocks": (lambda _: alice().public + bob().public, "several_keys"),
+    "two keys in one block": (_two_keys_in_one_block, "several_keys"),
+    "private key": (lambda _: alice().private, "private"),
     "private key labelled public": (
-        lambda _: alice().private.replace("PRIVATE KEY BLOCK", "PUBLIC KEY BLOCK"),
-        "a private key: give the public key only"),
+        lambda _: alice().private.replace("PRIVATE KEY BLOCK", "PUBLIC KEY BLOCK"), "private"),
     "sign-only key": (lambda _: make_key("Sid <sid@example.org>", sign_only=True).public,
-                      "no valid encryption key"),
+                      "cannot_encrypt"),
     "expired key": (lambda _: make_key("Ed <ed@example.org>", expired=True).public,
                     "expired"),
     "revoked key": (lambda _: make_key("Rev <rev@example.org>", revoked=True).public,
@@ -184,23 +187,23 @@ REFUSALS: dict[str, tuple[Callable[[Path], str | bytes], str]] = {
 @pytest.mark.parametrize("method", ["inspect_public_key", "import_key"])
 @pytest.mark.parametrize("case", list(REFUSALS))
 def test_keys_that_cannot_be_an_agents_key_are_refused(
-        gpg: Gpg, tmp_path: Path, case: str, method: str) -> None:
+        gpg: Keyring, tmp_path: Path, case: str, method: str) -> None:
     build, reason = REFUSALS[case]
     with pytest.raises(KeyRefused) as refused:
         getattr(gpg, method)(build(tmp_path))
-    assert reason in str(refused.value)
-    assert "\n" not in str(refused.value)
+    assert refused.value.reason == reason
+    assert "\n" not in str(refused.value)  # one line, for the command line
     assert gpg.fingerprints() == set()
 
 
-def test_importing_a_key_twice_changes_nothing(gpg: Gpg) -> None:
+def test_importing_a_key_twice_changes_nothing(gpg: Keyring) -> None:
     key = alice()
     assert gpg.import_key(key.public) == key.fingerprint
     assert gpg.import_key(key.public.encode()) == key.fingerprint
     assert gpg.fingerprints() == {key.fingerprint}
 
 
-def test_the_daemons_keyring_starts_no_agent(keyring: Gpg, tmp_path: Path) -> None:
+def test_the_daemons_keyring_starts_no_agent(keyring: Keyring, tmp_path: Path) -> None:
     keyring.encrypt_bytes(b"body", [alice().fingerprint])
     keyring.verify_detached(b"x", alice().sign_detached(b"x"))
     keyring.verify_clearsigned(bob().clearsign(b"x\n"))
@@ -210,7 +213,7 @@ def test_the_daemons_keyring_starts_no_agent(keyring: Gpg, tmp_path: Path) -> No
 # -- encryption and decryption ----------------------------------------------------------------
 
 
-def test_bytes_encrypted_to_a_key_decrypt_with_its_armored_private_key(keyring: Gpg) -> None:
+def test_bytes_encrypted_to_a_key_decrypt_with_its_armored_private_key(keyring: Keyring) -> None:
     message = keyring.encrypt_bytes(b"the body\r\n", [alice().fingerprint])
     assert message.startswith(b"-----BEGIN PGP MESSAGE-----")
     with Decryptor(alice().private) as decryptor:
@@ -220,7 +223,7 @@ def test_bytes_encrypted_to_a_key_decrypt_with_its_armored_private_key(keyring: 
 
 
 def test_a_file_for_two_keys_is_one_message_each_key_decrypts(
-        keyring: Gpg, tmp_path: Path) -> None:
+        keyring: Keyring, tmp_path: Path) -> None:
     src = tmp_path / "attachment.pdf"
     src.write_bytes(os.urandom(100_000))
     dest = tmp_path / "attachment.pdf.asc"
@@ -237,9 +240,9 @@ def test_a_file_for_two_keys_is_one_message_each_key_decrypts(
             decryptor.decrypt_file(dest, out)
         assert out.read_bytes() == src.read_bytes()
     # A third key it was not encrypted to cannot read it.
-    with Decryptor(carol().private) as decryptor, pytest.raises(
-            OpenPgpError, match="not encrypted to this key"):
+    with Decryptor(carol().private) as decryptor, pytest.raises(DecryptionFailed) as failed:
         decryptor.decrypt_file(dest, tmp_path / "carol")
+    assert failed.value.reason == "not_for_this_key"
     assert not (tmp_path / "carol").exists()
 
 
@@ -248,7 +251,7 @@ def _snapshot(home: Path) -> dict[str, str]:
             for p in sorted(home.rglob("*")) if p.is_file() and not p.is_socket()}
 
 
-def test_a_gnupg_home_is_used_without_being_changed(keyring: Gpg) -> None:
+def test_a_gnupg_home_is_used_without_being_changed(keyring: Keyring) -> None:
     key = alice()
     key.sign_detached(b"start its agent, so that the home has live sockets")
     before = _snapshot(key.home)
@@ -258,18 +261,18 @@ def test_a_gnupg_home_is_used_without_being_changed(keyring: Gpg) -> None:
     assert _snapshot(key.home) == before
 
 
-def test_a_passphrase_protected_key_needs_its_passphrase(gpg: Gpg) -> None:
+def test_a_passphrase_protected_key_needs_its_passphrase(gpg: Keyring) -> None:
     key = pat()
     gpg.import_key(key.public)
     message = gpg.encrypt_bytes(b"protected", [key.fingerprint])
     with Decryptor(key.private, "correct horse") as decryptor:
         assert decryptor.decrypt_bytes(message) == b"protected"
-    with Decryptor(key.private, "wrong") as decryptor, pytest.raises(
-            OpenPgpError, match="wrong passphrase"):
+    with Decryptor(key.private, "wrong") as decryptor, pytest.raises(DecryptionFailed) as wrong:
         decryptor.decrypt_bytes(message)
-    with Decryptor(key.private) as decryptor, pytest.raises(
-            OpenPgpError, match="passphrase is needed"):
+    assert wrong.value.reason == "wrong_passphrase"
+    with Decryptor(key.private) as decryptor, pytest.raises(DecryptionFailed) as missing:
         decryptor.decrypt_bytes(message)
+    assert missing.value.reason == "passphrase_needed"
 
 
 def test_a_signed_message_decrypts_though_its_signer_is_unknown(tmp_path: Path) -> None:
@@ -283,27 +286,29 @@ def test_a_signed_message_decrypts_though_its_signer_is_unknown(tmp_path: Path) 
 
 def test_what_cannot_be_decrypted_is_named_without_its_content() -> None:
     with Decryptor(alice().private) as decryptor:
-        with pytest.raises(OpenPgpError, match="not an OpenPGP encrypted message") as raised:
+        with pytest.raises(DecryptionFailed) as raised:
             decryptor.decrypt_bytes(b"TOP-SECRET-WORD in plain text")
+        assert raised.value.reason == "not_encrypted"
         assert "TOP-SECRET" not in str(raised.value)
-        with pytest.raises(OpenPgpError, match="not encrypted to this key"):
+        with pytest.raises(DecryptionFailed) as raised:
             decryptor.decrypt_bytes(bob().encrypt_to_self(b"for bob"))
+        assert raised.value.reason == "not_for_this_key"
 
 
 def test_a_decryptor_needs_a_private_key(tmp_path: Path) -> None:
-    with pytest.raises(OpenPgpError, match="private key"):
+    with pytest.raises(NoPrivateKey):
         Decryptor(alice().public)
     public_file = tmp_path / "public.asc"
     public_file.write_text(alice().public)
-    with pytest.raises(OpenPgpError, match="no private key"):
+    with pytest.raises(NoPrivateKey):
         Decryptor(public_file)
     empty_home = tmp_path / "empty"
     empty_home.mkdir(mode=0o700)
-    with pytest.raises(OpenPgpError, match="no private key"):
+    with pytest.raises(NoPrivateKey):
         Decryptor(empty_home)
 
 
-def test_a_closed_decryptor_leaves_no_home_and_no_agent(keyring: Gpg) -> None:
+def test_a_closed_decryptor_leaves_no_home_and_no_agent(keyring: Keyring) -> None:
     message = keyring.encrypt_bytes(b"x", [alice().fingerprint])
     with Decryptor(alice().private) as decryptor:
         decryptor.decrypt_bytes(message)
@@ -312,34 +317,37 @@ def test_a_closed_decryptor_leaves_no_home_and_no_agent(keyring: Gpg) -> None:
         assert socket.exists()
     assert not socket.exists()
     assert not home.exists()
-    with pytest.raises(OpenPgpError, match="closed"):
+    with pytest.raises(DecryptorClosed):
         decryptor.decrypt_bytes(message)
 
 
 def test_a_recipient_outside_the_keyring_fails_and_writes_nothing(
-        keyring: Gpg, tmp_path: Path) -> None:
+        keyring: Keyring, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.write_bytes(b"x" * 200_000)
     dest = tmp_path / "dest.asc"
     dest.write_bytes(b"old")
-    with pytest.raises(OpenPgpError, match=f"{carol().fingerprint} not in the keyring"):
+    with pytest.raises(RecipientRefused) as refused:
         keyring.encrypt_file(src, dest, [alice().fingerprint, carol().fingerprint])
+    assert (refused.value.reason, refused.value.recipient) == (
+        "not_in_keyring", carol().fingerprint)
     assert dest.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dest.asc", "gnupg", "src"]
-    with pytest.raises(OpenPgpError, match="not in the keyring"):
+    with pytest.raises(RecipientRefused) as refused:
         keyring.encrypt_bytes(b"y" * 200_000, [carol().fingerprint])
-    with pytest.raises(OpenPgpError, match="not a key fingerprint"):
+    assert refused.value.reason == "not_in_keyring"
+    with pytest.raises(NotAFingerprint):
         keyring.encrypt_bytes(b"y", ["alice@example.org"])
 
 
-def test_recipients_may_be_spelled_in_lower_case_with_spaces(keyring: Gpg) -> None:
+def test_recipients_may_be_spelled_in_lower_case_with_spaces(keyring: Keyring) -> None:
     fingerprint = alice().fingerprint.lower()
     spaced = " ".join(fingerprint[i:i + 4] for i in range(0, 40, 4))
     message = keyring.encrypt_bytes(b"z", [spaced])
     assert alice().decrypt(message) == b"z"
 
 
-def test_concurrent_encryptions_do_not_mix(keyring: Gpg) -> None:
+def test_concurrent_encryptions_do_not_mix(keyring: Keyring) -> None:
     def encrypt(n: int) -> bytes:
         return keyring.encrypt_bytes(f"body {n}".encode(), [bob().fingerprint])
 
@@ -365,7 +373,7 @@ def _proc_status_kib(name: str) -> int:
 
 
 def test_a_40_mib_file_round_trips_file_to_file_in_bounded_memory(
-        keyring: Gpg, tmp_path: Path) -> None:
+        keyring: Keyring, tmp_path: Path) -> None:
     src = tmp_path / "big.bin"
     with src.open("wb") as file:
         for _ in range(40):
@@ -392,7 +400,7 @@ def test_a_40_mib_file_round_trips_file_to_file_in_bounded_memory(
 # -- signatures -------------------------------------------------------------------------------
 
 
-def test_a_detached_signature_by_a_key_in_the_keyring_is_valid(keyring: Gpg) -> None:
+def test_a_detached_signature_by_a_key_in_the_keyring_is_valid(keyring: Keyring) -> None:
     content = b"Content-Type: text/plain\r\n\r\nsigned\r\n"
     for signature in (alice().sign_detached(content), alice().sign_detached(content,
                                                                              armor=False)):
@@ -400,7 +408,7 @@ def test_a_detached_signature_by_a_key_in_the_keyring_is_valid(keyring: Gpg) -> 
             "valid", alice().fingerprint)
 
 
-def test_a_signature_over_other_content_is_bad(keyring: Gpg) -> None:
+def test_a_signature_over_other_content_is_bad(keyring: Keyring) -> None:
     signature = alice().sign_detached(b"what was signed")
     assert keyring.verify_detached(b"what was sent", signature) == Verification(
         "bad", alice().fingerprint)
@@ -409,17 +417,17 @@ def test_a_signature_over_other_content_is_bad(keyring: Gpg) -> None:
 @pytest.mark.parametrize("signature", [b"", b"not a signature", b"\x89\x01\x02garbage",
                                        b"-----BEGIN PGP SIGNATURE-----\n\nAAAA\n"
                                        b"-----END PGP SIGNATURE-----\n"])
-def test_a_malformed_signature_is_bad(keyring: Gpg, signature: bytes) -> None:
+def test_a_malformed_signature_is_bad(keyring: Keyring, signature: bytes) -> None:
     assert keyring.verify_detached(b"content", signature).status == "bad"
 
 
-def test_a_signer_outside_the_keyring_is_unknown(keyring: Gpg) -> None:
+def test_a_signer_outside_the_keyring_is_unknown(keyring: Keyring) -> None:
     signature = carol().sign_detached(b"content")
     assert keyring.verify_detached(b"content", signature) == Verification(
         "unknown_key", carol().fingerprint)
 
 
-def test_a_good_signature_by_a_key_not_expected_is_unknown(keyring: Gpg) -> None:
+def test_a_good_signature_by_a_key_not_expected_is_unknown(keyring: Keyring) -> None:
     signature = alice().sign_detached(b"content")
     assert keyring.verify_detached(b"content", signature, [bob().fingerprint]) == (
         Verification("unknown_key", alice().fingerprint))
@@ -428,7 +436,7 @@ def test_a_good_signature_by_a_key_not_expected_is_unknown(keyring: Gpg) -> None
         Verification("valid", alice().fingerprint))
 
 
-def test_a_signature_by_a_subkey_matches_its_primary_or_the_subkey(gpg: Gpg) -> None:
+def test_a_signature_by_a_subkey_matches_its_primary_or_the_subkey(gpg: Keyring) -> None:
     key = make_key("Sam <sam@example.org>", signing_subkey=True)
     gpg.import_key(key.public)
     signature = key.sign_detached(b"content")
@@ -440,7 +448,7 @@ def test_a_signature_by_a_subkey_matches_its_primary_or_the_subkey(gpg: Gpg) -> 
         Verification("unknown_key", key.fingerprint))
 
 
-def test_clearsigned_messages_are_checked(keyring: Gpg) -> None:
+def test_clearsigned_messages_are_checked(keyring: Keyring) -> None:
     text = b"Hello,\n- a dashed line\n-----BEGIN PGP SIGNED MESSAGE----- lookalike\nBye\n"
     signed = alice().clearsign(text)
     assert keyring.verify_clearsigned(signed) == Verification("valid", alice().fingerprint)
@@ -452,7 +460,7 @@ def test_clearsigned_messages_are_checked(keyring: Gpg) -> None:
     assert keyring.verify_clearsigned(b"no signature here").status == "bad"
 
 
-def test_text_outside_the_clearsigned_block_makes_it_bad(keyring: Gpg) -> None:
+def test_text_outside_the_clearsigned_block_makes_it_bad(keyring: Keyring) -> None:
     signed = alice().clearsign(b"the signed part\n")
     assert keyring.verify_clearsigned(b"Pay 1000 to Mallory.\n\n" + signed).status == "bad"
     assert keyring.verify_clearsigned(signed + b"\nP.S. unsigned\n").status == "bad"
@@ -464,20 +472,20 @@ def test_text_outside_the_clearsigned_block_makes_it_bad(keyring: Gpg) -> None:
 
 def test_a_missing_gpg_is_unavailable(tmp_path: Path) -> None:
     missing = str(tmp_path / "no-such-gpg")
-    with pytest.raises(GpgUnavailable, match="cannot run"):
+    with pytest.raises(GpgUnavailable):
         gpg_version(missing)
     with pytest.raises(GpgUnavailable):
-        Gpg(tmp_path / "gnupg", binary=missing)
+        Keyring(tmp_path / "gnupg", binary=missing)
     with pytest.raises(GpgUnavailable):
         Decryptor(alice().private, binary=missing)
     assert issubclass(GpgUnavailable, TransientError)
 
 
 def test_a_program_that_is_not_gpg_is_unavailable(tmp_path: Path) -> None:
-    with pytest.raises(GpgUnavailable, match="did not answer as GnuPG"):
+    with pytest.raises(GpgUnavailable):
         gpg_version("/bin/false")
-    with pytest.raises(GpgUnavailable, match="did not answer as GnuPG"):
-        Gpg(tmp_path / "gnupg", binary="/bin/echo")
+    with pytest.raises(GpgUnavailable):
+        Keyring(tmp_path / "gnupg", binary="/bin/echo")
 
 
 def _hanging_gpg(tmp_path: Path, *, answers_start_up: bool) -> tuple[Path, Path]:
@@ -492,30 +500,30 @@ def _hanging_gpg(tmp_path: Path, *, answers_start_up: bool) -> tuple[Path, Path]
     return script, pidfile
 
 
+# The fake gpg sleeps for two minutes: a run that was not cut short would end in another error
+# (not GnuPG's answer), and its sleeper would still be running.
+
+
 def test_a_gpg_that_hangs_at_once_is_killed_in_time(tmp_path: Path) -> None:
     script, pidfile = _hanging_gpg(tmp_path, answers_start_up=False)
     for attempt in (lambda: gpg_version(str(script), timeout=0.5),
-                    lambda: Gpg(tmp_path / "gnupg", binary=str(script), timeout=0.5)):
+                    lambda: Keyring(tmp_path / "gnupg", binary=str(script), timeout=0.5)):
         pidfile.unlink(missing_ok=True)
-        started = time.monotonic()
-        with pytest.raises(GpgUnavailable, match=r"did not finish within 0\.5 s"):
+        with pytest.raises(GpgTimedOut):
             attempt()
-        assert time.monotonic() - started < 3
         assert _gone(int(_wait_for_file(pidfile)))
 
 
 def test_a_gpg_that_hangs_mid_work_is_killed_and_leaves_no_file(tmp_path: Path) -> None:
     script, pidfile = _hanging_gpg(tmp_path, answers_start_up=True)
-    gpg = Gpg(tmp_path / "gnupg", binary=str(script), timeout=0.5)
+    gpg = Keyring(tmp_path / "gnupg", binary=str(script), timeout=0.5)
     src = tmp_path / "src"
     src.write_bytes(b"data")
-    started = time.monotonic()
-    with pytest.raises(GpgUnavailable, match="did not finish"):
+    with pytest.raises(GpgTimedOut):
         gpg.encrypt_file(src, tmp_path / "dest.asc", [alice().fingerprint])
-    assert time.monotonic() - started < 3
     assert _gone(int(_wait_for_file(pidfile)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gnupg", "gpg", "sleeper.pid", "src"]
     pidfile.unlink()
-    with pytest.raises(GpgUnavailable, match="did not finish"):
+    with pytest.raises(GpgTimedOut):
         gpg.verify_detached(b"content", alice().sign_detached(b"content"))
     assert _gone(int(_wait_for_file(pidfile)))

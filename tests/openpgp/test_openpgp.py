@@ -79,19 +79,20 @@ def test_cli_checks_keys_and_lists_fingerprints(daemon: Daemon, keys: dict[str, 
     listed = {a["name"]: a for a in json.loads(daemon.cli("agent", "list", "--json").stdout)}
     assert listed["ana"]["pgp_fingerprint"] == keys["ana"].fingerprint
     assert keys["ana"].fingerprint in daemon.cli("agent", "list").stdout
+    # Which rule each key breaks is tests/openpgp/test_gpg.py's to check (by reason code).
     refusals = {
-        "private": (_key_file(daemon, keys["eve"], "eve-private", private=True), "private key"),
-        "sign-only": (_key_file(daemon, make_key("S <s@x.test>", sign_only=True), "s"),
-                      "encrypt"),
-        "expired": (_key_file(daemon, make_key("X <x@x.test>", expired=True), "x"), "expired"),
-        "revoked": (_key_file(daemon, make_key("R <r@x.test>", revoked=True), "r"), "revoked"),
+        "private": _key_file(daemon, keys["eve"], "eve-private", private=True),
+        "sign-only": _key_file(daemon, make_key("S <s@x.test>", sign_only=True), "s"),
+        "expired": _key_file(daemon, make_key("X <x@x.test>", expired=True), "x"),
+        "revoked": _key_file(daemon, make_key("R <r@x.test>", revoked=True), "r"),
     }
-    for what, (path, says) in refusals.items():
+    for what, path in refusals.items():
         out = daemon.cli("agent", "add", f"k-{what}", "--address", f"{what}@k.test",
                          "--pgp-key", str(path), check=False)
         assert out.returncode == 1, (what, out.stdout, out.stderr)
-        assert says in out.stderr.lower(), (what, out.stderr)
         assert keys["eve"].private.splitlines()[3] not in out.stderr  # no key material echoed
+    listed = {a["name"] for a in json.loads(daemon.cli("agent", "list", "--json").stdout)}
+    assert not {f"k-{what}" for what in refusals} & listed
     garbage = daemon.root / "garbage.asc"
     garbage.write_text("hello")
     assert daemon.cli("agent", "set-pgp-key", "ana", str(garbage), check=False).returncode == 1
@@ -167,8 +168,9 @@ def test_keyed_and_keyless_recipients_go_in_separate_transactions(
         s.ehlo("relay.example")
         s.mail("s@example.org")
         assert s.rcpt("ana@agents.test")[0] == 250
-        code, text = s.rcpt("cal@agents.test")
-        assert code == 452 and b"another transaction" in text
+        # 452 with two recipients: not the recipient limit, but cal's mail is stored in the
+        # clear and ana's encrypted, so the relay is asked to send cal's copy on its own.
+        assert s.rcpt("cal@agents.test")[0] == 452
         assert s.data(plain("ana@agents.test").as_bytes())[0] == 250
 
 
