@@ -134,12 +134,14 @@ class Daemon:
             s.mail("probe@example.org")
             return int(s.rcpt(address)[0])
 
-    def api(self, key: str) -> httpx.Client:
+    def api(self, key: str, timeout: float = 40) -> httpx.Client:
+        """A client of the API as `key`; a request unanswered after `timeout` s raises."""
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"},
-                            timeout=40)
+                            timeout=timeout)
 
-    def smtp(self) -> smtplib.SMTP:
-        return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)
+    def smtp(self, timeout: float = 30) -> smtplib.SMTP:
+        """An SMTP client; a reply that takes over `timeout` s raises."""
+        return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=timeout)
 
     def send(self, msg: EmailMessage | bytes, rcpts: list[str],
              sender: str = "sender@example.org") -> str:
@@ -155,9 +157,10 @@ class Daemon:
         assert code == 250, (code, resp)
         return queued_id(resp)
 
-    def try_send(self, data: bytes, rcpt: str) -> tuple[int, bytes]:
-        """One transaction to one recipient; the reply to DATA, whatever it is."""
-        with self.smtp() as s:
+    def try_send(self, data: bytes, rcpt: str, timeout: float = 30) -> tuple[int, bytes]:
+        """One transaction to one recipient; the reply to DATA, whatever it is (a reply that
+        takes over `timeout` s raises)."""
+        with self.smtp(timeout) as s:
             s.ehlo("client.example")
             s.mail("s@example.org")
             s.rcpt(rcpt)

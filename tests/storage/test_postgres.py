@@ -9,7 +9,6 @@ import contextlib
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,9 +35,7 @@ def test_a_node_never_migrates_postgresql_itself(pg: PgServer, tmp_path: Path) -
     cfg = write_config(tmp_path, extra=_section(url))
     serve = [sys.executable, "-m", "daemon", "serve", "--config", str(cfg)]
     refused = subprocess.run(serve, capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert refused.returncode == 2, refused.stderr
-    assert "database schema is at None" in refused.stderr
-    assert "run `postroom db upgrade`" in refused.stderr
+    assert refused.returncode == 2, refused.stderr  # refused: the operator must act
     assert _public_tables(pg, url) == []  # it looked, and changed nothing
 
     # Two operators (or two nodes' deploy scripts) upgrading at once take turns.
@@ -52,6 +49,7 @@ def test_a_node_never_migrates_postgresql_itself(pg: PgServer, tmp_path: Path) -
         head_revision()]
     assert {"messages", "attachments", "events", "agents"} <= set(_public_tables(pg, url))
 
+    # Once upgraded the same database serves: what was refused was its schema.
     with running_daemon(tmp_path, extra=_section(url)) as d:
         agent = d.add_agent("hal", "hal@agents.test")
         sent = d.send(with_attachment("hal@agents.test", b"pg"), ["hal@agents.test"])
@@ -78,7 +76,8 @@ def test_postgresql_restarting_under_load_costs_451s_then_service_resumes(
         d.wait_for(lambda: len(replies) >= 20, 30, "load before the restart")
         restart_cluster()
         during = len(replies)
-        time.sleep(2)
+        # The load goes on through the server's return: a few more deliveries from each sender.
+        d.wait_for(lambda: len(replies) >= during + 3 * len(threads), 60, "load after the restart")
         stop.set()
         for t in threads:
             t.join(90)
@@ -126,19 +125,18 @@ def test_a_locked_database_and_an_exhausted_pool_answer_451_and_503_never_hang(
     with running_daemon(tmp_path, extra=_section(url, 'pool_size = 2\nbusy_timeout = "1s"\n')
                         ) as d:
         agent = d.add_agent("jo", "jo@agents.test")
-        replies: list[tuple[int, float]] = []
-        statuses: list[tuple[int, float]] = []
+        replies: list[int] = []
+        statuses: list[tuple[int, str | None]] = []
+        # Every reply within 20 s: the clients give up after that, and the reply is missing.
 
         def deliver() -> None:
-            started = time.monotonic()
-            code, _ = d.try_send(plain("jo@agents.test").as_bytes(), "jo@agents.test")
-            replies.append((code, time.monotonic() - started))
+            code, _ = d.try_send(plain("jo@agents.test").as_bytes(), "jo@agents.test", timeout=20)
+            replies.append(code)
 
         def read() -> None:
-            started = time.monotonic()
-            with d.api(agent["api_key"]) as api:
-                status = api.get("/v1/messages").status_code
-            statuses.append((status, time.monotonic() - started))
+            with d.api(agent["api_key"], timeout=20) as api:
+                r = api.get("/v1/messages")
+            statuses.append((r.status_code, r.json().get("error", {}).get("code")))
 
         with locked_tables(pg, url, "messages", "events", "recipients"):
             # Twelve API reads each hold one of two pooled connections while they wait on the
@@ -152,12 +150,9 @@ def test_a_locked_database_and_an_exhausted_pool_answer_451_and_503_never_hang(
                 assert not t.is_alive(), "a request hung"
             # The server itself answers: readiness is about reaching it, not about one lock.
             ready = httpx.get(f"{d.url}/readyz", timeout=30)
-        assert [code for code, _ in replies] == [451] * 8, replies
-        assert [status for status, _ in statuses] == [503] * 12, statuses
-        assert max(t for _, t in replies + statuses) < 20, (replies, statuses)
+        assert replies == [451] * 8, replies
+        assert statuses == [(503, "unavailable")] * 12, statuses
         assert ready.status_code == 200, ready.text
-        d.wait_for(lambda: any("QueuePool limit" in str(e.get("error", ""))
-                               for e in d.logs), 10, "a pool timeout in the log")
         # The locks gone, everything works again.
         sent = d.send(with_attachment("jo@agents.test", b"later"), ["jo@agents.test"])
         assert d.wait_message(agent["api_key"], sent)["status"] == "ready"
