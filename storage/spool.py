@@ -106,7 +106,8 @@ class Spool:
         self._limit = limit
         self._buf = bytearray(header)
         self._all = hashlib.sha256(header)
-        self._body = hashlib.sha256()
+        # Without a header the body is all of it: one digest serves both (an upload's).
+        self._body = hashlib.sha256() if header else None
         self._fd: int | None = None
         self.path: Path | None = None
         self.size = len(header)
@@ -115,7 +116,8 @@ class Spool:
         assert self._fd is not None
         _write_all(self._fd, data)
         self._all.update(data)
-        self._body.update(data)
+        if self._body is not None:
+            self._body.update(data)
 
     def _to_file(self, data: bytes) -> None:
         path = spool_name(self._spooler.directory)
@@ -137,7 +139,8 @@ class Spool:
         if self._fd is None and len(self._buf) + len(data) <= self._spooler.threshold:
             self._buf += data
             self._all.update(data)
-            self._body.update(data)
+            if self._body is not None:
+                self._body.update(data)
             return
         loop = asyncio.get_running_loop()
         fn = self._write_file if self._fd is not None else self._to_file
@@ -145,7 +148,8 @@ class Spool:
 
     def finish(self) -> Spooled:
         """Stop writing; the caller now owns the file (if any) and must consume or discard it."""
-        all_hex, body_hex = self._all.hexdigest(), self._body.hexdigest()
+        all_hex = self._all.hexdigest()
+        body_hex = all_hex if self._body is None else self._body.hexdigest()
         if self._fd is None:
             data, self._buf = bytes(self._buf), bytearray()
             return Spooled(data, None, self.size, all_hex, body_hex)

@@ -66,7 +66,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
 
 async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status,
+                        headers=exc.headers)
 
 
 async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -19,6 +19,7 @@ from daemon.api.keycache import MAX_TTL, KeyCache
 from daemon.api.lookups import Lookups
 from daemon.events import MAX_CURSOR, Wakeups
 from daemon.ops import Metrics
+from daemon.outbound import Outbox
 from storage.objects import ObjectStore
 from storage.spool import Spooler
 
@@ -41,6 +42,7 @@ class ApiContext:
     events: Wakeups | None = None  # None: long polls only re-read every second
     metrics: Metrics | None = None  # None: no /metrics
     spooler: Spooler | None = None  # None: uploads spool in one made on the store's spool_dir
+    outbox: Outbox | None = None  # None: POST /v1/messages answers 503
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class AppContext:
     max_wait: float
     upload_max_bytes: int
     metrics: Metrics | None
+    outbox: Outbox | None
 
     @classmethod
     def of(cls, ctx: ApiContext) -> AppContext:
@@ -69,7 +72,7 @@ class AppContext:
             keys=KeyCache(lookups.agent_id_for_key_hash, ctx.key_cache_ttl),
             spooler=ctx.spooler or Spooler(ctx.store.spool_dir, UPLOAD_SPOOL_THRESHOLD),
             presign_ttl=ctx.presign_ttl, max_wait=ctx.max_wait,
-            upload_max_bytes=ctx.upload_max_bytes, metrics=ctx.metrics)
+            upload_max_bytes=ctx.upload_max_bytes, metrics=ctx.metrics, outbox=ctx.outbox)
 
 
 # Every dependency is a coroutine: FastAPI runs a plain function in a thread, a hop per request.

@@ -9,9 +9,11 @@ from pydantic import BaseModel, ConfigDict
 class ApiError(Exception):
     """An error answered with the SPEC's body."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers  # e.g. Retry-After with a 429
 
 
 def not_found(what: str = "message") -> ApiError:
@@ -43,8 +45,9 @@ _WHY = {
     403: "Not this agent's to reach",
     404: "Not found, or not addressed to this agent",
     409: "Not in a state to do that (yet)",
-    413: "The request body is over the limit",
+    413: "The request body (or the message it would send) is over the limit",
     422: "A parameter or JSON body that does not match this document",
+    429: "Over a rate limit; `Retry-After` says when to try again",
     503: "The database or the object store is unavailable; retry later",
 }
 

@@ -21,6 +21,9 @@ from storage.spool import OverLimit, Spooled
 
 # Room for the multipart framing and form fields around the file itself.
 FORM_OVERHEAD = 64 * 1024
+# A request's body comes in pieces of tens of KiB; the spool gets them in batches of this size,
+# one hop to its thread (write and hash) per batch: per piece, hops were a third of the time.
+WRITE_BATCH = 1 << 20
 
 
 def streamed_routes(max_bytes: int) -> tuple[StreamedRoute, ...]:
@@ -57,8 +60,8 @@ async def spool_body(ctx: AppContext, request: Request, pieces: AsyncIterator[by
     bytes. The caller owns the result's file: `store_spooled` or `discard_spooled` it."""
     spool = ctx.spooler.open(limit=limit)
     try:
-        async for piece in pieces:
-            await spool.write(piece)
+        async for batch in _batched(pieces):
+            await spool.write(batch)
     except OverLimit:
         spool.discard()
         await drain(request, ctx.upload_max_bytes + FORM_OVERHEAD)
@@ -67,6 +70,18 @@ async def spool_body(ctx: AppContext, request: Request, pieces: AsyncIterator[by
         spool.discard()
         raise
     return spool.finish()
+
+
+async def _batched(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`pieces` joined into runs of at least WRITE_BATCH bytes (the last one may be shorter)."""
+    batch = bytearray()
+    async for piece in pieces:
+        batch += piece
+        if len(batch) >= WRITE_BATCH:
+            yield bytes(batch)
+            batch.clear()
+    if batch:
+        yield bytes(batch)
 
 
 async def store_spooled(store: ObjectStore, key: str, spooled: Spooled) -> None:

@@ -84,7 +84,8 @@ def upload_view(u: Upload, url: str | None) -> dict[str, Any]:
 def message_summary(m: MessageRow, mine: Sequence[RecipientRow]) -> dict[str, Any]:
     """A message as listed: envelope, headers of note, status; no bodies."""
     return {
-        "id": m.id, "status": m.status, "received_at": iso(m.received_at),
+        "id": m.id, "direction": m.direction, "status": m.status,
+        "received_at": iso(m.received_at),
         "processed_at": iso(m.processed_at), "mail_from": m.mail_from,
         "recipients": [r.address for r in mine],
         "tag": next((r.tag for r in mine if r.tag), None),
@@ -96,11 +97,22 @@ def message_summary(m: MessageRow, mine: Sequence[RecipientRow]) -> dict[str, An
     }
 
 
+def delivery_view(d: Any) -> dict[str, Any]:
+    """One recipient of an outbound message and where its delivery stands (SPEC §12)."""
+    return {"address": d.address, "kind": d.kind, "local": d.local, "status": d.status,
+            "attempts": d.attempts, "next_attempt_at": iso(d.next_attempt_at),
+            "reply": d.reply, "reason": d.reason,
+            "delivered_message_id": d.delivered_message_id, "updated_at": iso(d.updated_at)}
+
+
 def message_view(m: MessageRow, mine: Sequence[RecipientRow],
                  attachments: Sequence[AttachmentRow],
-                 text: str | None, html: str | None) -> dict[str, Any]:
-    """A message in full: the summary plus bodies, attachments and defects."""
+                 text: str | None, html: str | None,
+                 deliveries: Sequence[Any] | None = None) -> dict[str, Any]:
+    """A message in full: the summary plus bodies, attachments and defects; for an outbound
+    one, `deliveries`, its recipients' statuses."""
     out = message_summary(m, mine)
+    out["deliveries"] = None if deliveries is None else [delivery_view(d) for d in deliveries]
     recipients = _json_list(m.encrypted_to) if m.encrypted_to else None
     sealed = recipients is not None
     out.update({
@@ -145,7 +157,11 @@ class _View(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-MessageStatus = Literal["received", "processing", "ready", "partial", "failed", "purged"]
+# Inbound: extraction's statuses (SPEC §5). Outbound: queued until every recipient is done, then
+# sent, bounced (every recipient) or partial (some bounced).
+MessageStatus = Literal["received", "processing", "ready", "partial", "failed", "purged",
+                        "queued", "sent", "bounced"]
+DeliveryStatus = Literal["queued", "sending", "sent", "delivered", "deferred", "bounced"]
 AttachmentStatusName = Literal["pending", "ready", "rejected", "failed", "purged"]
 
 
@@ -205,6 +221,7 @@ class MessageSummary(_View):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     id: str
+    direction: Literal["inbound", "outbound"]
     status: MessageStatus
     received_at: str
     processed_at: str | None
@@ -247,8 +264,25 @@ class MessageEncryption(_View):
     recipients: list[Any]
 
 
+class DeliveryView(_View):
+    """One recipient of an outbound message (`delivery_view`)."""
+
+    address: str
+    kind: Literal["to", "cc", "bcc"]
+    local: bool
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: str | None
+    reply: str | None
+    reason: str | None
+    delivered_message_id: str | None
+    updated_at: str
+
+
 class MessageView(MessageSummary):
     """A message in full (`message_view`)."""
+
+    deliveries: list[DeliveryView] | None
 
     text: str | None
     html: str | None

@@ -1,6 +1,5 @@
 """Attachments (SPEC §6): an inbound attachment's status object (with a long poll until it is
-terminal), its presigned download, and any attachment the agent may see by id (inbound or one of
-its uploads).
+terminal), its presigned download, and any attachment the agent may see by id (or its upload).
 
 An attachment of a message not addressed to the agent answers 404, exactly as a missing one, and
 a `?wait=` never waits on what is not the agent's.

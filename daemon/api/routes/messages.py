@@ -1,7 +1,8 @@
-"""Messages (SPEC §6): the agent's list with a cursor, one message in full, and the presigned
-URL of its raw bytes.
+"""Messages (SPEC §6, §12): the agent's list with a cursor, one message in full, the presigned
+URL of its raw bytes, and sending one (`POST /v1/messages`, a thin layer over the outbox).
 
-A message that is not addressed to the agent answers 404, exactly as a missing one does.
+A message that is not addressed to (or sent by) the agent answers 404, exactly as a missing one
+does.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
 from daemon.api.deps import AgentId, AppContext, Ctx, MessageId, cursor_after
@@ -23,9 +25,10 @@ from daemon.api.downloads import (
 )
 from daemon.api.errors import ApiError, authed, not_found
 from daemon.api.views import JsonBody, MessageList, MessageView, message_summary, message_view
+from daemon.outbound import AttachmentRef, Mailbox, SendRefused, SendRequest
 from storage.db import translated_errors
 from storage.errors import ObjectNotFound
-from storage.models import PURGED, Message, Recipient
+from storage.models import OUTBOUND, PURGED, Delivery, Message, Recipient
 
 router = APIRouter(tags=["messages"])
 
@@ -82,7 +85,12 @@ async def get_message(agent_id: AgentId, ctx: Ctx, message_id: MessageId) -> Res
                 bodies[kind] = (await ctx.store.get(key)).decode("utf-8", "replace")
             except ObjectNotFound:
                 bodies[kind] = None
-    return JsonBody(message_view(msg, mine, atts, bodies["text"], bodies["html"]))
+    deliveries = None
+    if msg.direction == OUTBOUND:
+        async with ctx.sessions() as session, translated_errors():
+            deliveries = list((await session.exec(select(Delivery).where(
+                Delivery.message_id == msg.id).order_by(col(Delivery.id)))).all())
+    return JsonBody(message_view(msg, mine, atts, bodies["text"], bodies["html"], deliveries))
 
 
 @router.post("/v1/messages/{message_id}/raw/download", response_model=DownloadResponse,
@@ -99,3 +107,102 @@ async def download_raw(agent_id: AgentId, ctx: Ctx, message_id: MessageId,
                                         PGP_ENCRYPTED, msg.size, msg.raw_sha256, encrypted=True)
     return await presigned_download(ctx, msg.raw_key, expires_in, f"{msg.id}.eml",
                                     "message/rfc822", msg.size, msg.raw_sha256)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class MailboxIn(_In):
+    email: str = Field(min_length=3, max_length=320)
+    name: str | None = Field(default=None, max_length=256)
+
+
+class AttachmentRefIn(_In):
+    """An upload of the agent (`object_key`/`key`, or `id` upl_…) or an inbound attachment it
+    may see (`id` att_…), optionally renamed."""
+
+    object_key: str | None = Field(default=None, max_length=1024)
+    key: str | None = Field(default=None, max_length=1024)
+    id: str | None = Field(default=None, max_length=64)
+    filename: str | None = Field(default=None, max_length=255)
+    file_name: str | None = Field(default=None, max_length=255)
+    mime_type: str | None = Field(default=None, max_length=255)
+    content_type: str | None = Field(default=None, max_length=255)
+
+
+Addresses = Annotated[list[str | MailboxIn], Field(max_length=10_000)]
+
+
+class SendBody(_In):
+    from_: str | MailboxIn | None = Field(default=None, alias="from")
+    to: Addresses = []
+    cc: Addresses = []
+    bcc: Addresses = []
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    in_reply_to: str | None = Field(default=None, max_length=64)
+    headers: Annotated[dict[str, str], Field(max_length=100)] = {}
+    attachments: Annotated[list[AttachmentRefIn], Field(max_length=100)] = []
+
+
+class SentRecipient(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str
+    kind: str
+    status: str
+    reason: str | None
+
+
+class SendResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    direction: str
+    status: str
+    thread_id: str
+    message_id_header: str
+    recipients: list[SentRecipient]
+
+
+def _mailbox(value: str | MailboxIn) -> Mailbox:
+    return Mailbox(value) if isinstance(value, str) else Mailbox(value.email, value.name)
+
+
+def send_request(agent_id: str, body: SendBody, idempotency_key: str | None) -> SendRequest:
+    """The outbox's request from the API's body (SPEC §12's names, and the seeds' aliases)."""
+    return SendRequest(
+        agent_id=agent_id, sender=None if body.from_ is None else _mailbox(body.from_),
+        to=tuple(map(_mailbox, body.to)), cc=tuple(map(_mailbox, body.cc)),
+        bcc=tuple(map(_mailbox, body.bcc)), subject=body.subject, text=body.text,
+        html=body.html, in_reply_to=body.in_reply_to, headers=tuple(body.headers.items()),
+        attachments=tuple(AttachmentRef(
+            object_key=a.object_key or a.key, id=a.id, file_name=a.file_name or a.filename,
+            content_type=a.content_type or a.mime_type) for a in body.attachments),
+        idempotency_key=idempotency_key)
+
+
+async def send(ctx: AppContext, request: SendRequest) -> dict[str, Any]:
+    """Queue `request` with the outbox; its refusals as the API's errors."""
+    if ctx.outbox is None:
+        raise ApiError(503, "unavailable", "sending is not available on this node")
+    try:
+        return await ctx.outbox.send(request)
+    except SendRefused as e:
+        headers = None if e.retry_after is None else {"Retry-After": str(e.retry_after)}
+        raise ApiError(e.status, e.code, e.message, headers) from None
+
+
+@router.post("/v1/messages", status_code=202, response_model=SendResponse,
+             responses=authed(403, 404, 409, 413, 422, 429))
+async def send_message(
+    agent_id: AgentId, ctx: Ctx, body: SendBody,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Response:
+    """Send mail from one of the agent's addresses (SPEC §12). 202 once the composed message is
+    stored and queued; delivery follows (`GET /v1/messages/{id}` shows each recipient, the
+    event feed says `message.sent`, `.delivered`, `.deferred`, `.bounced`). Attachments are
+    refs to the agent's uploads or to inbound attachments it may see. The same
+    `Idempotency-Key` within 24 h answers the first answer and sends once."""
+    answer = await send(ctx, send_request(agent_id, body, idempotency_key))
+    return JsonBody(answer, status_code=202)

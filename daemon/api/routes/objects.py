@@ -1,9 +1,8 @@
-"""The URLs a store signs for this daemon to answer (`ObjectStore.url_signer`, the local store):
-downloads (`GET`/`HEAD /objects/<key>`), presigned forms (`POST /objects`) and presigned PUTs
-(`PUT /objects/<key>`). `create_app` mounts them only for a store that has a signer.
+"""The URLs a store signs for the daemon to answer (`ObjectStore.url_signer`: the local store's
+downloads, `GET`/`HEAD /objects/<key>`; forms, `POST /objects`; PUTs, `PUT /objects/<key>`).
 
-Nothing a client sends is trusted before its signature checks out, and every check S3 makes is
-made: 403 for the signature, expiry, key and type, 400 for the size. Success answers as S3 does.
+Nothing a client sends is trusted before its signature checks out; every check S3 makes is made
+here (403: signature, expiry, key, type; 400: size), and success answers as S3 does.
 """
 
 from __future__ import annotations

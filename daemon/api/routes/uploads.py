@@ -1,9 +1,8 @@
-"""Agent uploads (SPEC §6): presigned POST forms, presigned PUT URLs, direct uploads through the
-daemon, and the download URL of an agent's own upload.
+"""Agent uploads (SPEC §6): presigned POST forms and PUT URLs, direct uploads through the daemon,
+and the download URL of an agent's own upload (the local store's URLs: `routes/objects.py`).
 
-Keys are `uploads/<agent_id>/<uuid>-<slug>` (`storage.objects.upload_key`): a name a client
-sends never reaches a path unchecked, and an agent reaches only keys under its own prefix (403
-for any other). The URLs of the local store are answered by `routes/objects.py`.
+Keys are `uploads/<agent_id>/<uuid>-<slug>` (`storage.objects.upload_key`): a name a client sends
+never reaches a path unchecked, and an agent reaches no key outside its own prefix (403).
 """
 
 from __future__ import annotations
