@@ -11,6 +11,7 @@ import ipaddress
 import re
 import struct
 from dataclasses import dataclass
+from typing import Literal
 
 V1_MAX = 107  # "PROXY TCP6 " + two full IPv6 addresses + two ports + CRLF
 V2_MAX = 536  # 16 bytes of fixed header + 520 of addresses and TLVs (the spec's bound)
@@ -20,8 +21,18 @@ _V1_PREFIX = b"PROXY "
 _V1_PORT = re.compile(r"0|[1-9][0-9]{0,4}")
 
 
+# How a header failed: no PROXY signature at all, longer than its version allows, anything else
+# wrong in it, or the connection closed before it ended. Logged as `kind`; stable for tests.
+ProxyFault = Literal["no_signature", "too_long", "malformed", "closed"]
+
+
 class ProxyError(ValueError):
-    """The bytes are not a PROXY header we accept; the message says why (no peer data)."""
+    """The bytes are not a PROXY header we accept: `fault` says how, the message says why in
+    words (never the peer's data)."""
+
+    def __init__(self, message: str, fault: ProxyFault = "malformed") -> None:
+        super().__init__(message)
+        self.fault: ProxyFault = fault
 
 
 @dataclass(frozen=True)
@@ -50,16 +61,16 @@ def parse_proxy_header(data: bytes) -> ProxyHeader | None:
         return _parse_v2(data)
     if data[:1] == _V1_PREFIX[:1]:
         return _parse_v1(data)
-    raise ProxyError("no PROXY signature")
+    raise ProxyError("no PROXY signature", "no_signature")
 
 
 def _parse_v1(data: bytes) -> ProxyHeader | None:
     if not data.startswith(_V1_PREFIX[:len(data)]):
-        raise ProxyError("no PROXY signature")
+        raise ProxyError("no PROXY signature", "no_signature")
     end = data.find(b"\r\n", 0, V1_MAX)
     if end < 0:
         if len(data) >= V1_MAX:
-            raise ProxyError(f"v1 header longer than {V1_MAX} bytes")
+            raise ProxyError(f"v1 header longer than {V1_MAX} bytes", "too_long")
         if b"\n" in data or b"\r" in data[:-1]:
             raise ProxyError("v1 header not ended by CRLF")
         return None
@@ -97,10 +108,10 @@ def _v1_port(text: str) -> int:
 def _parse_v2(data: bytes) -> ProxyHeader | None:
     if len(data) < 16:
         if not V2_SIGNATURE.startswith(data[:12]):
-            raise ProxyError("no PROXY signature")
+            raise ProxyError("no PROXY signature", "no_signature")
         return None
     if not data.startswith(V2_SIGNATURE):
-        raise ProxyError("no PROXY signature")
+        raise ProxyError("no PROXY signature", "no_signature")
     ver_cmd, fam_proto, size = struct.unpack("!BBH", data[12:16])
     if ver_cmd >> 4 != 2:
         raise ProxyError("v2 version nibble is not 2")
@@ -108,7 +119,7 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
     if command not in (0, 1):
         raise ProxyError("v2 command is neither LOCAL nor PROXY")
     if 16 + size > V2_MAX:
-        raise ProxyError(f"v2 header longer than {V2_MAX} bytes")
+        raise ProxyError(f"v2 header longer than {V2_MAX} bytes", "too_long")
     if len(data) < 16 + size:
         return None
     length = 16 + size

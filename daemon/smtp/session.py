@@ -158,7 +158,7 @@ class PostroomSMTP(SmtpAuth):
         assert self.session is not None and self._proxy_header_timeout is not None
         proxy = self.session.client
         if not policy.is_trusted(proxy[0] if proxy is not None else None, self._networks):
-            log.info("smtp.proxy_refused", peer=self.session.client_text,
+            log.info("smtp.proxy_refused", peer=self.session.client_text, kind="untrusted_proxy",
                      reason="the proxy's address is not in smtp.trusted_networks")
             return False
         buf = b""
@@ -167,13 +167,14 @@ class PostroomSMTP(SmtpAuth):
                 while (header := parse_proxy_header(buf)) is None:
                     chunk = await self._reader.read(MAX_HEADER - len(buf))
                     if not chunk:
-                        raise ProxyError("closed before the header ended")
+                        raise ProxyError("closed before the header ended", "closed")
                     buf += chunk
         except ProxyError as e:
-            log.info("smtp.proxy_refused", peer=self.session.client_text, reason=str(e))
+            log.info("smtp.proxy_refused", peer=self.session.client_text, kind=e.fault,
+                     reason=str(e))
             return False
         except TimeoutError:
-            log.info("smtp.proxy_refused", peer=self.session.client_text,
+            log.info("smtp.proxy_refused", peer=self.session.client_text, kind="timeout",
                      reason=f"no header within {self._proxy_header_timeout:g}s")
             return False
         if len(buf) > header.length:  # a client that spoke first: its bytes are commands

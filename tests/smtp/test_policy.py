@@ -91,14 +91,13 @@ def test_mail_needs_tls_when_required_and_auth_outside_the_trusted_networks() ->
     assert refusal(trusted=False, authenticated=True) is None
     # Without TLS there is no AUTH: asking for STARTTLS first is the useful answer.
     assert refusal(tls=False, require_tls=True, trusted=False) == policy.MUST_STARTTLS
-    assert policy.MUST_STARTTLS == "530 5.7.0 Must issue a STARTTLS command first"
-    assert policy.AUTH_REQUIRED == "530 5.7.0 Authentication required"
+    assert policy.MUST_STARTTLS.startswith("530 5.7.0")
+    assert policy.AUTH_REQUIRED.startswith("530 5.7.0")
 
 
 def test_auth_and_timeout_replies() -> None:
-    assert policy.AUTH_NEEDS_TLS == \
-        "538 5.7.11 Encryption required for requested authentication mechanism"
-    assert policy.AUTH_INVALID == "535 5.7.8 Authentication credentials invalid"
+    assert policy.AUTH_NEEDS_TLS.startswith("538 5.7.11")
+    assert policy.AUTH_INVALID.startswith("535 5.7.8")
     assert policy.TOO_MANY_AUTH_FAILURES.startswith("421 4.7.0")
     assert policy.IDLE_TIMEOUT.startswith("421 4.4.2")
     assert policy.MAX_AUTH_FAILURES == 3

@@ -111,13 +111,15 @@ def test_malformed_headers_are_refused(data: bytes) -> None:
 def test_a_header_is_refused_as_soon_as_it_cannot_fit_the_bound() -> None:
     # v1: no CRLF within 107 bytes; v2: a declared length past 536, known after 16 bytes.
     assert parse_proxy_header(b"PROXY UNKNOWN " + b"x" * (V1_MAX - 15)) is None
-    with pytest.raises(ProxyError, match="107"):
+    with pytest.raises(ProxyError) as v1_err:
         parse_proxy_header(b"PROXY UNKNOWN " + b"x" * (V1_MAX - 14))
+    assert v1_err.value.fault == "too_long"
     longest = v2(b"\0" * (V2_MAX - 16), family=0x00)
     assert parse_proxy_header(longest) == ProxyHeader(2, None, V2_MAX)
     too_long = v2(b"\0" * (V2_MAX - 15), family=0x00)
-    with pytest.raises(ProxyError, match="536"):
+    with pytest.raises(ProxyError) as v2_err:
         parse_proxy_header(too_long[:16])
+    assert v2_err.value.fault == "too_long"
 
 
 def test_nothing_yet_is_not_an_error() -> None:

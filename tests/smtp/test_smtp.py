@@ -126,8 +126,8 @@ def test_slow_but_moving_data_is_not_cut_off_by_the_idle_timer(fresh_root: Path)
         d.add_agent("a", "a@t.test")
         c = Raw.in_data(d.smtp_port, "a@t.test")
         c.send(b"Subject: slow\r\n\r\n")
-        for _ in range(6):  # 3 s of DATA, a chunk every 0.5 s, each gap under the 1 s timer
-            time.sleep(0.5)
+        for _ in range(4):  # 2 s of DATA, a chunk every 0.5 s, each gap under the 1 s timer
+            time.sleep(0.5)  # the client's pace, not a wait for the daemon
             c.send(b"z" * 10_000 + b"\r\n")
         c.send(b".\r\n")
         assert c.reply().startswith(b"250 2.0.0")
@@ -138,11 +138,11 @@ def test_an_idle_connection_gets_421_and_is_closed_after_the_timeout(fresh_root:
     with running_daemon(fresh_root, smtp='timeout = "1s"') as d:
         c = Raw(d.smtp_port)
         assert c.reply().startswith(b"220")
-        start = time.monotonic()
+        c.send(b"NOOP\r\n")
+        assert c.reply().startswith(b"250")  # served until it falls silent
         assert c.reply().startswith(b"421 4.4.2")
         with pytest.raises(ConnectionError):
             c.line()
-        assert 0.9 < time.monotonic() - start < 5
         c.close()
 
 

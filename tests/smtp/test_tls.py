@@ -28,18 +28,18 @@ def _encrypted(key: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize(("case", "named", "says"), [
-    ("missing cert", "smtp.tls_cert", "cannot read"),
-    ("missing key", "smtp.tls_key", "cannot read"),
-    ("cert is a key", "smtp.tls_cert", "no PEM certificate"),
-    ("key is a cert", "smtp.tls_key", "no PEM private key"),
-    ("garbled cert", "smtp.tls_cert", "not a valid PEM certificate"),
-    ("garbled key", "smtp.tls_key", "not a usable private key"),
-    ("other key", "smtp.tls_key", "not the key of the certificate"),
+@pytest.mark.parametrize(("case", "named", "problem"), [
+    ("missing cert", "smtp.tls_cert", "unreadable"),
+    ("missing key", "smtp.tls_key", "unreadable"),
+    ("cert is a key", "smtp.tls_cert", "not_pem"),
+    ("key is a cert", "smtp.tls_key", "not_pem"),
+    ("garbled cert", "smtp.tls_cert", "invalid"),
+    ("garbled key", "smtp.tls_key", "invalid"),
+    ("other key", "smtp.tls_key", "mismatch"),
     ("encrypted key", "smtp.tls_key", "encrypted"),
 ])
 def test_each_bad_file_is_an_error_naming_its_key(tmp_path: Path, case: str, named: str,
-                                                  says: str) -> None:
+                                                  problem: str) -> None:
     cert, key = make_cert(tmp_path)
     _, other_key = make_cert(tmp_path, "other")
     garbled = tmp_path / "garbled.pem"
@@ -60,8 +60,8 @@ def test_each_bad_file_is_an_error_naming_its_key(tmp_path: Path, case: str, nam
         garbled.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     with pytest.raises(TlsError) as err:
         TlsFiles(*paths[case])
-    assert str(err.value).startswith(named), err.value
-    assert says in str(err.value)
+    assert (err.value.key, err.value.problem) == (named, problem), err.value
+    assert str(err.value).startswith(named)  # what `serve` and `check-config` print
 
 
 def test_reload_reads_the_files_again_and_keeps_the_old_context_on_error(tmp_path: Path) -> None:
@@ -73,6 +73,7 @@ def test_reload_reads_the_files_again_and_keeps_the_old_context_on_error(tmp_pat
     assert files.context is not first
     renewed = files.context
     key.write_text("")
-    with pytest.raises(TlsError, match=r"smtp\.tls_key"):
+    with pytest.raises(TlsError) as err:
         files.reload()
+    assert err.value.key == "smtp.tls_key"
     assert files.context is renewed
