@@ -1,10 +1,15 @@
-"""Configuration: sizes, durations, env overrides, path resolution, errors that name the key."""
+"""Configuration: sizes, durations, env overrides, path resolution, errors that name the key.
+
+A refusal is asserted by its type and the keys its validation error records (`loc`), never by
+the wording of its message."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from daemon.config import (
     ConfigError,
@@ -116,16 +121,25 @@ def test_errors_name_the_offending_key(tmp_path: Path, toml: str, key: str) -> N
     cfg.write_text(toml)
     with pytest.raises(ConfigError) as err:
         load_config(cfg, env={})
-    assert key in str(err.value)
+    assert _refused_keys(err.value) == {key}
+
+
+def _refused_keys(error: ConfigError) -> set[str]:
+    """The dotted keys the validation behind `error` found wrong."""
+    cause = error.__cause__
+    assert isinstance(cause, ValidationError), repr(cause)
+    return {".".join(str(part) for part in e["loc"]) for e in cause.errors()}
 
 
 def test_not_toml_and_missing_file_are_clear_errors(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[smtp\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
+    with pytest.raises(ConfigError) as err:
         load_config(cfg, env={})
-    with pytest.raises(ConfigError, match="not found"):
+    assert isinstance(err.value.__cause__, tomllib.TOMLDecodeError)
+    with pytest.raises(ConfigError) as err:
         load_config(tmp_path / "absent.toml", env={})
+    assert isinstance(err.value.__cause__, FileNotFoundError)
 
 
 def test_only_the_named_agent_key_variables_are_kept(tmp_path: Path) -> None:
@@ -155,32 +169,31 @@ relay = "{hash_password('pw', n=1024)}"
     assert "scrypt" not in repr(c)
 
 
-@pytest.mark.parametrize(("toml", "named", "says"), [
-    ('tls_cert = "c.pem"', "smtp.tls_key", "together"),
-    ('tls_key = "k.pem"', "smtp.tls_cert", "together"),
-    ("require_tls = true", "smtp.require_tls", "smtp.tls_cert"),
-    ('[smtp.auth_users]\nrelay = "RIGHT"', "smtp.auth_users", "smtp.tls_cert"),
-    ('tls_cert = "c"\ntls_key = "k"\n[smtp.auth_users]\nrelay = "hunter2"', "smtp.auth_users",
-     "relay: not a password hash"),
-    ('tls_cert = "c"\ntls_key = "k"\nauth_users = {}', "smtp.auth_users", "no users"),
-    ('proxy_protocol_timeout = "0s"', "smtp.proxy_protocol_timeout", ""),
+@pytest.mark.parametrize(("toml", "named"), [
+    ('tls_cert = "c.pem"', "smtp.tls_key"),
+    ('tls_key = "k.pem"', "smtp.tls_key"),  # the pair is checked as one, at tls_key
+    ("require_tls = true", "smtp.require_tls"),
+    ('[smtp.auth_users]\nrelay = "RIGHT"', "smtp.auth_users"),  # without TLS
+    ('tls_cert = "c"\ntls_key = "k"\n[smtp.auth_users]\nrelay = "hunter2"', "smtp.auth_users"),
+    ('tls_cert = "c"\ntls_key = "k"\nauth_users = {}', "smtp.auth_users"),
+    ('proxy_protocol_timeout = "0s"', "smtp.proxy_protocol_timeout"),
 ])
 def test_tls_auth_and_proxy_settings_that_cannot_work_are_refused(
-        tmp_path: Path, toml: str, named: str, says: str) -> None:
+        tmp_path: Path, toml: str, named: str) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[smtp]\n" + toml.replace("RIGHT", hash_password("pw", n=1024)) + "\n")
     with pytest.raises(ConfigError) as err:
         load_config(cfg, env={})
-    assert named in str(err.value) and says in str(err.value)
-    assert "hunter2" not in str(err.value)
+    assert _refused_keys(err.value) == {named}
+    assert "hunter2" not in str(err.value)  # a password pasted in place of its hash is not shown
 
 
 def test_s3_needs_a_bucket_and_takes_a_clean_prefix(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[storage]\nbackend = "s3"\n')
-    with pytest.raises(ConfigError,
-                       match=r'storage\.bucket: required when storage\.backend = "s3"'):
+    with pytest.raises(ConfigError) as err:
         load_config(cfg, env={})
+    assert _refused_keys(err.value) == {"storage.bucket"}
     for prefix, key_prefix in [("", ""), ("mail", "mail/"), ("a/b/", "a/b/")]:
         cfg.write_text(f'[storage]\nbackend = "s3"\nbucket = "b1"\nprefix = "{prefix}"\n')
         c = load_config(cfg, env={})
@@ -189,8 +202,9 @@ def test_s3_needs_a_bucket_and_takes_a_clean_prefix(tmp_path: Path) -> None:
         assert unsupported(c) == []
     for prefix in ("../x", "/abs", "a//b", "a b"):
         cfg.write_text(f'[storage]\nbackend = "s3"\nbucket = "b1"\nprefix = "{prefix}"\n')
-        with pytest.raises(ConfigError, match=r"storage\.prefix"):
+        with pytest.raises(ConfigError) as err:
             load_config(cfg, env={})
+        assert _refused_keys(err.value) == {"storage.prefix"}
 
 
 def test_the_shipped_config_needs_nothing_unsupported() -> None:

@@ -52,7 +52,11 @@ def test_keys_are_random_and_stored_as_hashes() -> None:
 def test_message_ids_sort_by_creation_time() -> None:
     ids = [new_message_id() for _ in range(50)]
     assert all(i.startswith("msg_") and len(i) == 30 for i in ids)
-    import time
-    time.sleep(0.002)
+    # "msg_" and ten characters of milliseconds: an id of a later millisecond sorts after them
+    # all, whatever its random part. Poll for one (a millisecond, bounded) instead of sleeping.
     later = new_message_id()
+    for _ in range(1_000_000):
+        if later[:14] != ids[-1][:14]:
+            break
+        later = new_message_id()
     assert all(later > i for i in ids)

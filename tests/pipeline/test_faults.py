@@ -54,36 +54,31 @@ def _finish(d: Daemon, key: str, relay: Relay) -> None:
     figures.add("messages duplicated", duplicated)
 
 
-def _during(relay: Relay, start_after: int, hold: float, fault: Any, heal: Any,
-            until: Any = None) -> dict[str, int]:
-    """Inject `fault` once `start_after` messages are in, keep it for at least `hold` seconds
-    (and until `until()` holds, when given), then `heal`; returns the reply counts seen."""
+def _during(relay: Relay, start_after: int, refusals: int, fault: Any, heal: Any
+            ) -> dict[str, int]:
+    """Inject `fault` once `start_after` messages are in, keep it until the senders have been
+    refused (451) `refusals` times meanwhile, then `heal`; returns the reply counts seen."""
     _until(lambda: relay.accepted() >= start_after, 60,
            f"{start_after} messages accepted (so far {relay.codes()}: "
            f"{[s.replies[-2:] for s in relay.load if s.replies][:3]})")
     before = len(relay.transactions)
     fault()
     try:
-        time.sleep(hold)  # the fault's duration, not a wait for a state
-        if until is not None:
-            _until(until, 60, "the fault to show in replies")
+        _until(lambda: sum(t.code == 451 for t in relay.transactions[before:]) >= refusals, 60,
+               f"{refusals} transactions refused with 451 during the fault")
     finally:
         heal()
     seen = relay.transactions[before:]
     return {str(t.code): sum(1 for x in seen if x.code == t.code) for t in seen}
 
 
-def _some_451(relay: Relay, since: int) -> Any:
-    return lambda: any(t.code == 451 for t in relay.transactions[since:])
-
-
-def _survive(d: Daemon, what: str, seed: int, fault: Any, heal: Any, hold: float) -> Relay:
-    """90 messages from relay-like senders; `fault` once 25 are in, `heal` after `hold` s and
-    a first 451. Every reply 250 or 4xx, every 250 then ready exactly once."""
+def _survive(d: Daemon, what: str, seed: int, fault: Any, heal: Any) -> Relay:
+    """90 messages from relay-like senders; `fault` once 25 are in, `heal` once each sender
+    has been refused about three times. Every reply 250 or 4xx, every 250 then ready exactly
+    once."""
     key = d.add_agent("fault", RCPT)["api_key"]
     relay = Relay(make_load(RCPT, 90, random.Random(seed)), RCPT, lambda: d.smtp_port).start()
-    since = len(relay.transactions)
-    seen = _during(relay, 25, hold, fault, heal, until=_some_451(relay, since))
+    seen = _during(relay, 25, 3 * relay.senders, fault, heal)
     _finish(d, key, relay)
     assert "451" in seen, seen
     print(f"\n{what}: {relay.codes()} over {relay.accepted()} messages")
@@ -116,7 +111,7 @@ def test_s3_killed_mid_load_costs_451s_and_every_250_becomes_ready(
                 servers.append(start_moto_server(tmp_path / "moto", port=port,
                                                  recording=recording, replay=True))
 
-            _survive(d, "S3 killed mid-load", 91, kill, restart, hold=2.0)
+            _survive(d, "S3 killed mid-load", 91, kill, restart)
     finally:
         for s in servers:
             s.stop()
@@ -154,7 +149,7 @@ def test_local_store_made_unwritable_mid_load_costs_451s_and_nothing_is_lost(
     with _tmpfs(objects, "256m"), running_daemon(fresh_root, pipeline=ONE_ATTEMPT) as d:
         # Read-only binds root as well (file modes do not: the tests run as root).
         _survive(d, "local store read-only mid-load", 92, lambda: _remount(objects, "ro"),
-                 lambda: _remount(objects, "rw"), hold=1.5)
+                 lambda: _remount(objects, "rw"))
 
 
 def test_a_full_disk_mid_load_costs_451s_and_nothing_is_lost(fresh_root: Path) -> None:
@@ -169,7 +164,7 @@ def test_a_full_disk_mid_load_costs_451s_and_nothing_is_lost(fresh_root: Path) -
                 while True:
                     f.write(b"\0" * (1 << 20))
 
-        _survive(d, "disk full mid-load", 93, fill, filler.unlink, hold=1.5)
+        _survive(d, "disk full mid-load", 93, fill, filler.unlink)
 
 
 # The database.
@@ -188,7 +183,7 @@ def test_sqlite_locked_past_its_timeout_mid_load_costs_451s_then_service(
             holder[0].rollback()
             holder[0].close()
 
-        _survive(d, "SQLite locked mid-load", 94, lock, unlock, hold=2.0)
+        _survive(d, "SQLite locked mid-load", 94, lock, unlock)
 
 
 @pytest.mark.serial  # stops the machine's PostgreSQL: no other test may use it meanwhile
@@ -200,8 +195,7 @@ def test_postgresql_stopped_mid_load_costs_451s_then_service_without_a_restart(
             control_cluster("start")
             pg.check()
 
-        _survive(d, "PostgreSQL stopped mid-load", 95, lambda: control_cluster("stop"), start,
-                 hold=3.0)
+        _survive(d, "PostgreSQL stopped mid-load", 95, lambda: control_cluster("stop"), start)
 
 
 # The daemon itself.

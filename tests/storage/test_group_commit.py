@@ -76,7 +76,6 @@ async def test_a_locked_database_fails_the_write_as_transient(tmp_path: Path) ->
 async def test_a_batch_meeting_a_locked_database_fails_at_once_not_write_by_write(
         tmp_path: Path) -> None:
     import sqlite3
-    import time
 
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/l.db", busy_timeout=0.3)
     async with engine.begin() as conn:
@@ -90,11 +89,10 @@ async def test_a_batch_meeting_a_locked_database_fails_at_once_not_write_by_writ
 
         pending = [asyncio.ensure_future(writer.write(write)) for _ in range(10)]
         runner = asyncio.create_task(writer.run())  # all ten queued: one batch
-        started = time.monotonic()
         outcome = await asyncio.gather(*pending, return_exceptions=True)
-        took = time.monotonic() - started
         assert all(isinstance(o, DatabaseUnavailable) for o in outcome), outcome
-        assert writer.batches == 0 and took < 2.0, took  # one busy timeout, not ten
+        # One transaction tried (one busy timeout waited), not one more per write.
+        assert (writer.batches, writer.failures) == (0, 1)
     finally:
         other.rollback()
         other.close()
