@@ -26,7 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import AgentError, create_agent, find_agent, set_pgp_key
-from daemon.api import ApiContext, BodyLimit, Lookups, create_app, streamed_routes
+from daemon.api import (
+    ApiContext,
+    BodyLimit,
+    LargerBody,
+    Lookups,
+    create_app,
+    streamed_routes,
+)
 from daemon.config import Config, parse_listen, unsupported
 from daemon.directory import Directory
 from daemon.events import Wakeups
@@ -325,8 +332,12 @@ class Node:
                                     config.storage.presign_ttl, config.http.max_wait,
                                     lookups=self.lookups,
                                     upload_max_bytes=config.uploads.max_bytes,
-                                    events=self.event_feed, metrics=self.metrics))
-        bounded = BodyLimit(app, config.http.max_body, streamed_routes(config.uploads.max_bytes))
+                                    events=self.event_feed, metrics=self.metrics,
+                                    outbox=self.outbox))
+        # A message to send carries its text and html: up to the size it may have as mail.
+        sends = LargerBody("POST", "/v1/messages", 2 * config.smtp.max_message_size)
+        bounded = BodyLimit(app, config.http.max_body,
+                            (*streamed_routes(config.uploads.max_bytes), sends))
         self.http = _QuietServer(uvicorn.Config(bounded, log_level="warning", access_log=False,
                                                 lifespan="off", timeout_graceful_shutdown=5,
                                                 server_header=False))

@@ -2,7 +2,7 @@
 its key by a dependency, and the JSON views of rows."""
 
 from daemon.api.app import create_app
-from daemon.api.bodylimit import BodyLimit
+from daemon.api.bodylimit import BodyLimit, LargerBody
 from daemon.api.deps import ApiContext
 from daemon.api.errors import ApiError
 from daemon.api.lookups import Lookups
@@ -14,6 +14,7 @@ __all__ = [
     "ApiError",
     "BodyLimit",
     "JsonBody",
+    "LargerBody",
     "Lookups",
     "attachment_view",
     "create_app",

@@ -36,6 +36,12 @@ class StreamedRoute:
             path == self.path or (self.path.endswith("/") and path.startswith(self.path)))
 
 
+@dataclass(frozen=True)
+class LargerBody(StreamedRoute):
+    """Requests of `method` on `path` whose bodies are buffered like any other, under their own
+    bound `max_bytes` instead of http.max_body (a message to send carries its text)."""
+
+
 class BodyLimit:
     """ASGI middleware: request bodies above `max_bytes` answer 413.
 
@@ -64,6 +70,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         route = next((r for r in self.streamed if r.matches(scope)), None)
+        limit = self.max_bytes
+        if isinstance(route, LargerBody):
+            limit, route = route.max_bytes, None
         if route is not None:
             for name, value in scope.get("headers", ()):
                 if name == b"content-length" and (not value.isdigit()
@@ -73,8 +82,8 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                await self._refuse(send)
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                await self._refuse(send, limit)
                 return
         chunks: list[bytes] = []
         seen = 0
@@ -84,8 +93,8 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             seen += len(chunk)
-            if seen > self.max_bytes:
-                await self._refuse(send)
+            if seen > limit:
+                await self._refuse(send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

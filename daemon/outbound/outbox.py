@@ -47,7 +47,7 @@ from storage.models import (
     Message,
     Recipient,
 )
-from storage.objects import ObjectStore, raw_key
+from storage.objects import ObjectStore, body_key, raw_key
 
 log = structlog.get_logger("postroom.outbound")
 
@@ -154,10 +154,16 @@ class Outbox:
         raw = sign(raw, sender.email.rpartition("@")[2], self.settings.dkim)
         if len(raw) > self.settings.max_message_size:
             raise SendRefused(413, "too_large", "the message is over smtp.max_message_size")
-        thread_id = thread_id_for(threading[1][0] if threading[1] else header_id)
+        chain = (*threading[1], *((threading[0],) if threading[0] else ()))
+        thread_id = thread_id_for(chain[0] if chain else header_id)  # the conversation's root
         await self._store.put(raw_key(message_id), raw)
+        bodies = {kind: value.encode("utf-8") for kind, value in (("text", draft.text),
+                                                                   ("html", draft.html))
+                  if value is not None}
+        for kind, data in bodies.items():  # so the message reads as inbound mail does
+            await self._store.put(body_key(message_id, kind), data)
         answer = await self._commit(req, message_id, header_id, thread_id, sender, recipients,
-                                    raw, draft, now)
+                                    raw, draft, now, {k: len(v) for k, v in bodies.items()})
         self._events.wake()
         self._wake_delivery()
         log.info("outbound.queued", message_id=message_id, agent_id=req.agent_id,
@@ -224,12 +230,12 @@ class Outbox:
         header = (original.message_id_header or "").strip()
         if not header:
             return None, ()
-        refs = tuple((original.references or "").split())
+        refs = tuple((original.references_header or "").split())
         return header, refs
 
     async def _commit(self, req: SendRequest, message_id: str, header_id: str, thread_id: str,
                       sender: Mailbox, recipients: list[tuple[str, str]], raw: bytes,
-                      draft: Draft, now: datetime) -> dict[str, Any]:
+                      draft: Draft, now: datetime, bodies: dict[str, int]) -> dict[str, Any]:
         local = {address: await self._directory.lookup(address) is not None
                  for address, _ in recipients}
         relay = self.settings.relay_configured
@@ -257,6 +263,10 @@ class Outbox:
                 references_header=" ".join(draft.references + ((draft.in_reply_to,)
                                            if draft.in_reply_to else ())) or None,
                 attachment_count=len(draft.attachments), defects="[]", direction=OUTBOUND,
+                text_key=body_key(message_id, "text") if "text" in bodies else None,
+                text_size=bodies.get("text"),
+                html_key=body_key(message_id, "html") if "html" in bodies else None,
+                html_size=bodies.get("html"),
             ).returning(MESSAGES.c.seq))).scalar_one()
             await conn.execute(RECIPIENTS.insert().values(
                 message_seq=seq, message_id=message_id, agent_id=req.agent_id,

@@ -3,9 +3,11 @@ between two agents, delivery through a relay to a capturing server, retries, ref
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
+from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -34,14 +36,22 @@ def _upload(api: httpx.Client, name: str, data: bytes, ctype: str) -> dict[str, 
     return body
 
 
-def _inbox(d: Daemon, key: str, direction: str = "inbound") -> list[dict[str, Any]]:
-    msgs = d.api(key).get("/v1/messages").json()["messages"]
-    return [m for m in msgs if m.get("direction", "inbound") == direction]
+def _inbox(api: httpx.Client, direction: str = "inbound") -> list[dict[str, Any]]:
+    msgs = api.get("/v1/messages").json()["messages"]
+    return [m for m in msgs if m["direction"] == direction]
+
+
+@contextlib.contextmanager
+def _agent(d: Daemon, name: str, *addresses: str) -> Iterator[tuple[httpx.Client, str]]:
+    """A new agent's API client (closed afterwards) and its key."""
+    info = d.add_agent(name, *addresses)
+    with d.api(info["api_key"]) as api:
+        yield api, info["api_key"]
 
 
 def _deliveries(api: httpx.Client, message_id: str) -> dict[str, str]:
     view = api.get(f"/v1/messages/{message_id}").json()
-    return {r["address"]: r["status"] for r in view["recipients"]}
+    return {r["address"]: r["status"] for r in view["deliveries"]}
 
 
 @pytest.fixture
@@ -58,10 +68,8 @@ def _daemon(root: Path, relay_url: str | None = None, extra: str = "") -> Any:
 
 def test_two_agents_on_one_postroom_write_to_each_other_with_attachments(
         fresh_root: Path) -> None:
-    with _daemon(fresh_root) as d:
-        alice = d.add_agent("alice", "alice@agents.test")
-        bob = d.add_agent("bob", "bob@agents.test")
-        a, b = d.api(alice["api_key"]), d.api(bob["api_key"])
+    with _daemon(fresh_root) as d, _agent(d, "alice", "alice@agents.test") as (a, alice_key), \
+            _agent(d, "bob", "bob@agents.test") as (b, bob_key):
         data = os.urandom(200_000)
         up = _upload(a, "report.pdf", data, "application/pdf")
         r = a.post("/v1/messages", json={
@@ -71,15 +79,14 @@ def test_two_agents_on_one_postroom_write_to_each_other_with_attachments(
         sent = r.json()
         assert sent["direction"] == "outbound" and sent["status"] == "queued"
         assert sent["id"].startswith("msg_") and sent["thread_id"].startswith("thr_")
-        got = _wait(lambda: _inbox(d, bob["api_key"]), what="bob's copy")
-        copy = d.wait_message(bob["api_key"], got[0]["id"])
+        got = _wait(lambda: _inbox(b), what="bob's copy")
+        copy = d.wait_message(bob_key, got[0]["id"])
         assert copy["subject"] == "the report"
         assert [(x["file_name"], x["sha256"]) for x in copy["attachments"]] == [
             ("report.pdf", hashlib.sha256(data).hexdigest())]
         assert _wait(lambda: _deliveries(a, sent["id"]) == {"bob@agents.test": "delivered"},
                      what="the delivery's status")
-        mine = a.get("/v1/messages").json()["messages"]
-        assert [m["id"] for m in mine if m.get("direction") == "outbound"] == [sent["id"]]
+        assert [m["id"] for m in _inbox(a, "outbound")] == [sent["id"]]
         types = [e["type"] for e in a.get("/v1/events").json()["events"]]
         assert "message.delivered" in types
         # Bob answers in the same thread.
@@ -88,16 +95,14 @@ def test_two_agents_on_one_postroom_write_to_each_other_with_attachments(
                                              "in_reply_to": copy["id"]})
         assert reply.status_code == 202, reply.text
         assert reply.json()["thread_id"] == sent["thread_id"]
-        back = _wait(lambda: _inbox(d, alice["api_key"]), what="alice's copy of the reply")
-        answered = d.wait_message(alice["api_key"], back[0]["id"])
-        assert answered["in_reply_to"] == copy["message_id_header"]
+        back = _wait(lambda: _inbox(a), what="alice's copy of the reply")
+        answered = d.wait_message(alice_key, back[0]["id"])
+        assert answered["in_reply_to"] == copy["message_id"]
 
 
 def test_mail_for_others_goes_through_the_relay_with_a_verp_sender(fresh_root: Path,
                                                                    relay: CaptureServer) -> None:
-    with _daemon(fresh_root, relay.url) as d:
-        alice = d.add_agent("alice", "alice@agents.test")
-        a = d.api(alice["api_key"])
+    with _daemon(fresh_root, relay.url) as d, _agent(d, "alice", "alice@agents.test") as (a, _):
         r = a.post("/v1/messages", json={
             "to": [{"email": "carol@example.test", "name": "Carol"}],
             "cc": ["dave@example.test"], "bcc": ["erin@example.test"],
@@ -121,16 +126,14 @@ def test_a_refused_recipient_bounces_and_a_deferred_one_is_retried(
         fresh_root: Path, relay: CaptureServer) -> None:
     relay.handler.replies["gone@example.test"] = "550 5.1.1 no such user"
     relay.handler.replies["busy@example.test"] = "451 4.3.0 try later"
-    with _daemon(fresh_root, relay.url) as d:
-        alice = d.add_agent("alice", "alice@agents.test")
-        a = d.api(alice["api_key"])
+    with _daemon(fresh_root, relay.url) as d, _agent(d, "alice", "alice@agents.test") as (a, _):
         sent = a.post("/v1/messages", json={"to": ["gone@example.test", "busy@example.test",
                                                    "ok@example.test"], "text": "x"}).json()
         assert _wait(lambda: _deliveries(a, sent["id"]) == {
             "gone@example.test": "bounced", "busy@example.test": "deferred",
             "ok@example.test": "sent"}, what="the three outcomes")
         view = a.get(f"/v1/messages/{sent['id']}").json()
-        busy = next(r for r in view["recipients"] if r["address"] == "busy@example.test")
+        busy = next(r for r in view["deliveries"] if r["address"] == "busy@example.test")
         assert busy["attempts"] == 1 and busy["next_attempt_at"] is not None
         assert busy["reply"].startswith("451")
 
@@ -138,9 +141,7 @@ def test_a_refused_recipient_bounces_and_a_deferred_one_is_retried(
 def test_a_relay_that_is_down_gets_the_message_once_it_is_back(fresh_root: Path) -> None:
     port = free_port()
     cap = CaptureServer(port)
-    with _daemon(fresh_root, cap.url) as d:
-        alice = d.add_agent("alice", "alice@agents.test")
-        a = d.api(alice["api_key"])
+    with _daemon(fresh_root, cap.url) as d, _agent(d, "alice", "alice@agents.test") as (a, _):
         sent = a.post("/v1/messages", json={"to": ["x@example.test"], "text": "x"}).json()
         assert _wait(lambda: _deliveries(a, sent["id"]) == {"x@example.test": "deferred"},
                      what="the first attempt to fail")
@@ -156,10 +157,8 @@ def test_a_relay_that_is_down_gets_the_message_once_it_is_back(fresh_root: Path)
 
 
 def test_without_a_relay_others_fail_at_once_with_no_relay(fresh_root: Path) -> None:
-    with _daemon(fresh_root) as d:
-        alice = d.add_agent("alice", "alice@agents.test")
-        r = d.api(alice["api_key"]).post("/v1/messages", json={"to": ["x@example.test"],
-                                                                "text": "x"})
+    with _daemon(fresh_root) as d, _agent(d, "alice", "alice@agents.test") as (a, _):
+        r = a.post("/v1/messages", json={"to": ["x@example.test"], "text": "x"})
         assert r.status_code == 202
         assert r.json()["recipients"] == [{"address": "x@example.test", "kind": "to",
                                            "status": "bounced", "reason": "no_relay"}]
@@ -179,29 +178,25 @@ def test_without_a_relay_others_fail_at_once_with_no_relay(fresh_root: Path) -> 
 def test_refusals_store_nothing_and_send_nothing(daemon: Daemon, alice: dict[str, Any],
                                                  body: dict[str, Any], status: int,
                                                  code: str) -> None:
-    a = daemon.api(alice["api_key"])
-    before = a.get("/v1/messages").json()["messages"]
-    r = a.post("/v1/messages", json=body)
-    assert r.status_code == status, r.text
-    assert r.json()["error"]["code"] == code
-    assert a.get("/v1/messages").json()["messages"] == before
+    with daemon.api(alice["api_key"]) as a:
+        before = a.get("/v1/messages").json()["messages"]
+        r = a.post("/v1/messages", json=body)
+        assert r.status_code == status, r.text
+        assert r.json()["error"]["code"] == code
+        assert a.get("/v1/messages").json()["messages"] == before
 
 
 def test_another_agents_upload_is_404(daemon: Daemon, alice: dict[str, Any],
                                       bob: dict[str, Any]) -> None:
-    up = _upload(daemon.api(bob["api_key"]), "b.txt", b"bob's", "text/plain")
-    r = daemon.api(alice["api_key"]).post("/v1/messages", json={
-        "to": ["x@example.test"], "attachments": [{"object_key": up["object_key"]}]})
-    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-    r = daemon.api(alice["api_key"]).post("/v1/messages", json={
-        "to": ["x@example.test"], "attachments": [{"id": up["id"]}]})
-    assert r.status_code == 404
+    with daemon.api(bob["api_key"]) as b, daemon.api(alice["api_key"]) as a:
+        up = _upload(b, "b.txt", b"bob's", "text/plain")
+        for ref in ({"object_key": up["object_key"]}, {"id": up["id"]}):
+            r = a.post("/v1/messages", json={"to": ["x@example.test"], "attachments": [ref]})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
 def test_the_same_idempotency_key_sends_once(fresh_root: Path, relay: CaptureServer) -> None:
-    with _daemon(fresh_root, relay.url) as d:
-        alice = d.add_agent("alice", "alice@agents.test")
-        a = d.api(alice["api_key"])
+    with _daemon(fresh_root, relay.url) as d, _agent(d, "alice", "alice@agents.test") as (a, _):
         body = {"to": ["x@example.test"], "text": "once"}
         first = a.post("/v1/messages", json=body, headers={"Idempotency-Key": "k-1"})
         again = a.post("/v1/messages", json=body, headers={"Idempotency-Key": "k-1"})
@@ -217,10 +212,9 @@ def test_the_same_idempotency_key_sends_once(fresh_root: Path, relay: CaptureSer
 
 
 def test_over_the_rate_is_429_with_retry_after(fresh_root: Path) -> None:
-    with _daemon(fresh_root, extra="rate_per_agent = 2\n") as d:
-        alice = d.add_agent("alice", "alice@agents.test")
+    with _daemon(fresh_root, extra="rate_per_agent = 2\n") as d, \
+            _agent(d, "alice", "alice@agents.test") as (a, _):
         d.add_agent("bob", "bob@agents.test")
-        a = d.api(alice["api_key"])
         for _ in range(2):
             assert a.post("/v1/messages", json={"to": ["bob@agents.test"]}).status_code == 202
         r = a.post("/v1/messages", json={"to": ["bob@agents.test"]})

@@ -6,7 +6,8 @@ SMTP, and agents upload files under the same names by all three flows. Then the 
 directory is walked: every file is one the daemon owns or an object under the store root with a
 key of SPEC §5's layout, and the parent directory gained nothing. The API's `file_name` is safe,
 `original_file_name` keeps what was sent, and downloads carry a well-formed Content-Disposition.
-The signed-URL route refuses escaping keys. (The store's own refusals: tests/storage/test_signing.py.)
+The signed-URL route refuses escaping keys (the store's own refusals:
+tests/storage/test_signing.py).
 """
 
 from __future__ import annotations
