@@ -56,12 +56,15 @@ def test_removed_agent_loses_its_addresses_and_key(daemon: Daemon) -> None:
 
 def test_duplicate_agent_or_taken_address_is_refused(daemon: Daemon,
                                                      alice: dict[str, Any]) -> None:
+    before = json.loads(daemon.cli("agent", "list", "--json").stdout)
     same_name = daemon.cli("agent", "add", "alice", "--address", "x@agents.test", check=False)
-    assert same_name.returncode == 1 and "exists" in same_name.stderr
+    assert same_name.returncode == 1, same_name  # refused (1), not a usage error (2)
     taken = daemon.cli("agent", "add", "other", "--address", "ALICE@agents.test", check=False)
-    assert taken.returncode == 1 and "already owned" in taken.stderr
+    assert taken.returncode == 1, taken
     bad = daemon.cli("agent", "add", "bad", "--address", "not-an-address", check=False)
-    assert bad.returncode == 1 and "not a valid address" in bad.stderr
+    assert bad.returncode == 1, bad
+    assert json.loads(daemon.cli("agent", "list", "--json").stdout) == before  # nothing added
+    assert daemon.rcpt_code("x@agents.test") == 550
 
 
 def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
@@ -131,13 +134,14 @@ def test_settings_that_cannot_work_stop_serve_and_check_config(tmp_path: Path) -
     for command in ("serve", "check-config"):
         out = d.cli(command, check=False)
         assert out.returncode == 2, out
-        assert "smtp.require_tls: needs smtp.tls_cert and smtp.tls_key" in out.stderr
+        assert "smtp.require_tls" in out.stderr  # the key to change, by name
         assert "Traceback" not in out.stderr
 
 
 def test_agent_names_cannot_look_like_ids(daemon: Daemon) -> None:
     out = daemon.cli("agent", "add", "agt_fake", "--address", "f@agents.test", check=False)
-    assert out.returncode == 1 and "invalid agent name" in out.stderr
+    assert out.returncode == 1, out
+    assert daemon.rcpt_code("f@agents.test") == 550  # not created
     gina = daemon.add_agent("gina", "gina@agents.test")
     removed = json.loads(daemon.cli("agent", "remove", gina["id"], "--json").stdout)
     assert removed["name"] == "gina"

@@ -109,14 +109,14 @@ def test_check_config_probes_the_bucket(s3_server: MotoServer, bucket: str,
     assert "storage: s3" in out.stdout
     d.config_path = write_config(tmp_path, extra=s3_section(s3_server, "no-such-bucket-xyz"))
     out = d.cli("check-config", check=False)
-    assert out.returncode == 1, out
-    assert "'no-such-bucket-xyz'" in out.stderr and "does not exist" in out.stderr
+    assert out.returncode == 1, out  # the store is unavailable: an outage, not a usage error
+    assert "no-such-bucket-xyz" in out.stderr  # the bucket the operator named
     assert "Traceback" not in out.stderr
     d.config_path.write_text(d.config_path.read_text().replace('bucket = "no-such-bucket-xyz"\n',
                                                                ""))
     out = d.cli("check-config", check=False)
     assert out.returncode == 2, out
-    assert 'storage.bucket: required when storage.backend = "s3"' in out.stderr
+    assert "storage.bucket" in out.stderr  # the key to set, by name
 
 
 def test_smtp_answers_451_while_s3_is_down(s3_server: MotoServer, fresh_root: Path) -> None:
