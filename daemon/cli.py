@@ -1,5 +1,5 @@
-"""The `postroom` command line (SPEC §7): serve, check-config, health, agent …, db upgrade,
-messages list|show, reprocess, gc.
+"""The `postroom` command line (SPEC §7): serve, check-config, health, agent …, directory …,
+db upgrade, messages list|show, reprocess, gc.
 
 Every command takes `--config` (else `POSTROOM_CONFIG`, else ./config.toml when present).
 Errors print one line to stderr and exit 2 (bad usage or configuration) or 1 (a refusal).
@@ -40,6 +40,7 @@ from daemon.config import (
 from daemon.openpgp import GpgUnavailable, gpg_version, read_public_key
 from daemon.operator import operator_list, operator_show
 from daemon.ops import GcReport, RepairError, collect, configure_logging, reprocess
+from daemon.outbound import Peer, add_peer, list_peers, remove_peer
 from daemon.server import StartupError, build_store, check_supported, prepare_database, serve
 from daemon.smtp import TlsError, load_tls
 from storage.db import make_engine, upgrade_schema
@@ -217,6 +218,35 @@ def cmd_agent_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peer_json(peer: Peer) -> dict[str, Any]:
+    return {"address": peer.address, "local": peer.local, "fingerprint": peer.fingerprint}
+
+
+def cmd_directory_add(args: argparse.Namespace) -> int:
+    config = _config(args)
+    key = read_public_key(args.pgp_key, config.encryption.gpg) if args.pgp_key else None
+    peer = _run(_with_sessions(config, lambda s: add_peer(s, args.address, key)))
+    print(json.dumps(_peer_json(peer)) if args.json else
+          f"{peer.address}: " + (f"OpenPGP {peer.fingerprint}" if peer.fingerprint else "no key"))
+    return 0
+
+
+def cmd_directory_list(args: argparse.Namespace) -> int:
+    peers = _run(_with_sessions(_config(args), list_peers))
+    if args.json:
+        print(json.dumps([_peer_json(p) for p in peers]))
+    for peer in [] if args.json else peers:
+        print(f"{peer.address}  {peer.fingerprint or '-'}")
+    return 0
+
+
+def cmd_directory_remove(args: argparse.Namespace) -> int:
+    _run(_with_sessions(_config(args), lambda s: remove_peer(s, args.address)))
+    if not args.json:
+        print(f"removed {args.address.lower()} from the directory")
+    return 0
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     """Ask the daemon's /readyz: exit 0 when the database and the object store answer."""
     config = _config(args)
@@ -384,6 +414,18 @@ def build_parser() -> argparse.ArgumentParser:
     rot = agent.add_parser("rotate-key", parents=[common], help="issue a new API key")
     rot.add_argument("agent", help="name or id")
     rot.set_defaults(fn=cmd_agent_rotate)
+    peers = sub.add_parser("directory", help="external addresses and their OpenPGP keys"
+                           ).add_subparsers(dest="directory_command", required=True)
+    padd = peers.add_parser("add", parents=[common], help="register an external address")
+    padd.add_argument("address")
+    padd.add_argument("--pgp-key", type=Path, metavar="FILE",
+                      help="its armored OpenPGP public key (what agents encrypt to)")
+    padd.set_defaults(fn=cmd_directory_add)
+    peers.add_parser("list", parents=[common], help="registered addresses"
+                     ).set_defaults(fn=cmd_directory_list)
+    prm = peers.add_parser("remove", parents=[common], help="forget an external address")
+    prm.add_argument("address")
+    prm.set_defaults(fn=cmd_directory_remove)
     return parser
 
 

@@ -1,5 +1,5 @@
 """SQL tables (SQLModel): agents, addresses, messages, recipients, attachments, uploads, events,
-outbound deliveries and idempotency keys.
+outbound deliveries, idempotency keys and the directory of peers.
 
 Field names are the SPEC's, so rows map onto API objects without renaming. Schema changes go
 through versioned migrations in `storage/migrations/`, never `create_all` on a live database.
@@ -229,3 +229,16 @@ class IdempotencyKey(SQLModel, table=True):
     message_id: str = Field(max_length=40)
     response: str = Field(sa_column=Column(Text, nullable=False))  # the 202 body, JSON
     created_at: datetime
+
+
+class DirectoryEntry(SQLModel, table=True):
+    """An external address an operator registered (`postroom directory add`), with the OpenPGP
+    key seed 000's `send_mail(encrypt_…=True)` encrypts to (SPEC §12 directory)."""
+
+    __tablename__ = "directory"
+
+    address: str = Field(primary_key=True, max_length=320)  # lower-case
+    pgp_public_key: str | None = Field(default=None, sa_column=Column(Text))
+    pgp_fingerprint: str | None = Field(default=None, max_length=40)
+    created_at: datetime
+    updated_at: datetime

@@ -17,7 +17,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from daemon.api.deps import ApiContext, AppContext
 from daemon.api.errors import ApiError, error_body, error_responses
-from daemon.api.routes import attachments, events, health, messages, objects, uploads
+from daemon.api.routes import (
+    attachments,
+    directory,
+    events,
+    health,
+    messages,
+    objects,
+    uploads,
+)
 from storage.errors import DatabaseError, StorageError
 
 log = structlog.get_logger("postroom.api")
@@ -58,7 +66,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = state = AppContext.of(ctx)
     if state.metrics is not None:
         app.include_router(health.metrics_router)
-    for resource in (health, messages, attachments, uploads, events):
+    for resource in (health, messages, attachments, uploads, events, directory):
         app.include_router(resource.router)
     if state.store.url_signer is not None:  # the store's URLs are answered here (local store)
         app.include_router(objects.router)

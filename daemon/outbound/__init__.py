@@ -13,6 +13,7 @@ from daemon.outbound.compose import (
 from daemon.outbound.delivery import Deliverer, DeliverySettings
 from daemon.outbound.dkim import DkimKey, DkimKeyError, load_key, sign
 from daemon.outbound.outbox import Outbox, OutboxSettings, SendRefused, SendRequest
+from daemon.outbound.peers import Peer, add_peer, list_peers, lookup_peer, remove_peer
 from daemon.outbound.refs import AttachmentRef
 from daemon.outbound.relay import RelaySettings
 
@@ -28,12 +29,17 @@ __all__ = [
     "Mailbox",
     "Outbox",
     "OutboxSettings",
+    "Peer",
     "RelaySettings",
     "SendRefused",
     "SendRequest",
+    "add_peer",
     "check_address",
     "compose",
     "header_addresses",
+    "list_peers",
     "load_key",
+    "lookup_peer",
+    "remove_peer",
     "sign",
 ]

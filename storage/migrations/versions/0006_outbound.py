@@ -1,5 +1,5 @@
 """Outbound mail (SPEC §12): each message's direction, one delivery row per recipient of an
-outbound message, and the answers kept for `Idempotency-Key`.
+outbound message, the answers kept for `Idempotency-Key`, and the directory of external peers.
 
 Revision ID: 0006_outbound
 Revises: 0005_openpgp
@@ -50,9 +50,18 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("agent_id", "key"),
     )
+    op.create_table(
+        "directory",
+        sa.Column("address", sa.String(320), primary_key=True),
+        sa.Column("pgp_public_key", sa.Text(), nullable=True),
+        sa.Column("pgp_fingerprint", sa.String(40), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("directory")
     op.drop_table("idempotency_keys")
     op.drop_table("deliveries")
     with op.batch_alter_table("messages") as batch:
