@@ -40,6 +40,7 @@ from daemon.events import Wakeups
 from daemon.openpgp import OpenPgp, read_public_key
 from daemon.ops import Errors, Metrics, Sources, SystemdNotifier, run_periodically
 from daemon.outbound import (
+    BounceIntake,
     Deliverer,
     DeliverySettings,
     DkimKeyError,
@@ -295,6 +296,7 @@ class Node:
                              retry_base=out.retry_base, retry_max=out.retry_max),
             self.sessions, self.writer, self.store, self.ingest, self.directory,
             self.event_feed, self.node_id)
+        self.bounces = BounceIntake(self.writer, self.event_feed, out.bounce_address)
         self.outbox = Outbox(
             OutboxSettings(self.config.smtp.max_message_size, out.max_recipients,
                            out.rate_per_agent, relay is not None, out.bounce_address, keys),
@@ -305,7 +307,8 @@ class Node:
         lmtp = smtp.protocol == "lmtp"
         handler = PostroomHandler(self.directory, self.ingest, smtp.max_message_size,
                                   smtp.max_recipients, "LMTP" if lmtp else "ESMTP",
-                                  self.counters, at_rest=self.config.encryption.at_rest)
+                                  self.counters, at_rest=self.config.encryption.at_rest,
+                                  bounces=self.bounces)
         networks = parse_networks(smtp.trusted_networks)
         users = AuthUsers(smtp.auth_users) if smtp.auth_users else None
         protocol = PostroomLMTP if lmtp else PostroomSMTP
@@ -333,7 +336,7 @@ class Node:
                                     lookups=self.lookups,
                                     upload_max_bytes=config.uploads.max_bytes,
                                     events=self.event_feed, metrics=self.metrics,
-                                    outbox=self.outbox))
+                                    outbox=self.outbox, spooler=self.spooler))
         # A message to send carries its text and html: up to the size it may have as mail.
         sends = LargerBody("POST", "/v1/messages", 2 * config.smtp.max_message_size)
         bounded = BodyLimit(app, config.http.max_body,

@@ -1,6 +1,7 @@
 """Agents send mail (SPEC §12): composing once, DKIM signing, the outbox, relay and local
 delivery, bounces."""
 
+from daemon.outbound.bounce_intake import BounceIntake
 from daemon.outbound.compose import (
     CompositionError,
     Draft,
@@ -19,6 +20,7 @@ from daemon.outbound.relay import RelaySettings
 
 __all__ = [
     "AttachmentRef",
+    "BounceIntake",
     "CompositionError",
     "Deliverer",
     "DeliverySettings",

@@ -48,6 +48,8 @@ class PostroomEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.resolved: list[Resolved] = []
+        # A bounce for one of our outbound messages (its VERP address was the recipient).
+        self.bounce_for: str | None = None
 
 
 class SmtpBase(SMTP):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -30,6 +31,15 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("postroom.smtp")
 
+ONE_BOUNCE_RECIPIENT = "452 4.5.3 a bounce goes alone in its transaction; send the rest again"
+
+
+class Bounces(Protocol):
+    """Bounces for our outbound mail (`daemon.outbound.BounceIntake`), as the front needs it."""
+
+    async def message_for(self, address: str) -> str | None: ...
+    async def record(self, message_id: str, raw: bytes) -> int: ...
+
 
 def log_refusal(command: str, session: PostroomSession, reply: str) -> None:
     """One event per refused command: who and what code, never the addresses or content."""
@@ -40,7 +50,9 @@ class PostroomHandler:
     """aiosmtpd hooks: EHLO extensions, MAIL size, RCPT resolution; then the message itself."""
 
     def __init__(self, directory: Directory, ingest: Ingest, max_size: int, max_recipients: int,
-                 protocol_name: str, counters: SmtpCounters, at_rest: str = "off") -> None:
+                 protocol_name: str, counters: SmtpCounters, at_rest: str = "off",
+                 bounces: Bounces | None = None) -> None:
+        self.bounces = bounces
         self.at_rest = at_rest
         self.counters = counters
         self.directory = directory
@@ -92,11 +104,22 @@ class PostroomHandler:
         if malformed:
             log_refusal("RCPT", session, malformed)
             return malformed
+        if envelope.bounce_for is not None:
+            return ONE_BOUNCE_RECIPIENT
         try:
-            found = await self.directory.lookup(address)
+            # A VERP address of ours names an outbound message, even under a catch-all.
+            bounce = None if self.bounces is None else await self.bounces.message_for(address)
+            found = None if bounce is not None else await self.directory.lookup(address)
         except TransientError:
             log_refusal("RCPT", session, policy.TRY_LATER)
             return policy.TRY_LATER
+        if bounce is not None:
+            if envelope.resolved:
+                return ONE_BOUNCE_RECIPIENT
+            envelope.bounce_for = bounce
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+            return policy.RECIPIENT_OK
         keyed = found is not None and found.pgp_fingerprint is not None
         refusal = policy.recipient_refusal(
             len(resolved), self.max_recipients, found is not None,
@@ -111,6 +134,33 @@ class PostroomHandler:
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return policy.RECIPIENT_OK
+
+    async def _receive_bounce(self, envelope: PostroomEnvelope, incoming_spool: Spool,
+                              read: Callable[[Spool], Awaitable[tuple[DataOutcome, int]]]
+                              ) -> str:
+        """A DSN for one of our messages: recorded before 250, never stored as mail."""
+        assert self.bounces is not None and envelope.bounce_for is not None
+        try:
+            outcome, size = await read(incoming_spool)
+        except BaseException:
+            incoming_spool.discard()
+            raise
+        self.counters.bytes_received += size
+        if outcome != "ok":
+            incoming_spool.discard()
+            return policy.MESSAGE_TOO_BIG if outcome == "too_big" else policy.TRY_LATER
+        spooled = incoming_spool.finish()
+        try:
+            raw = spooled.data if spooled.data is not None else await asyncio.to_thread(
+                Path(str(spooled.path)).read_bytes)
+            await self.bounces.record(envelope.bounce_for, raw)
+        except TransientError as e:
+            log.warning("smtp.bounce_failed", error=str(e))
+            return policy.TRY_LATER
+        finally:
+            if spooled.path is not None:
+                spooled.path.unlink(missing_ok=True)
+        return "250 2.0.0 Ok: bounce recorded"
 
     async def receive_message(self, session: PostroomSession, envelope: PostroomEnvelope,
                               protocol: str,
@@ -134,6 +184,10 @@ class PostroomHandler:
                      duration_ms=round((time.monotonic() - started) * 1000, 2))
 
         incoming = self.ingest.begin(delivery)
+        if envelope.bounce_for is not None:
+            reply = await self._receive_bounce(envelope, incoming.spool, read)
+            logged(reply[:3], None)
+            return reply
         try:
             outcome, size = await read(incoming.spool)
         except (asyncio.CancelledError, ConnectionError):

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.capture import CaptureServer, free_port
+from tests.outbound.test_bounces import POSTFIX_DSN
 from tests.harness import Daemon, running_daemon
 
 
@@ -219,3 +220,30 @@ def test_over_the_rate_is_429_with_retry_after(fresh_root: Path) -> None:
             assert a.post("/v1/messages", json={"to": ["bob@agents.test"]}).status_code == 202
         r = a.post("/v1/messages", json={"to": ["bob@agents.test"]})
         assert r.status_code == 429 and r.headers["Retry-After"] == "60"
+
+
+def test_a_dsn_to_the_verp_address_bounces_its_recipient_and_is_not_mail(
+        fresh_root: Path, relay: CaptureServer) -> None:
+    with _daemon(fresh_root, relay.url) as d, _agent(d, "alice", "*@agents.test") as (a, _):
+        sent = a.post("/v1/messages", json={"from": "alice@agents.test", "text": "x",
+                                            "to": ["gone@example.test", "ok@example.test"]}
+                      ).json()
+        [captured] = relay.wait_for(1)
+        assert _wait(lambda: set(_deliveries(a, sent["id"]).values()) == {"sent"})
+        with d.smtp() as smtp:
+            refused = smtp.sendmail("", [captured.mail_from],
+                                    POSTFIX_DSN.replace(b"\n", b"\r\n"))
+        assert refused == {}
+        assert _wait(lambda: _deliveries(a, sent["id"]) == {"gone@example.test": "bounced",
+                                                            "ok@example.test": "sent"})
+        view = a.get(f"/v1/messages/{sent['id']}").json()
+        gone = next(r for r in view["deliveries"] if r["address"] == "gone@example.test")
+        assert gone["reason"] == "dsn" and gone["reply"].startswith("5.1.1")
+        assert view["status"] == "partial"
+        assert _inbox(a) == []  # the catch-all agent did not get the DSN as mail
+        assert "message.bounced" in [e["type"] for e in a.get("/v1/events").json()["events"]]
+        with d.smtp() as smtp:  # a VERP shape naming no message of ours is unknown
+            smtp.ehlo()
+            code, _ = smtp.docmd("MAIL FROM:<>")
+            code, _ = smtp.docmd("RCPT TO:<bounces+msg_00000000000000000000000000@other.test>")
+            assert code == 550
