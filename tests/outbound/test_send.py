@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from tests.capture import CaptureServer, free_port
-from tests.outbound.test_bounces import POSTFIX_DSN
 from tests.harness import Daemon, running_daemon
+from tests.outbound.test_bounces import POSTFIX_DSN
 
 
 def _wait(predicate: Any, within: float = 30.0, what: str = "the condition") -> Any:
