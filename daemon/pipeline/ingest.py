@@ -1,10 +1,8 @@
-"""Accepting one message: the raw object made durable, then its row committed, then 250.
+"""Accepting one message: its objects made durable, its row committed, then 250 (SPEC §4, §8).
 
-This is the durability rule of SPEC §4 in code. The raw bytes go to the object store first (a
-crash then leaves at most an orphan object no reader sees), the message and recipient rows are
-committed second, and only then does the caller say 250. Redelivery of identical bytes to the
-same recipients within the dedupe window returns the first message's id and writes nothing.
-"""
+One path for all mail; mail encrypted at rest differs only in what is stored (ciphertext) and
+when it is extracted (before 250, its results in the row's transaction). Never say 250 before
+objects and row are durable. A redelivery gets the first message's id and keeps nothing new."""
 
 from __future__ import annotations
 
@@ -32,19 +30,19 @@ from daemon.ids import new_message_id
 from daemon.openpgp import OpenPgp
 from daemon.pipeline.jobs import Lease
 from daemon.pipeline.pool import remove_files
-from daemon.pipeline.results import Outcome, Stored, attachment_rows, message_values, result_events
+from daemon.pipeline.results import Outcome, Results, Stored, object_key
+from extractors import Extraction
 from storage.db import commit_in_order, insert_ignoring_conflicts, translated_errors
 from storage.errors import TransientError
 from storage.group_commit import GroupCommit
-from storage.models import PROCESSING, RECEIVED, Attachment, Message, Recipient
-from storage.objects import ObjectStore, attachment_key, body_key, raw_key
+from storage.models import PROCESSING, RECEIVED, Message, Recipient
+from storage.objects import ObjectStore, raw_key
 from storage.spool import Spool, Spooled, Spooler, spool_name
 
 log = structlog.get_logger("postroom.ingest")
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 RECIPIENTS = Recipient.__table__  # type: ignore[attr-defined]
-ATTACHMENTS = Attachment.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,6 @@ def received_header(delivery: Delivery, hostname: str, message_id: str, when: fl
 
 _INSERTS: dict[tuple[str, tuple[str, ...]], Any] = {}
 _RECIPIENT_INSERT = RECIPIENTS.insert()
-_ATTACHMENT_INSERT = ATTACHMENTS.insert()
 
 
 def _message_insert(conn: Connection, columns: tuple[str, ...]) -> Any:
@@ -111,6 +108,16 @@ def _message_insert(conn: Connection, columns: tuple[str, ...]) -> Any:
             insert_ignoring_conflicts(conn, MESSAGES)
             .values({name: bindparam(name) for name in columns}).returning(MESSAGES.c.seq))
     return statement
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What was stored for a message before its row: the object keys (the raw one first) and,
+    for mail extracted before 250, what extraction found and what was done with it."""
+
+    keys: list[str]
+    found: Extraction | None = None
+    outcome: Outcome | None = None
 
 
 class Jobs(Protocol):
@@ -202,8 +209,13 @@ class Ingest:
         spooled = incoming.spool.finish()
         keys = sorted({r.pgp_fingerprint for r in delivery.recipients if r.pgp_fingerprint})
         if keys and self._pgp is not None and self._pgp.mode != "off":
-            return await self._accept_encrypted(delivery, incoming.message_id, spooled, keys)
-        message_id = incoming.message_id
+            written = await self._store_encrypted(incoming.message_id, spooled, keys)
+        else:
+            written = await self._store_raw(incoming.message_id, spooled)
+        return await self._record(delivery, incoming.message_id, spooled, written)
+
+    async def _store_raw(self, message_id: str, spooled: Spooled) -> _Written:
+        """Mail stored as it came: the raw object only; extraction follows after 250."""
         rkey = raw_key(message_id)
         try:
             # Fails clean: a temp file renamed into place, or the spool file moved.
@@ -215,45 +227,16 @@ class Ingest:
         finally:
             if spooled.path is not None:
                 spooled.path.unlink(missing_ok=True)
-        key = dedupe_key(spooled.body_sha256, delivery.recipients)
-        mail_from = "" if delivery.mail_from == "<>" else delivery.mail_from
-        row = {
-            "id": message_id, "dedupe_key": key, "status": RECEIVED, "mail_from": mail_from,
-            "peer": delivery.peer[:100], "size": spooled.size, "raw_key": rkey,
-            "raw_sha256": spooled.sha256, "received_at": utcnow(),
-            "attempts": 0, "attachment_count": 0, "defects": "[]",
-        }
-        recipients = list({r.address: r for r in delivery.recipients}.values())
-        # With room in this node's queue the row is written already leased to us: the worker
-        # then needs no claim of its own (one commit less per message).
-        lease = self._jobs.reserve()
-        if lease is not None:
-            row.update(status=PROCESSING, lease_owner=lease.owner,
-                       lease_expires_at=lease.expires_at, attempts=1)
-        try:
-            accepted = await self._insert(message_id, rkey, key, row, recipients)
-        except BaseException:
-            if lease is not None:
-                self._jobs.unreserve()  # if the row did commit, the lease expires and a sweep
-            raise                       # finds the message
-        if lease is None:
-            if not accepted.duplicate:
-                self._jobs.submit(message_id)
-        elif accepted.duplicate:
-            self._jobs.unreserve()
-        else:
-            self._jobs.claimed(message_id)
-        return accepted
+        return _Written([rkey])
 
-    async def _accept_encrypted(self, delivery: Delivery, message_id: str, spooled: Spooled,
-                                fingerprints: list[str]) -> Accepted:
+    async def _store_encrypted(self, message_id: str, spooled: Spooled,
+                               fingerprints: list[str]) -> _Written:
         """Mail for agents with keys (SPEC §8): taken apart now, while its plaintext is here,
-        then every object encrypted to all the recipients' keys at once and stored, and the
-        message recorded complete; only then 250. Nothing readable leaves the process, and
-        nothing is left to do after 250 that would need the plaintext again."""
+        then the raw message and every extracted file encrypted to all the recipients' keys at
+        once and stored. Nothing readable leaves the process, and nothing is left to do after
+        250 that would need the plaintext again."""
         assert self._pgp is not None and self._extract is not None
         pgp, spool_dir = self._pgp, self._store.spool_dir
-        rkey = raw_key(message_id)
         plain = spooled.path
         if plain is None:  # the extraction worker and gpg read files
             plain = spool_name(spool_dir, "plain")
@@ -266,21 +249,19 @@ class Ingest:
             try:
                 found = result.found
                 signature = await pgp.signature(found)
-                by_index = {str(p.index): p for p in found.attachments}
+                encrypted = {str(p.index) for p in found.attachments if p.encrypted}
                 enc = spool_name(spool_dir, "enc")
                 await pgp.encrypt_file(plain, enc, fingerprints)
-                uploads.append((rkey, enc))
+                uploads.append((raw_key(message_id), enc))
                 for slot, name in result.files.items():
-                    part = by_index.get(slot)
-                    plain_key = body_key(message_id, slot) if part is None \
-                        else attachment_key(message_id, part.index)
-                    if part is not None and part.encrypted:  # ciphertext already: as it came
-                        uploads.append((plain_key, Path(name)))
+                    key = object_key(message_id, slot)
+                    if slot in encrypted:  # ciphertext already: stored as it came
+                        uploads.append((key, Path(name)))
                         continue
                     enc = spool_name(spool_dir, "enc")
                     sha256, size = await pgp.encrypt_file(Path(name), enc, fingerprints)
-                    stored[slot] = Stored(plain_key + ".asc", sha256, size)
-                    uploads.append((plain_key + ".asc", enc))
+                    stored[slot] = Stored(key + ".asc", sha256, size)
+                    uploads.append((key + ".asc", enc))
                 await self._store.put_files(uploads)
             finally:
                 remove_files(result.files)
@@ -288,45 +269,68 @@ class Ingest:
                     leftover.unlink(missing_ok=True)
         finally:
             plain.unlink(missing_ok=True)
-        now = utcnow()
-        outcome = Outcome(stored=stored, encrypted_to=tuple(fingerprints), signature=signature)
+        return _Written([key for key, _ in uploads], found, Outcome(
+            stored=stored, encrypted_to=tuple(fingerprints), signature=signature))
+
+    async def _record(self, delivery: Delivery, message_id: str, spooled: Spooled,
+                      written: _Written) -> Accepted:
+        """The message's row (and, when it was extracted already, its results) committed
+        over the objects `written`; the pipeline told what is left for it to do."""
         key = dedupe_key(spooled.body_sha256, delivery.recipients)
-        row = {
+        now = utcnow()
+        row: dict[str, Any] = {
             "id": message_id, "dedupe_key": key,
             "mail_from": "" if delivery.mail_from == "<>" else delivery.mail_from,
-            "peer": delivery.peer[:100], "size": spooled.size, "raw_key": rkey,
-            "raw_sha256": spooled.sha256, "received_at": now, "attempts": 1,
-            **message_values(message_id, found, True, now, outcome),
+            "peer": delivery.peer[:100], "size": spooled.size, "raw_key": raw_key(message_id),
+            "raw_sha256": spooled.sha256, "received_at": now,
         }
-        rows = attachment_rows(message_id, found, True, now, {}, outcome)
         recipients = list({r.address: r for r in delivery.recipients}.values())
-        agents = sorted({r.agent_id for r in recipients})
-        events = result_events(agents, message_id, found, rows, str(row["status"]), now)
-        try:
-            accepted = await self._insert(message_id, rkey, key, row, recipients,
-                                          attachments=rows, later_events=events)
-        except BaseException:
-            await self._discard([k for k, _ in uploads if k != rkey])
-            raise
-        if accepted.duplicate:
-            await self._discard([k for k, _ in uploads if k != rkey])
+        results = lease = None
+        if written.found is not None:  # recorded complete: the pipeline has nothing to do
+            results = Results(message_id, written.found, final=True, now=now,
+                              outcome=written.outcome)
+            row.update(attempts=1, **results.message)
         else:
-            log.info("message.state", message_id=message_id, status=row["status"],
-                     attachments=len(rows), encrypted_to=len(fingerprints))
+            row.update(status=RECEIVED, attempts=0, attachment_count=0, defects="[]")
+            # With room in this node's queue the row is written already leased to us: the
+            # worker then needs no claim of its own (one commit less per message).
+            lease = self._jobs.reserve()
+            if lease is not None:
+                row.update(status=PROCESSING, lease_owner=lease.owner,
+                           lease_expires_at=lease.expires_at, attempts=1)
+        try:
+            accepted = await self._insert(message_id, key, row, recipients, written.keys,
+                                          results)
+        except BaseException:
+            if lease is not None:
+                self._jobs.unreserve()  # if the row did commit, the lease expires and a sweep
+            raise                       # finds the message
+        if lease is not None:
+            if accepted.duplicate:
+                self._jobs.unreserve()
+            else:
+                self._jobs.claimed(message_id)
+        elif results is None and not accepted.duplicate:
+            self._jobs.submit(message_id)
         return accepted
 
-    async def _discard(self, keys: list[str]) -> None:
-        """Remove objects written for a message that was not recorded (best effort: what
-        remains is an orphan for `postroom gc`)."""
-        for k in keys:
+    async def _remove(self, keys: list[str]) -> None:
+        """Remove the objects of a message no row records: the others best effort (what
+        remains is an orphan for `postroom gc`), then the raw one (first in `keys`), whose
+        failure is the caller's."""
+        raw, *others = keys
+        for k in others:
             try:
                 await self._store.delete(k)
             except Exception:
                 log.warning("ingest.orphan_object", key=k)
+        await self._store.delete(raw)
 
-    async def _insert(self, message_id: str, rkey: str, key: str, row: dict[str, Any],
-                      recipients: list[Resolved], attachments: list[dict[str, Any]] | None = None,
-                      later_events: list[dict[str, Any]] | None = None) -> Accepted:
+    async def _insert(self, message_id: str, key: str, row: dict[str, Any],
+                      recipients: list[Resolved], written: list[str],
+                      results: Results | None) -> Accepted:
+        recorded: list[dict[str, Any]] = []
+
         def insert(conn: Connection) -> bool:
             commit_in_order(conn)  # the message's seq is a cursor too
             seq = conn.execute(_message_insert(conn, tuple(row)), row).scalar()
@@ -335,13 +339,11 @@ class Ingest:
             conn.execute(_RECIPIENT_INSERT, [
                 {"message_seq": seq, "message_id": message_id, "agent_id": r.agent_id,
                  "address": r.address, "tag": r.tag} for r in recipients])
-            if attachments:
-                conn.execute(_ATTACHMENT_INSERT, attachments)
-            record_events(conn, event_rows((r.agent_id for r in recipients),
-                                           "message.received", message_id, row["received_at"],
-                                           status=str(row["status"])))
-            if later_events:
-                record_events(conn, later_events)
+            agents = sorted({r.agent_id for r in recipients})
+            record_events(conn, event_rows(agents, "message.received", message_id,
+                                           row["received_at"], status=str(row["status"])))
+            if results is not None:
+                recorded[:] = results.write(conn, agents)
             return True
 
         # No read first: the unique dedupe key makes the insert itself the redelivery check, so
@@ -350,23 +352,25 @@ class Ingest:
             try:
                 inserted = await self._writer.write(insert)
             except Exception:
-                # Remove the object only when we know no row points at it: a commit whose
+                # Remove the objects only when we know no row points at them: a commit whose
                 # outcome is unknown (a connection lost during COMMIT) may have succeeded.
                 try:
                     if not await self._row_exists(message_id):
-                        await self._store.delete(rkey)
+                        await self._remove(written)
                 except Exception:
                     log.warning("ingest.orphan_raw", message_id=message_id)
                 raise
             if inserted:
                 self._events.wake()
+                if results is not None:
+                    results.log(recorded)
                 return Accepted(message_id, duplicate=False)
             # A message with these bytes and recipients exists: a relay's retry, or the same
             # bytes racing on another connection. Outside the window it gives its key up, and
             # the insert is tried once more.
             existing = await self._existing(key)
             if existing is not None:
-                await self._store.delete(rkey)
+                await self._remove(written)
                 return Accepted(existing, duplicate=True)
-        await self._store.delete(rkey)
+        await self._remove(written)
         raise TransientError("a concurrent delivery of the same message did not finish")

@@ -39,7 +39,7 @@ from daemon.pipeline.leases import (
     renew_lease,
 )
 from daemon.pipeline.pool import ExtractionPool, remove_files
-from daemon.pipeline.results import Outcome, attachment_rows, message_values, result_events, states
+from daemon.pipeline.results import Outcome, Results, object_key
 from extractors import Extraction, Limits
 from storage.errors import DatabaseError, ObjectNotFound, PermanentError, TransientError
 from storage.group_commit import GroupCommit
@@ -49,7 +49,7 @@ from storage.models import (
     Attachment,
     Message,
 )
-from storage.objects import ObjectStore, attachment_key, body_key, raw_key
+from storage.objects import ObjectStore, raw_key
 from storage.spool import spool_name
 
 log = structlog.get_logger("postroom.pipeline")
@@ -87,7 +87,6 @@ class PipelineSettings:
 
 
 _UPDATES: dict[tuple[str, ...], Any] = {}
-_ATTACHMENT_INSERT = ATTACHMENTS.insert()
 _EARLIER_ATTACHMENTS = (select(ATTACHMENTS.c.index, ATTACHMENTS.c.id)
                         .where(ATTACHMENTS.c.message_id == bindparam("message_id")))
 
@@ -448,10 +447,8 @@ class Pipeline:
             if to_store > PENDING_FIRST_ABOVE:
                 # Storing will take a while: let agents see the attachments as pending first.
                 await self._record(message_id, found, final=False)
-            await self._store.put_files([
-                (body_key(message_id, slot) if slot in ("text", "html")
-                 else attachment_key(message_id, int(slot)), Path(path))
-                for slot, path in result.files.items()])
+            await self._store.put_files([(object_key(message_id, slot), Path(path))
+                                         for slot, path in result.files.items()])
             await self._record(message_id, found, final=True, outcome=outcome)
         finally:
             remove_files(result.files)
@@ -483,14 +480,13 @@ class Pipeline:
         Not `final`: every attachment `pending`. `final` (its bytes are stored): each one
         terminal, and the message too, its lease released. Attachment ids survive retries.
         """
-        now = self._clock.now()
+        results = Results(message_id, found, final=final, now=self._clock.now(),
+                          outcome=outcome)
+        message = results.message
         c = ATTACHMENTS.c
-        outcome = outcome or Outcome()
-        message = message_values(message_id, found, final, now, outcome)
-
         node = self._node
 
-        def record(conn: Connection) -> list[str] | None:
+        def record(conn: Connection) -> list[dict[str, Any]] | None:
             # The fence first: the row stays locked (PostgreSQL) until this commits, and a
             # node whose lease is gone changes nothing.
             fenced = conn.execute(_fenced_update(tuple(message)), {
@@ -502,22 +498,10 @@ class Pipeline:
                 _EARLIER_ATTACHMENTS, {"message_id": message_id}).all()}
             if earlier:
                 conn.execute(delete(ATTACHMENTS).where(c.message_id == message_id))
-            rows = attachment_rows(message_id, found, final, now, earlier, outcome)
-            if rows:
-                conn.execute(_ATTACHMENT_INSERT, rows)
-            record_events(conn, result_events(
-                message_agents(conn, message_id), message_id, found, rows,
-                str(message["status"]) if final else None, now))
-            return [str(r["id"]) for r in rows]
+            return results.write(conn, message_agents(conn, message_id), earlier)
 
-        ids = await self._writer.write(record)
-        if ids is None:
+        rows = await self._writer.write(record)
+        if rows is None:
             raise LeaseLost(message_id)
         self._events.wake()
-        for part, att_id, (status, error) in zip(found.attachments, ids, states(found, final),
-                                                 strict=True):
-            log.info("attachment.state", message_id=message_id, attachment_id=att_id,
-                     index=part.index, status=status, size=part.size, error=error)
-        if final:
-            log.info("message.state", message_id=message_id, status=message["status"],
-                     attachments=len(ids))
+        results.log(rows)

@@ -1,9 +1,8 @@
-"""What extraction found, as the rows and events that record it (SPEC §5, §6, §8).
+"""What extraction found, as the rows and events that record it (SPEC §5, §6, §8): `Results`.
 
-Two writers record results: the pipeline, after 250, for mail stored as sent; and ingest, before
-250, for mail encrypted at rest (its plaintext cannot be read again later). Both build their rows
-here, so a message looks the same in the API whichever way it was recorded.
-"""
+The one place attachment rows and their events are built and written, in the writer's own
+transaction: the pipeline's after 250, ingest's before 250 for mail encrypted at rest. So a
+message looks the same in the API whichever way it came; no other module builds them."""
 
 from __future__ import annotations
 
@@ -13,11 +12,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from daemon.events import event_rows
+import structlog
+from sqlalchemy import Connection
+
+from daemon.events import event_rows, record_events
 from daemon.ids import new_attachment_id
 from extractors import Extraction, Part
-from storage.models import FAILED, PARTIAL, PENDING, READY, REJECTED
+from storage.models import FAILED, PARTIAL, PENDING, READY, REJECTED, Attachment
 from storage.objects import attachment_key, body_key
+
+log = structlog.get_logger("postroom.pipeline")
+
+_ATTACHMENT_INSERT = Attachment.__table__.insert()  # type: ignore[attr-defined]
 
 # The object format of what postroom encrypts at rest (SPEC §8).
 AT_REST = {"algorithm": "openpgp", "format": "armored"}
@@ -43,7 +49,15 @@ class Outcome:
     signature: Mapping[str, Any] | None = None  # {"status", "fingerprint"} when checked
 
 
-def part_state(part: Part) -> tuple[str, str | None]:
+def object_key(message_id: str, slot: str) -> str:
+    """Where the extracted file of `slot` ("text", "html" or an attachment's index) is stored
+    as extracted."""
+    if slot in ("text", "html"):
+        return body_key(message_id, slot)
+    return attachment_key(message_id, int(slot))
+
+
+def _part_state(part: Part) -> tuple[str, str | None]:
     """An attachment's terminal status and error."""
     if part.outcome == "rejected":
         return REJECTED, part.reason or "rejected"
@@ -52,8 +66,8 @@ def part_state(part: Part) -> tuple[str, str | None]:
     return READY, None
 
 
-def states(found: Extraction, final: bool) -> list[tuple[str, str | None]]:
-    return [part_state(p) if final else (PENDING, None) for p in found.attachments]
+def _states(found: Extraction, final: bool) -> list[tuple[str, str | None]]:
+    return [_part_state(p) if final else (PENDING, None) for p in found.attachments]
 
 
 def _manifest(found: Extraction) -> str | None:
@@ -67,7 +81,7 @@ def _manifest(found: Extraction) -> str | None:
     } for e in entries])
 
 
-def message_values(message_id: str, found: Extraction, final: bool, now: datetime,
+def _message_values(message_id: str, found: Extraction, final: bool, now: datetime,
                    outcome: Outcome) -> dict[str, Any]:
     """The message row's columns extraction fills (and, when `final`, its terminal state)."""
     h = found.headers
@@ -85,7 +99,7 @@ def message_values(message_id: str, found: Extraction, final: bool, now: datetim
     }
     if final:
         values.update(
-            status=READY if all(st == READY for st, _ in states(found, True)) else PARTIAL,
+            status=READY if all(st == READY for st, _ in _states(found, True)) else PARTIAL,
             processed_at=now, lease_owner=None, lease_expires_at=None, error=None)
         for body in (found.text_body, found.html_body):
             if body is not None:
@@ -104,11 +118,11 @@ def _encryption(part: Part) -> str | None:
                        "format": part.encryption.format})
 
 
-def attachment_rows(message_id: str, found: Extraction, final: bool, now: datetime,
+def _attachment_rows(message_id: str, found: Extraction, final: bool, now: datetime,
                     earlier: Mapping[int, str], outcome: Outcome) -> list[dict[str, Any]]:
     """One row per attachment; ids from `earlier` (index → id) survive a retry."""
     rows = []
-    for p, (status, error) in zip(found.attachments, states(found, final), strict=True):
+    for p, (status, error) in zip(found.attachments, _states(found, final), strict=True):
         stored = outcome.stored.get(str(p.index))
         file_name = p.file_name
         if stored is not None:  # what the download holds: an armored OpenPGP file
@@ -133,7 +147,7 @@ def attachment_rows(message_id: str, found: Extraction, final: bool, now: dateti
     return rows
 
 
-def result_events(agents: Iterable[str], message_id: str, found: Extraction,
+def _result_events(agents: Iterable[str], message_id: str, found: Extraction,
                   rows: Sequence[Mapping[str, Any]], message_status: str | None,
                   now: datetime) -> list[dict[str, Any]]:
     """attachment.<status> per attachment, then message.<status> when it is terminal."""
@@ -146,3 +160,48 @@ def result_events(agents: Iterable[str], message_id: str, found: Extraction,
         events += event_rows(agents, f"message.{message_status}", message_id, now,
                              status=message_status)
     return events
+
+
+class Results:
+    """One message's extraction as the rows that record it.
+
+    Not `final`: every attachment `pending` (its bytes are still being stored). `final`: each
+    attachment terminal and the message too (`status`), its lease released. `message` holds
+    the message row's columns; the caller writes them (an insert, or an update fenced by its
+    lease), then `write` adds the rest in the same transaction.
+    """
+
+    def __init__(self, message_id: str, found: Extraction, *, final: bool, now: datetime,
+                 outcome: Outcome | None = None) -> None:
+        self.message_id = message_id
+        self.found = found
+        self.final = final
+        self.now = now
+        self.outcome = outcome or Outcome()
+        self.message = _message_values(message_id, found, final, now, self.outcome)
+        self.status: str | None = str(self.message["status"]) if final else None
+
+    def write(self, conn: Connection, agents: Iterable[str],
+              earlier: Mapping[int, str] | None = None) -> list[dict[str, Any]]:
+        """Insert one row per attachment and record their events (then message.<status> when
+        final) for `agents`, in the caller's transaction; the rows. Ids in `earlier` (index →
+        id, from an attempt before) are kept."""
+        rows = _attachment_rows(self.message_id, self.found, self.final, self.now,
+                                earlier or {}, self.outcome)
+        if rows:
+            conn.execute(_ATTACHMENT_INSERT, rows)
+        record_events(conn, _result_events(agents, self.message_id, self.found, rows,
+                                           self.status, self.now))
+        return rows
+
+    def log(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Log the states `write` recorded, once its transaction has committed."""
+        for part, row, (status, error) in zip(self.found.attachments, rows,
+                                              _states(self.found, self.final), strict=True):
+            log.info("attachment.state", message_id=self.message_id, attachment_id=row["id"],
+                     index=part.index, status=status, size=part.size, error=error)
+        if self.final:
+            encrypted = {"encrypted_to": len(self.outcome.encrypted_to)} \
+                if self.outcome.encrypted_to else {}
+            log.info("message.state", message_id=self.message_id, status=self.status,
+                     attachments=len(rows), **encrypted)
