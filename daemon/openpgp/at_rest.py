@@ -1,6 +1,5 @@
 """The daemon's OpenPGP service (SPEC §8), used from the event loop: agents' keys imported from
 the agents table when first needed, encryption at rest, signature checks, gpg in a thread.
-
 It never decrypts: the keyring holds public keys only. A gpg missing, failing or too slow is a
 `GpgUnavailable` (a `TransientError`: 451 during DATA, a retried job after it), never a lost
 message."""
