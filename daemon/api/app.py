@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 from daemon.api.deps import ApiContext, AppContext
 from daemon.api.errors import ApiError, error_body, error_responses
@@ -85,13 +86,21 @@ async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse(error_body("invalid_request", detail), status_code=422)
 
 
-async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     # FastAPI's own 400 is a JSON body it cannot even decode (bytes that are not UTF-8).
     code = {400: "invalid_request", 404: "not_found",
             405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    # exc.headers: a 405 names the allowed methods (Allow), as RFC 9110 requires.
+    headers = exc.headers
+    if exc.status_code == 405:
+        # RFC 9110: Allow names every method of the resource. Starlette names only those of
+        # the first route whose path matched (GET and POST /v1/messages are two routes).
+        allowed = {method for route in request.app.routes if isinstance(route, BaseRoute)
+                   and (regex := getattr(route, "path_regex", None)) is not None
+                   and regex.match(request.url.path)
+                   for method in (getattr(route, "methods", None) or ())}
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
     return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
-                        headers=exc.headers)
+                        headers=headers)
 
 
 async def _storage(request: Request, exc: StorageError) -> JSONResponse:

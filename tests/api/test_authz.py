@@ -164,6 +164,11 @@ def _operations(w: World) -> dict[tuple[str, str], list[Request]]:
         ("GET", "/v1/attachments/{attachment_id}"): [
             {"method": "GET", "url": f"/v1/attachments/{att}"},
             {"method": "GET", "url": f"/v1/attachments/{upl['id']}"}],
+        ("POST", "/v1/messages"): [
+            {"method": "POST", "url": "/v1/messages",
+             "json": {"to": ["ann@authz.test"], "text": "to myself"}}],
+        ("GET", "/v1/directory/{address}"): [
+            {"method": "GET", "url": "/v1/directory/ben@authz.test"}],
     }
 
 
@@ -210,9 +215,11 @@ def _credentials(w: World) -> dict[str, dict[str, str]]:
     }
 
 
-def _send(client: httpx.Client, req: Request, headers: dict[str, str]) -> httpx.Response:
+def _send(client: httpx.Client, req: Request, headers: dict[str, str],
+          timeout: float | None = None) -> httpx.Response:
     return client.request(req["method"], req["url"], params=req.get("params"),
-                          json=req.get("json"), files=req.get("files"), headers=headers)
+                          json=req.get("json"), files=req.get("files"), headers=headers,
+                          timeout=timeout if timeout is not None else client.timeout)
 
 
 def _is_error(r: httpx.Response, status: int, code: str | None = None) -> bool:
@@ -231,10 +238,10 @@ def test_every_operation_refuses_every_bad_credential_with_401(world: World) -> 
         for op, requests in _operations(world).items():
             for req in requests:
                 good = _send(client, req, {"Authorization": f"Bearer {world.ann['api_key']}"})
-                assert good.status_code in (200, 201), (op, good.status_code, good.text)
+                assert good.status_code in (200, 201, 202), (op, good.status_code, good.text)
                 also = _send(client, req, {"X-API-Key": world.ann["api_key"],
                                            "Authorization": f"bearer {world.ann['api_key']}"})
-                assert also.status_code in (200, 201), (op, also.status_code, also.text)
+                assert also.status_code in (200, 201, 202), (op, also.status_code, also.text)
                 _counted()
                 for name, headers in creds.items():
                     r = _send(client, req, headers)
@@ -251,13 +258,11 @@ def _answer(r: httpx.Response) -> tuple[int, bytes, list[tuple[str, str]]]:
 
 def _same_as_missing(client: httpx.Client, req: Request, missing: Request, status: int = 404
                      ) -> None:
-    started = time.monotonic()
-    theirs = _send(client, req, {})
-    took = time.monotonic() - started
+    # A ?wait must not wait on what is not yours: held past 3 s, the request times out.
+    theirs = _send(client, req, {}, timeout=3)
     nothing = _send(client, missing, {})
     assert _is_error(theirs, status), (req, theirs.status_code, theirs.text)
     assert _answer(theirs) == _answer(nothing), (req, theirs.text, nothing.text)
-    assert took < 3, f"{req} was held {took:.1f} s: a ?wait must not wait on what is not yours"
     _counted()
 
 

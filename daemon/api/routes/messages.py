@@ -194,7 +194,7 @@ async def send(ctx: AppContext, request: SendRequest) -> dict[str, Any]:
 
 
 @router.post("/v1/messages", status_code=202, response_model=SendResponse,
-             responses=authed(403, 404, 409, 413, 422, 429))
+             responses=authed(400, 403, 404, 409, 413, 422, 429))
 async def send_message(
     agent_id: AgentId, ctx: Ctx, body: SendBody,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
