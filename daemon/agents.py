@@ -58,7 +58,7 @@ async def _addresses(session: AsyncSession, agent_id: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class PgpKey:
-    """An agent's OpenPGP public key, already checked (`daemon.openpgp.Gpg.inspect_public_key`)."""
+    """An agent's OpenPGP public key, already checked by gpg (`daemon.openpgp.read_public_key`)."""
 
     armored: str
     fingerprint: str

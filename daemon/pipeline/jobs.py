@@ -11,7 +11,6 @@ writes nothing, so a message is recorded once whoever finishes it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from daemon.events import Wakeups, event_rows, message_agents, record_events
 from daemon.extract_worker import Extracted
 from daemon.openpgp import GpgUnavailable, OpenPgp
 from daemon.ops import Metrics
+from daemon.pipeline.backpressure import Backpressure
 from daemon.pipeline.leases import (
     claim_batch,
     claim_message,
@@ -112,14 +112,8 @@ class Pipeline:
                  pgp: OpenPgp | None = None, metrics: Metrics | None = None,
                  incoming: Callable[[], int] = lambda: 0, clock: Clock = SYSTEM) -> None:
         self._clock = clock  # every reading of time here goes through it
+        self.backpressure = Backpressure(settings.max_lag, incoming, clock)
         self._pgp = pgp
-        # Transactions of this node between their DATA and its reply: on their way in.
-        self._incoming = incoming
-        # Seconds between two messages finished while the queue was never empty in between:
-        # a moving average, what one more message adds to the time the backlog takes to drain.
-        self._interval = 0.0
-        self._last_finish: float | None = None
-        self._backlogged = False  # whether messages were left unfinished at the last finish
         self._metrics = metrics
         self._events = events
         self.settings = settings
@@ -133,11 +127,6 @@ class Pipeline:
         # worker must claim)
         self._queue: asyncio.Queue[tuple[str, tuple[float, int] | None]] = asyncio.Queue()
         self._queued: set[str] = set()
-        # When each of this node's unfinished messages (queued or being extracted) joined the
-        # queue, oldest first (the queue is FIFO).
-        self._since: dict[str, float] = {}
-        # Transactions held back by `caught_up`, one let go each time a worker finishes one.
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._reserved = 0  # places promised to messages being inserted with our lease
         self.busy = 0
 
@@ -146,81 +135,22 @@ class Pipeline:
         return self._queue.qsize()
 
     def lag(self) -> float:
-        """Seconds the oldest of this node's unfinished messages (queued, or with a worker that
-        may itself wait for the extraction process) has been on its way to `ready`."""
-        oldest = next(iter(self._since.values()), None)
-        return 0.0 if oldest is None else self._clock.monotonic() - oldest
+        return self.backpressure.lag()
 
     def drain_time(self) -> float:
-        """Seconds the node would take to make ready what it holds now: its unfinished messages
-        and those still arriving (in DATA), at the pace messages have been finishing."""
-        return (len(self._since) + self._incoming()) * self._interval
-
-    def pressure(self) -> float:
-        """What `max_lag` bounds: the lag, or the drain time when that is longer.
-
-        The lag alone let large messages pile up: sixteen transactions in DATA are not in
-        the queue yet, and when a load ends they all arrive at once, each costing the
-        extraction process a tenth of a second."""
-        return max(self.lag(), self.drain_time())
-
-    def _finished(self, message_id: str) -> None:
-        """`message_id` is done: the pace is sampled (only when a backlog lasted since the last
-        finish), and waiting transactions may go."""
-        now = self._clock.monotonic()
-        if self._last_finish is not None and self._backlogged:
-            gap = now - self._last_finish
-            self._interval = gap if self._interval == 0.0 else 0.8 * self._interval + 0.2 * gap
-        self._last_finish = now
-        self._since.pop(message_id, None)
-        self._backlogged = bool(self._since)
-        self._let_one_go()
+        return self.backpressure.drain_time()
 
     async def caught_up(self) -> None:
-        """Return at once while the pressure (the lag, or the drain time when longer) is within
-        `max_lag`; beyond it, when a worker finishes a message (one waiter per message
-        finished, so acceptance follows the pace of extraction instead of stopping and
-        starting; none while the drain time is over), or after 3 × `max_lag` (30 s at most).
+        """SMTP calls this before taking a new transaction (`Backpressure.caught_up`)."""
+        await self.backpressure.caught_up()
 
-        SMTP calls this before taking a new transaction: under a load extraction cannot keep
-        up with, the backlog stays bounded; a stalled pipeline (the store away) delays each
-        transaction by the bound, never refuses one."""
-        limit = self.settings.max_lag
-        if limit <= 0 or self.pressure() <= limit:
-            return
-        turn = asyncio.get_running_loop().create_future()
-        self._waiting.append(turn)
-        # The bound is a sleep on the clock (not wait_for's timer), so a test's clock drives it.
-        bound = asyncio.ensure_future(self._clock.sleep(min(3 * limit, 30.0)))
-        try:
-            await asyncio.wait((turn, bound), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            bound.cancel()
-            if not turn.done():
-                turn.cancel()
-                # Not left behind: a long stall would otherwise keep one entry per MAIL.
-                with contextlib.suppress(ValueError):
-                    self._waiting.remove(turn)
-
-    def _let_one_go(self) -> None:
-        """A worker finished a message: the next waiting transaction may go (all of them, once
-        the pressure is back within bounds). While the drain time is over the bound, none goes:
-        letting one go per message finished would keep as many in DATA as there were."""
-        limit = self.settings.max_lag
-        if self.drain_time() > limit:
-            return
-        caught_up = self.lag() <= limit
-        while self._waiting:
-            turn = self._waiting.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                if not caught_up:
-                    return
+    def _finished(self, message_id: str) -> None:
+        self.backpressure.finished(message_id)
 
     def _enqueue(self, message_id: str, claimed: tuple[float, int] | None) -> None:
         self._queue.put_nowait((message_id, claimed))
         self._queued.add(message_id)
-        self._since.setdefault(message_id, self._clock.monotonic())
+        self.backpressure.joined(message_id)
 
     def _room(self) -> bool:
         return self._queue.qsize() + self._reserved < self.settings.queue_size

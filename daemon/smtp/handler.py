@@ -27,11 +27,17 @@ from storage.spool import Spool
 if TYPE_CHECKING:
     from aiosmtpd.smtp import SMTP
 
-    from daemon.smtp.session import PostroomSMTP
-
 log = structlog.get_logger("postroom.smtp")
 
 ONE_BOUNCE_RECIPIENT = "452 4.5.3 a bounce goes alone in its transaction; send the rest again"
+
+
+class Front(Protocol):
+    """The connection as the hooks see it (`daemon.smtp.session.PostroomSMTP`); a protocol, so
+    this module needs no import of the one that imports it."""
+
+    @property
+    def offers_auth(self) -> bool: ...
 
 
 class Bounces(Protocol):
@@ -66,7 +72,7 @@ class PostroomHandler:
         log.error("smtp.unexpected_error", exc_info=error)
         return policy.TRY_LATER
 
-    async def handle_EHLO(self, server: PostroomSMTP, session: PostroomSession,
+    async def handle_EHLO(self, server: Front, session: PostroomSession,
                           envelope: PostroomEnvelope, hostname: str,
                           responses: list[str]) -> list[str]:
         session.host_name = hostname

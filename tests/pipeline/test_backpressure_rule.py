@@ -102,7 +102,7 @@ async def test_a_stalled_queue_delays_mail_by_the_bound_and_no_more(
     assert released == []  # nothing finishes: it waits …
     await s.clock.advance(0.25)
     assert released == [(0, 0.5 + 3 * 0.25)]  # … 3 × max_lag, then goes on
-    assert not s.pipeline._waiting  # a transaction that gave up waiting leaves nothing behind
+    assert not s.pipeline.backpressure.waiting  # one that gave up waiting leaves nothing behind
 
 
 async def test_mail_goes_on_as_soon_as_the_workers_catch_up(setup: Callable[..., Setup]) -> None:
@@ -151,7 +151,7 @@ async def _learn_pace(s: Setup, job_seconds: float) -> None:
     for n in range(4):
         s.pipeline.submit(f"pace{n}")
     await s.clock.advance(4 * job_seconds)
-    assert not s.pipeline._since  # all four finished
+    assert not s.pipeline.backpressure.since  # all four finished
 
 
 async def test_transactions_in_data_count_towards_the_drain_time(
@@ -160,7 +160,7 @@ async def test_transactions_in_data_count_towards_the_drain_time(
     1 s of extraction, so a new MAIL waits although the queue itself is fresh."""
     s = setup(0.25, incoming=16)
     await _learn_pace(s, job_seconds=0.0625)
-    assert s.pipeline._interval == pytest.approx(0.0625)
+    assert s.pipeline.backpressure.interval == pytest.approx(0.0625)
     assert s.pipeline.lag() == 0.0
     assert s.pipeline.drain_time() == pytest.approx(16 * 0.0625)
     started = s.clock.monotonic()
@@ -187,8 +187,8 @@ async def test_the_pace_is_learnt_only_from_a_backlog(setup: Callable[..., Setup
     for n in range(3):
         s.pipeline.submit(f"m{n}")
         await s.clock.advance(0.25)
-        assert not s.pipeline._since  # finished before the next one came
-    assert s.pipeline._interval == 0.0
+        assert not s.pipeline.backpressure.since  # finished before the next one came
+    assert s.pipeline.backpressure.interval == 0.0
     assert await _goes_at_once(s)
 
 
@@ -206,7 +206,7 @@ async def test_while_the_drain_time_is_over_the_bound_a_finish_lets_nobody_go(
         s.pipeline.submit(f"m{n}")
     await s.clock.advance(8 * 0.0625)
     assert released == []  # eight finished, none let a transaction go
-    assert len(s.pipeline._since) == 4
+    assert len(s.pipeline.backpressure.since) == 4
     arriving[0] = 0  # the transactions in DATA are done: four queued, a quarter of a second
     # Both let go at a finish, before their bound (0.75 after they came).
     await s.clock.advance(0.0625)  # the ninth finish: the lag is over, so one goes
