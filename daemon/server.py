@@ -48,6 +48,7 @@ from daemon.outbound import (
     OutboxSettings,
     RelaySettings,
     load_key,
+    release_all_deliveries,
 )
 from daemon.passwords import AuthUsers
 from daemon.pipeline import ExtractionPool, Ingest, Pipeline, PipelineSettings, release_all_leases
@@ -239,8 +240,9 @@ class Node:
             # Not fatal: SMTP answers 451 and /readyz says why until the store answers.
             log.warning("storage.unavailable", error=str(e))
         await ensure_config_agents(config, self.sessions)
-        if config.is_sqlite:
+        if config.is_sqlite:  # one node: every lease left is a dead run's
             await release_all_leases(self.sessions)
+            await release_all_deliveries(self.sessions)
 
         self.directory = Directory(self.sessions, p.directory_refresh)
         await self.directory.reload()

@@ -1,8 +1,9 @@
 """A private Postfix instance for the tests: its own config, queue and data directories under a
-temp dir, mail submitted with its `sendmail`, relayed to one next hop (postroom).
+temp dir, mail submitted with its `sendmail` (or, as a smarthost, over SMTP on one loopback
+port the test names), relayed to one next hop.
 
-It must never touch the system's Postfix (/etc/postfix, /var/spool/postfix) nor listen anywhere:
-its master.cf has no `inet` service at all, so it takes mail only from `sendmail`.
+It must never touch the system's Postfix (/etc/postfix, /var/spool/postfix) nor listen anywhere
+else: its master.cf has an `inet` service only when `listen` is given, on 127.0.0.1 alone.
 """
 
 from __future__ import annotations
@@ -202,8 +203,9 @@ class PostfixInstance:
 
 
 @contextlib.contextmanager
-def private_postfix(transport: str) -> Iterator[PostfixInstance]:
-    """Start a Postfix instance that relays as `transport` (main.cf lines) says; stop and
+def private_postfix(transport: str, listen: int | None = None) -> Iterator[PostfixInstance]:
+    """Start a Postfix instance that relays as `transport` (main.cf lines) says, taking mail
+    over SMTP on 127.0.0.1:`listen` too when given (from loopback clients only); stop and
     remove it afterwards."""
     # Not under pytest's tmp_path: its parents are 0700 root, and the instance's daemons, which
     # run as the `postfix` user, open files in data_directory by absolute path.
@@ -213,7 +215,12 @@ def private_postfix(transport: str) -> Iterator[PostfixInstance]:
     try:
         instance.config_dir.mkdir()
         (root / "queue").mkdir()  # `postfix start` makes its subdirectories and data_directory
-        (instance.config_dir / "master.cf").write_text(MASTER_CF)
+        smtpd = "" if listen is None else \
+            f"127.0.0.1:{listen} inet  n       -       n       -       -       smtpd\n"
+        (instance.config_dir / "master.cf").write_text(smtpd + MASTER_CF)
+        if listen is not None:
+            transport += ("mynetworks = 127.0.0.0/8\n"
+                          "smtpd_relay_restrictions = permit_mynetworks, reject\n")
         (instance.config_dir / "main.cf").write_text(
             MAIN_CF.format(root=root, hostname=HOSTNAME, transport=transport))
         # Postfix waits up to two seconds for a config file that was changed within the last

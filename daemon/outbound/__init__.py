@@ -11,7 +11,7 @@ from daemon.outbound.compose import (
     compose,
     header_addresses,
 )
-from daemon.outbound.delivery import Deliverer, DeliverySettings
+from daemon.outbound.delivery import Deliverer, DeliverySettings, release_all_deliveries
 from daemon.outbound.dkim import DkimKey, DkimKeyError, load_key, sign
 from daemon.outbound.outbox import Outbox, OutboxSettings, SendRefused, SendRequest
 from daemon.outbound.peers import Peer, add_peer, list_peers, lookup_peer, remove_peer
@@ -42,6 +42,7 @@ __all__ = [
     "list_peers",
     "load_key",
     "lookup_peer",
+    "release_all_deliveries",
     "remove_peer",
     "sign",
 ]

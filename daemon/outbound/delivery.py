@@ -256,6 +256,17 @@ class Deliverer:
                      status=status, attempt=claimed.attempts, local=claimed.local)
 
 
+async def release_all_deliveries(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """Give back every delivery lease (SQLite: one node, so any lease is a dead run's): the
+    recipients a killed daemon was sending are taken up again at once, not a lease later."""
+    c = DELIVERIES.c
+    async with sessions() as session, translated_errors():
+        result = await session.execute(update(DELIVERIES).where(c.lease_owner.is_not(None))
+                                       .values(lease_owner=None, lease_expires_at=None))
+        await session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def settle(conn: Connection, message_id: str, changes: Sequence[str], now: datetime) -> None:
     """After recipients of `message_id` changed to `changes` (statuses, in the caller's
     transaction): the message's own status once every recipient is done, and one event per

@@ -96,5 +96,5 @@ async def test_a_zero_ttl_asks_the_database_every_time() -> None:
 
 @pytest.mark.parametrize(("ttl", "size"), [(MAX_TTL + 0.1, 10), (-1, 10), (1.0, 0)])
 def test_a_ttl_beyond_2_s_or_an_empty_cache_is_refused(ttl: float, size: int) -> None:
-    with pytest.raises(ValueError, match="key cache"):
+    with pytest.raises(ValueError):
         KeyCache(Directory({}), ttl=ttl, size=size)
