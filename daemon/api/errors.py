@@ -62,3 +62,8 @@ def authed(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The refusals of a route that takes an API key (which needs the database): 401 and 503,
     plus `statuses`."""
     return error_responses(401, *statuses, 503)
+
+
+# Any request, whatever its route, may carry a body over http.max_body (api/bodylimit.py): every
+# router declares the 413 its routes may answer.
+ANY_BODY = error_responses(413)

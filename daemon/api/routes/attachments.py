@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
-from daemon.api.deps import AgentId, AppContext, Ctx, Index, MessageId
+from daemon.api.deps import AppContext, Caller, Index, MessageId
 from daemon.api.downloads import (
     PGP_ENCRYPTED,
     DownloadRequest,
@@ -22,7 +22,7 @@ from daemon.api.downloads import (
     lifetime,
     presigned_download,
 )
-from daemon.api.errors import ApiError, authed, not_found
+from daemon.api.errors import ANY_BODY, ApiError, authed, not_found
 from daemon.api.upload_records import own_upload, upload_link
 from daemon.api.views import (
     AttachmentStatus,
@@ -35,7 +35,7 @@ from daemon.api.views import (
 from storage.models import READY, TERMINAL_ATTACHMENT, UNFINISHED
 from storage.presign import download_content_type
 
-router = APIRouter(tags=["attachments"])
+router = APIRouter(tags=["attachments"], responses=ANY_BODY)
 
 AttachmentId = Annotated[str, PathParam(min_length=1, max_length=64)]
 
@@ -66,19 +66,21 @@ async def load_attachment(ctx: AppContext, agent_id: str, message_id: str, index
 @router.get("/v1/messages/{message_id}/attachments/{index}", response_model=AttachmentStatus,
             responses=authed(404, 422))
 async def get_attachment_status(
-    agent_id: AgentId, ctx: Ctx, message_id: MessageId, index: Index,
+    caller: Caller, message_id: MessageId, index: Index,
     wait: Annotated[float, Query(ge=0, le=30)] = 0,
 ) -> Response:
     """The attachment status object; `?wait=` holds until it is terminal (≤ 30 s)."""
+    agent_id, ctx = caller.agent_id, caller.ctx
     return JsonBody(attachment_view(await load_attachment(ctx, agent_id, message_id, index,
                                                           wait)))
 
 
 @router.post("/v1/messages/{message_id}/attachments/{index}/download",
              response_model=DownloadResponse, responses=authed(400, 404, 409, 422))
-async def download_attachment(agent_id: AgentId, ctx: Ctx, message_id: MessageId, index: Index,
+async def download_attachment(caller: Caller, message_id: MessageId, index: Index,
                               body: DownloadRequest | None = None) -> Response:
     """A presigned URL for a `ready` attachment; 409 otherwise."""
+    agent_id, ctx = caller.agent_id, caller.ctx
     att = await load_attachment(ctx, agent_id, message_id, index)
     if att.status != READY or not att.object_key:
         raise ApiError(409, "not_ready", f"attachment is {att.status}, not ready")
@@ -94,9 +96,10 @@ async def download_attachment(agent_id: AgentId, ctx: Ctx, message_id: MessageId
 
 @router.get("/v1/attachments/{attachment_id}", response_model=InboundAttachment | UploadObject,
             responses=authed(404, 422))
-async def get_attachment(agent_id: AgentId, ctx: Ctx, attachment_id: AttachmentId) -> Response:
+async def get_attachment(caller: Caller, attachment_id: AttachmentId) -> Response:
     """An inbound attachment (`att_…`) of a message addressed to the agent, or one of its
     uploads (`upl_…`), with a fresh download `url` when it is ready."""
+    agent_id, ctx = caller.agent_id, caller.ctx
     if attachment_id.startswith("upl_"):
         row = await own_upload(ctx, agent_id, id=attachment_id)
         link = await upload_link(ctx, row, ctx.presign_ttl)

@@ -13,12 +13,12 @@ from fastapi import APIRouter, Path
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from daemon.api.deps import AgentId, Ctx
-from daemon.api.errors import authed, not_found
+from daemon.api.deps import Caller
+from daemon.api.errors import ANY_BODY, authed, not_found
 from daemon.api.views import JsonBody
 from daemon.outbound import lookup_peer
 
-router = APIRouter(tags=["directory"])
+router = APIRouter(tags=["directory"], responses=ANY_BODY)
 
 
 class PeerView(BaseModel):
@@ -30,10 +30,11 @@ class PeerView(BaseModel):
 
 
 @router.get("/v1/directory/{address}", response_model=PeerView, responses=authed(404, 422))
-async def get_peer(_agent: AgentId, ctx: Ctx,
+async def get_peer(caller: Caller,
                    address: Annotated[str, Path(min_length=3, max_length=320)]) -> Response:
     """The peer at `address`: `local` when an agent of this postroom owns it, with its armored
     OpenPGP public key when one is known (seed 000's `send_mail(encrypt_…=True)` needs it)."""
+    ctx = caller.ctx
     peer = await lookup_peer(ctx.sessions, address)
     if peer is None:
         raise not_found("address")

@@ -15,13 +15,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
-from daemon.api.deps import AgentId, AppContext, Ctx, cursor_after
-from daemon.api.errors import authed
+from daemon.api.deps import AppContext, Caller, cursor_after
+from daemon.api.errors import ANY_BODY, authed
 from daemon.api.views import JsonBody, iso
 from daemon.events import EVENTS
 from storage.db import translated_errors
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], responses=ANY_BODY)
 
 
 class EventView(BaseModel):
@@ -59,13 +59,14 @@ async def _read(ctx: AppContext, agent_id: str, after: int, limit: int) -> list[
 
 @router.get("/v1/events", response_model=EventList, responses=authed(400, 422))
 async def list_events(
-    agent_id: AgentId, ctx: Ctx,
+    caller: Caller,
     after: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     wait: Annotated[float, Query(ge=0, le=30)] = 0,
 ) -> Response:
     """The agent's events after `after`, oldest first; `?wait=` (≤ 30 s) holds the request
     until there is at least one. `next_cursor` resumes exactly where this answer ended."""
+    agent_id, ctx = caller.agent_id, caller.ctx
     after_seq = cursor_after(after)
     deadline = time.monotonic() + min(wait, ctx.max_wait)
     while True:

@@ -14,13 +14,13 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from daemon.api.deps import Ctx
-from daemon.api.errors import not_found
+from daemon.api.errors import ANY_BODY, not_found
 from daemon.ops import METRICS_CONTENT_TYPE
 from storage.db import translated_errors
 from storage.errors import StorageError, TransientError
 
-router = APIRouter(tags=["health"])
-metrics_router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=ANY_BODY)
+metrics_router = APIRouter(tags=["health"], responses=ANY_BODY)
 
 
 class Health(BaseModel):

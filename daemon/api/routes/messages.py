@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
-from daemon.api.deps import AgentId, AppContext, Ctx, MessageId, cursor_after
+from daemon.api.deps import AppContext, Caller, MessageId, cursor_after
 from daemon.api.downloads import (
     PGP_ENCRYPTED,
     DownloadRequest,
@@ -23,14 +23,14 @@ from daemon.api.downloads import (
     lifetime,
     presigned_download,
 )
-from daemon.api.errors import ApiError, authed, not_found
+from daemon.api.errors import ANY_BODY, ApiError, authed, not_found
 from daemon.api.views import JsonBody, MessageList, MessageView, message_summary, message_view
 from daemon.outbound import AttachmentRef, Mailbox, SendRefused, SendRequest
 from storage.db import translated_errors
 from storage.errors import ObjectNotFound
 from storage.models import OUTBOUND, PURGED, Delivery, Message, Recipient
 
-router = APIRouter(tags=["messages"])
+router = APIRouter(tags=["messages"], responses=ANY_BODY)
 
 INLINE_BODY_LIMIT = 1 << 20  # bodies above this are not inlined in GET /v1/messages/{id}
 
@@ -47,11 +47,12 @@ async def load_message(ctx: AppContext, agent_id: str, message_id: str,
 
 @router.get("/v1/messages", response_model=MessageList, responses=authed(400, 422))
 async def list_messages(
-    agent_id: AgentId, ctx: Ctx,
+    caller: Caller,
     after: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
     """The agent's messages, oldest first (newest last), from a cursor."""
+    agent_id, ctx = caller.agent_id, caller.ctx
     after_seq = cursor_after(after)
     async with ctx.sessions() as session, translated_errors():
         seqs = list((await session.exec(
@@ -73,8 +74,9 @@ async def list_messages(
 
 @router.get("/v1/messages/{message_id}", response_model=MessageView,
             responses=authed(404, 422))
-async def get_message(agent_id: AgentId, ctx: Ctx, message_id: MessageId) -> Response:
+async def get_message(caller: Caller, message_id: MessageId) -> Response:
     """One message: envelope, headers of note, bodies, attachments."""
+    agent_id, ctx = caller.agent_id, caller.ctx
     mine, atts = await load_message(ctx, agent_id, message_id, with_attachments=True)
     msg = mine[0]
     bodies: dict[str, str | None] = {"text": None, "html": None}
@@ -95,9 +97,10 @@ async def get_message(agent_id: AgentId, ctx: Ctx, message_id: MessageId) -> Res
 
 @router.post("/v1/messages/{message_id}/raw/download", response_model=DownloadResponse,
              responses=authed(400, 404, 409, 422))
-async def download_raw(agent_id: AgentId, ctx: Ctx, message_id: MessageId,
+async def download_raw(caller: Caller, message_id: MessageId,
                        body: DownloadRequest | None = None) -> Response:
     """A presigned URL of the raw message as received (with our Received header)."""
+    agent_id, ctx = caller.agent_id, caller.ctx
     msg = (await load_message(ctx, agent_id, message_id))[0][0]
     if msg.status == PURGED:
         raise ApiError(409, "purged", "the message is past retention: its bytes are gone")
@@ -196,7 +199,7 @@ async def send(ctx: AppContext, request: SendRequest) -> dict[str, Any]:
 @router.post("/v1/messages", status_code=202, response_model=SendResponse,
              responses=authed(400, 403, 404, 409, 413, 422, 429))
 async def send_message(
-    agent_id: AgentId, ctx: Ctx, body: SendBody,
+    caller: Caller, body: SendBody,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
     """Send mail from one of the agent's addresses (SPEC §12). 202 once the composed message is
@@ -204,5 +207,6 @@ async def send_message(
     event feed says `message.sent`, `.delivered`, `.deferred`, `.bounced`). Attachments are
     refs to the agent's uploads or to inbound attachments it may see. The same
     `Idempotency-Key` within 24 h answers the first answer and sends once."""
+    agent_id, ctx = caller.agent_id, caller.ctx
     answer = await send(ctx, send_request(agent_id, body, idempotency_key))
     return JsonBody(answer, status_code=202)

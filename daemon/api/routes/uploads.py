@@ -17,9 +17,9 @@ from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from daemon.agents import utcnow
-from daemon.api.deps import AgentId, Ctx
+from daemon.api.deps import Caller
 from daemon.api.downloads import ExpiresIn, lifetime
-from daemon.api.errors import ApiError, authed
+from daemon.api.errors import ANY_BODY, ApiError, authed
 from daemon.api.multipart import MultipartError
 from daemon.api.upload_bodies import multipart_reader, spool_body, store_spooled
 from daemon.api.upload_records import own_upload, record_upload, upload_link
@@ -29,7 +29,7 @@ from storage.errors import InvalidKey
 from storage.models import READY
 from storage.objects import check_key, upload_key, uploads_prefix
 
-router = APIRouter(tags=["uploads"])
+router = APIRouter(tags=["uploads"], responses=ANY_BODY)
 
 _DROPPED = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 # type/subtype, optionally with parameters; printable ASCII only (it becomes an HTTP header).
@@ -120,9 +120,10 @@ def _check_cap(cap: int, size: int, what: str) -> None:
 
 
 @router.post("/v1/uploads/form", response_model=FormResponse, responses=authed(400, 422))
-async def upload_form(agent_id: AgentId, ctx: Ctx, body: FormRequest) -> Response:
+async def upload_form(caller: Caller, body: FormRequest) -> Response:
     """A presigned POST form: send `upload.fields`, then the file as the field `file`, to
     `upload.url`. The policy pins the key, the Content-Type and 0..`max_bytes`."""
+    agent_id, ctx = caller.agent_id, caller.ctx
     max_bytes = ctx.upload_max_bytes if body.max_bytes is None else body.max_bytes
     _check_cap(ctx.upload_max_bytes, max_bytes, "max_bytes")
     key = upload_key(agent_id, uuid.uuid4().hex, body.file_name)
@@ -136,8 +137,9 @@ async def upload_form(agent_id: AgentId, ctx: Ctx, body: FormRequest) -> Respons
 
 
 @router.post("/v1/uploads/url", response_model=UrlResponse, responses=authed(400, 422))
-async def upload_url(agent_id: AgentId, ctx: Ctx, body: UrlRequest) -> Response:
+async def upload_url(caller: Caller, body: UrlRequest) -> Response:
     """A presigned PUT URL: send exactly `size` bytes with the given Content-Type."""
+    agent_id, ctx = caller.agent_id, caller.ctx
     _check_cap(ctx.upload_max_bytes, body.size, "size")
     key = upload_key(agent_id, uuid.uuid4().hex, body.file_name)
     signed = await ctx.store.presign_put(key, expires_in=lifetime(ctx, body.expires_in),
@@ -150,9 +152,10 @@ async def upload_url(agent_id: AgentId, ctx: Ctx, body: UrlRequest) -> Response:
 
 @router.post("/v1/uploads", status_code=201, response_model=UploadObject,
              responses=authed(400), openapi_extra=_MULTIPART_BODY)
-async def upload_direct(agent_id: AgentId, ctx: Ctx, request: Request) -> Response:
+async def upload_direct(caller: Caller, request: Request) -> Response:
     """Upload through the daemon: multipart/form-data with the file in the field `file`
     (at most uploads.max_bytes, else 413)."""
+    agent_id, ctx = caller.agent_id, caller.ctx
     cap = ctx.upload_max_bytes
     reader = multipart_reader(request)
     try:
@@ -181,8 +184,9 @@ async def upload_direct(agent_id: AgentId, ctx: Ctx, request: Request) -> Respon
 
 @router.post("/v1/uploads/download", response_model=UrlAndExpiry,
              responses=authed(400, 403, 404, 409, 422))
-async def upload_download(agent_id: AgentId, ctx: Ctx, body: UploadDownloadRequest) -> Response:
+async def upload_download(caller: Caller, body: UploadDownloadRequest) -> Response:
     """A presigned URL of one of the agent's own uploads; 403 for any other key."""
+    agent_id, ctx = caller.agent_id, caller.ctx
     try:
         check_key(body.object_key)
     except InvalidKey:
