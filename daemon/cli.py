@@ -40,7 +40,7 @@ from daemon.config import (
 from daemon.openpgp import GpgUnavailable, gpg_version, read_public_key
 from daemon.operator import operator_list, operator_show
 from daemon.ops import GcReport, RepairError, collect, configure_logging, reprocess
-from daemon.outbound import Peer, add_peer, list_peers, remove_peer
+from daemon.outbound import DkimKeyError, Peer, add_peer, list_peers, load_key, remove_peer
 from daemon.server import StartupError, build_store, check_supported, prepare_database, serve
 from daemon.smtp import TlsError, load_tls
 from storage.db import make_engine, upgrade_schema
@@ -126,6 +126,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 read_public_key(spec.openpgp_public_key_file, config.encryption.gpg)
             except AgentError as e:
                 raise ConfigError(f"agents ({spec.name}).openpgp_public_key_file: {e}") from e
+    for key in config.outbound.dkim:  # a key that cannot sign stops here, not at the first send
+        try:
+            load_key(key.domain, key.selector, key.key_file, key.algorithm)
+        except DkimKeyError as e:
+            raise ConfigError(f"outbound.dkim ({key.domain}, {key.selector}): {e}") from e
     summary = {
         "smtp": config.smtp.listen, "protocol": config.smtp.protocol,
         "http": config.http.listen, "database": config.database.url.split("://")[0],

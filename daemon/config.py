@@ -25,6 +25,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -313,6 +314,12 @@ class OutboundConfig(_Section):
     workers: int = Field(default=4, ge=1, le=64)
     timeout: PositiveDuration = 60.0
     poll_interval: PositiveDuration = 1.0
+
+    @model_validator(mode="after")
+    def _credentials_together(self) -> OutboundConfig:
+        if (self.relay_username is None) != (self.relay_password is None):
+            raise ValueError("relay_username and relay_password go together")
+        return self
 
 
 class LogConfig(_Section):

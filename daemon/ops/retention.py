@@ -24,7 +24,7 @@ from daemon.agents import utcnow
 from daemon.ops.orphans import remove_orphans
 from storage.db import translated_errors
 from storage.errors import TransientError
-from storage.models import FAILED, PURGED, RECEIVED, Attachment, Message
+from storage.models import FAILED, OUTBOUND, PURGED, RECEIVED, Attachment, Message
 from storage.objects import ObjectStore
 
 log = structlog.get_logger("postroom.retention")
@@ -113,7 +113,8 @@ async def reprocess(sessions: async_sessionmaker[AsyncSession], message_ids: lis
     """Hand messages back to the pipeline: those named, or every `failed` one. Refused for a
     purged message (no raw object) and for one encrypted at rest (no plaintext to read)."""
     async with sessions() as session, translated_errors():
-        query = select(MESSAGES.c.id, MESSAGES.c.status, MESSAGES.c.encrypted_to)
+        query = select(MESSAGES.c.id, MESSAGES.c.status, MESSAGES.c.encrypted_to,
+                       MESSAGES.c.direction)
         if failed:
             query = query.where(MESSAGES.c.status == FAILED)
         else:
@@ -123,7 +124,9 @@ async def reprocess(sessions: async_sessionmaker[AsyncSession], message_ids: lis
         for message_id in message_ids or []:
             if message_id not in found:
                 raise RepairError(f"no message {message_id!r}")
-        for message_id, status, encrypted_to in rows:
+        for message_id, status, encrypted_to, direction in rows:
+            if direction == OUTBOUND:
+                raise RepairError(f"{message_id} is outbound: it was composed here, not received")
             if status == PURGED:
                 raise RepairError(f"{message_id} is purged: its raw object is gone")
             if encrypted_to:

@@ -38,6 +38,7 @@ from storage.models import (
     DELIVERED,
     DELIVERY_DONE,
     PARTIAL,
+    PURGED,
     QUEUED,
     SENDING,
     SENT,
@@ -277,7 +278,8 @@ def settle(conn: Connection, message_id: str, changes: Sequence[str], now: datet
     if statuses and all(s in DELIVERY_DONE for s in statuses):
         bounced = sum(s == BOUNCED for s in statuses)
         final = BOUNCED if bounced == len(statuses) else PARTIAL if bounced else SENT
-        conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id)
+        conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id,
+                                            MESSAGES.c.status != PURGED)  # retention won
                      .values(status=final, processed_at=now))
     agents = [str(a) for a in conn.execute(select(RECIPIENTS.c.agent_id).where(
         RECIPIENTS.c.message_id == message_id)).scalars()]

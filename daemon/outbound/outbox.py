@@ -36,7 +36,7 @@ from daemon.outbound.refs import (
     visible_message,
 )
 from daemon.outbound.verp import envelope_sender
-from storage.db import translated_errors
+from storage.db import Conflict, translated_errors
 from storage.models import (
     BOUNCED,
     OUTBOUND,
@@ -162,8 +162,18 @@ class Outbox:
                   if value is not None}
         for kind, data in bodies.items():  # so the message reads as inbound mail does
             await self._store.put(body_key(message_id, kind), data)
-        answer = await self._commit(req, message_id, header_id, thread_id, sender, recipients,
-                                    raw, draft, now, {k: len(v) for k, v in bodies.items()})
+        try:
+            answer = await self._commit(req, message_id, header_id, thread_id, sender,
+                                        recipients, raw, draft, now,
+                                        {k: len(v) for k, v in bodies.items()})
+        except Conflict:
+            # The same Idempotency-Key, committed by a concurrent request first: its answer.
+            # (The objects written for this one are orphans, which `postroom gc` removes.)
+            async with self._sessions() as session, translated_errors():
+                earlier = await _earlier_answer(await session.connection(), req, now)
+            if earlier is None:
+                raise
+            return earlier
         self._events.wake()
         self._wake_delivery()
         log.info("outbound.queued", message_id=message_id, agent_id=req.agent_id,

@@ -54,8 +54,13 @@ async def relay_message(settings: RelaySettings, sender: str, recipients: Sequen
     implicit_tls = where.scheme == "smtps"
     credentials = settings.username is not None and settings.password is not None
     must_tls = settings.tls == "required" or credentials
+    port = where.port or (465 if implicit_tls else 25)
     client = aiosmtplib.SMTP(
-        hostname=where.hostname, port=where.port or (465 if implicit_tls else 25),
+        hostname=where.hostname, port=port,
+        # Opportunistic STARTTLS encrypts without authenticating the relay, as Postfix's
+        # `smtp_tls_security_level = may` does; with credentials, or `relay_tls = "required"`,
+        # or smtps, the relay's certificate must verify.
+        validate_certs=must_tls or implicit_tls,
         use_tls=implicit_tls,
         # None: STARTTLS when the relay offers it; True: refuse to go on without it.
         start_tls=None if implicit_tls else (True if must_tls else None),
@@ -78,7 +83,7 @@ async def relay_message(settings: RelaySettings, sender: str, recipients: Sequen
         verdict = _verdict(e.code)
         return [RecipientOutcome(a, verdict, _reply(e.code, e.message)) for a in recipients]
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
-        reason = f"relay {where.hostname}:{where.port}: {type(e).__name__}"
+        reason = f"relay {where.hostname}:{port}: {type(e).__name__}"
         return [RecipientOutcome(a, "deferred", reason) for a in recipients]
     return [RecipientOutcome(a, _verdict(refused[a].code), _reply(refused[a].code,
                                                                   refused[a].message))

@@ -175,6 +175,7 @@ def test_without_a_relay_others_fail_at_once_with_no_relay(fresh_root: Path) -> 
     ({"to": [f"r{i}@example.test" for i in range(10_000)]}, 422, "too_many_recipients"),
     ({"to": ["x@example.test"], "attachments": [{"id": "upl_nope"}]}, 404, "not_found"),
     ({"to": ["x@example.test"], "in_reply_to": "msg_nope"}, 404, "not_found"),
+    ({"to": ["x@example.test"], "attachments": [{}]}, 422, "invalid_request"),
 ])
 def test_refusals_store_nothing_and_send_nothing(daemon: Daemon, alice: dict[str, Any],
                                                  body: dict[str, Any], status: int,

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import col, select
 
 from daemon.api.deps import AppContext, Caller, MessageId, cursor_after
@@ -132,6 +132,12 @@ class AttachmentRefIn(_In):
     file_name: str | None = Field(default=None, max_length=255)
     mime_type: str | None = Field(default=None, max_length=255)
     content_type: str | None = Field(default=None, max_length=255)
+
+    @model_validator(mode="after")
+    def _names_one(self) -> AttachmentRefIn:
+        if sum(v is not None for v in (self.object_key, self.key, self.id)) != 1:
+            raise ValueError("give one of object_key, key or id")
+        return self
 
 
 Addresses = Annotated[list[str | MailboxIn], Field(max_length=10_000)]
