@@ -248,3 +248,20 @@ def test_a_dsn_to_the_verp_address_bounces_its_recipient_and_is_not_mail(
             code, _ = smtp.docmd("MAIL FROM:<>")
             code, _ = smtp.docmd("RCPT TO:<bounces+msg_00000000000000000000000000@other.test>")
             assert code == 550
+
+
+def test_an_upload_not_yet_made_is_409_and_a_message_too_large_is_413(fresh_root: Path) -> None:
+    with _daemon(fresh_root) as d, _agent(d, "alice", "alice@agents.test") as (a, _):
+        form = a.post("/v1/uploads/form", json={"file_name": "later.pdf",
+                                                "content_type": "application/pdf"}).json()
+        r = a.post("/v1/messages", json={"to": ["x@example.test"],
+                                         "attachments": [{"id": form["id"]}]})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "not_ready"
+    small = running_daemon(fresh_root.parent / "small", smtp='max_message_size = "64KiB"',
+                           extra='[outbound]\npoll_interval = "0.2s"\n')
+    with small as d, _agent(d, "alice", "alice@agents.test") as (a, _):
+        up = _upload(a, "big.bin", os.urandom(60_000), "application/octet-stream")
+        r = a.post("/v1/messages", json={"to": ["x@example.test"],
+                                         "attachments": [{"id": up["id"]}]})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+        assert _inbox(a, "outbound") == []
