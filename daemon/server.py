@@ -295,7 +295,8 @@ class Node:
         self.deliverer = Deliverer(
             DeliverySettings(out.workers, poll_interval=out.poll_interval, max_age=out.max_age,
                              relay=relay, hostname=self.config.smtp.hostname,
-                             retry_base=out.retry_base, retry_max=out.retry_max),
+                             retry_base=out.retry_base, retry_max=out.retry_max,
+                             at_rest=self.config.encryption.at_rest),
             self.sessions, self.writer, self.store, self.ingest, self.directory,
             self.event_feed, self.node_id)
         self.bounces = BounceIntake(self.writer, self.event_feed, out.bounce_address)

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.clock import SYSTEM, Clock
-from daemon.directory import Directory
+from daemon.directory import Directory, Resolved
 from daemon.events import Wakeups, event_rows, record_events
 from daemon.outbound.relay import RecipientOutcome, RelaySettings, relay_message
 from daemon.pipeline import Delivery as InboundDelivery
@@ -66,6 +66,7 @@ class DeliverySettings:
     batch: int = 50
     retry_base: float = 60.0
     retry_max: float = 3600.0
+    at_rest: str = "off"  # encryption.at_rest: local copies follow SMTP's rules for it
     relay: RelaySettings | None = None
     hostname: str = "localhost"
 
@@ -187,24 +188,43 @@ class Deliverer:
 
     async def _deliver_locally(self, sender: str, raw: bytes, group: Sequence[Claimed]
                                ) -> list[Result]:
+        """Local recipients through the inbound pipeline, under the rules SMTP applies to them
+        (SPEC §8): with `encryption.at_rest = "required"` an agent without a key bounces, and
+        agents stored encrypted and in the clear get one copy each kind, as a relay is asked
+        to do with 452 over SMTP."""
         found = [(c, await self._directory.lookup(c.address)) for c in group]
-        gone: list[Result] = [(c, BOUNCED, "550 5.1.1 no such agent here any more",
-                               "unknown_recipient") for c, r in found if r is None]
-        resolved = [r for _, r in found if r is not None]
-        if not resolved:
-            return gone
+        results: list[Result] = [(c, BOUNCED, "550 5.1.1 no such agent here any more",
+                                  "unknown_recipient") for c, r in found if r is None]
+        at_rest = self.settings.at_rest
+        kinds: dict[bool, list[tuple[Claimed, Resolved]]] = {}
+        for claimed, resolved in found:
+            if resolved is None:
+                continue
+            keyed = at_rest != "off" and resolved.pgp_fingerprint is not None
+            if at_rest == "required" and not keyed:
+                results.append((claimed, BOUNCED, "550 5.7.1 the agent has no OpenPGP key and "
+                                "mail must be stored encrypted", "no_key"))
+                continue
+            kinds.setdefault(keyed, []).append((claimed, resolved))
+        for members in kinds.values():
+            results += await self._ingest_copy(sender, raw, members)
+        return results
+
+    async def _ingest_copy(self, sender: str, raw: bytes,
+                           members: Sequence[tuple[Claimed, Resolved]]) -> list[Result]:
+        """One local copy for `members`, as if a relay had delivered it."""
         # The Received header says "with LOCAL": the message never left this postroom.
-        delivery = InboundDelivery(mail_from=sender, recipients=tuple(resolved), peer="",
-                                   helo=self.settings.hostname, protocol="LOCAL")
+        delivery = InboundDelivery(mail_from=sender, recipients=tuple(r for _, r in members),
+                                   peer="", helo=self.settings.hostname, protocol="LOCAL")
         try:
             incoming = self._ingest.begin(delivery)
             await incoming.spool.write(raw)
             accepted = await self._ingest.accept(delivery, incoming)
         except (TransientError, OSError) as e:
-            return gone + [(c, DEFERRED, f"local delivery: {type(e).__name__}", None)
-                           for c, r in found if r is not None]
-        return gone + [(c, DELIVERED, f"250 delivered as {accepted.message_id}",
-                        accepted.message_id) for c, r in found if r is not None]
+            return [(c, DEFERRED, f"local delivery: {type(e).__name__}", None)
+                    for c, _ in members]
+        return [(c, DELIVERED, f"250 delivered as {accepted.message_id}", accepted.message_id)
+                for c, _ in members]
 
     async def _deliver_by_relay(self, sender: str, raw: bytes, group: Sequence[Claimed]
                                 ) -> list[Result]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from tests.capture import CaptureServer, free_port
 from tests.harness import Daemon, running_daemon
 from tests.outbound.test_bounces import POSTFIX_DSN
+from tests.pgpkeys import make_key
 
 
 def _wait(predicate: Any, within: float = 30.0, what: str = "the condition") -> Any:
@@ -265,3 +267,34 @@ def test_an_upload_not_yet_made_is_409_and_a_message_too_large_is_413(fresh_root
                                          "attachments": [{"id": up["id"]}]})
         assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
         assert _inbox(a, "outbound") == []
+
+
+@pytest.mark.parametrize(("at_rest", "carol_gets"), [("when_key", "delivered"),
+                                                   ("required", "bounced")])
+def test_local_copies_follow_the_encryption_rules_smtp_applies(
+        fresh_root: Path, tmp_path: Path, at_rest: str, carol_gets: str) -> None:
+    """A keyed and a keyless agent get one copy each (encrypted, in the clear); with
+    `at_rest = "required"` the keyless one bounces `no_key` instead."""
+    for name in ("alice", "bob"):
+        (tmp_path / f"{name}.asc").write_text(make_key(f"{name}@agents.test").public)
+    with _daemon(fresh_root, extra=f'[encryption]\nat_rest = "{at_rest}"\n') as d:
+        keys = {name: json.loads(d.cli("agent", "add", name, "--address", f"{name}@agents.test",
+                                       "--pgp-key", str(tmp_path / f"{name}.asc"),
+                                       "--json").stdout)["api_key"] for name in ("alice", "bob")}
+        carol = d.cli("agent", "add", "carol", "--address", "carol@agents.test", "--json")
+        carol_key = json.loads(carol.stdout)["api_key"]
+        with d.api(keys["alice"]) as a, d.api(keys["bob"]) as b, d.api(carol_key) as c:
+            sent = a.post("/v1/messages", json={"to": ["bob@agents.test", "carol@agents.test"],
+                                                "text": "secret"}).json()
+            assert _wait(lambda: _deliveries(a, sent["id"]) == {
+                "bob@agents.test": "delivered", "carol@agents.test": carol_gets})
+            [copy] = _wait(lambda: _inbox(b))
+            view = d.wait_message(keys["bob"], copy["id"])
+            assert view["encryption"] is not None and "secret" not in (view["text"] or "")
+            if carol_gets == "delivered":
+                [plain] = _wait(lambda: _inbox(c))
+                assert d.wait_message(carol_key, plain["id"])["text"].strip() == "secret"
+            else:
+                view = a.get(f"/v1/messages/{sent['id']}").json()
+                reasons = {r["address"]: r["reason"] for r in view["deliveries"]}
+                assert reasons["carol@agents.test"] == "no_key"
