@@ -81,8 +81,10 @@ def upload_view(u: Upload, url: str | None) -> dict[str, Any]:
     }
 
 
-def message_summary(m: MessageRow, mine: Sequence[RecipientRow]) -> dict[str, Any]:
-    """A message as listed: envelope, headers of note, status; no bodies."""
+def message_summary(m: MessageRow, mine: Sequence[RecipientRow],
+                    deliveries: Sequence[Any] | None = None) -> dict[str, Any]:
+    """A message as listed: envelope, headers of note, status; no bodies. An outbound one also
+    has `deliveries`, its recipients' statuses (None for inbound mail)."""
     return {
         "id": m.id, "direction": m.direction, "status": m.status,
         "received_at": iso(m.received_at),
@@ -94,6 +96,7 @@ def message_summary(m: MessageRow, mine: Sequence[RecipientRow]) -> dict[str, An
         "references": m.references, "size": m.size,
         "has_attachments": m.attachment_count > 0, "attachment_count": m.attachment_count,
         "error": m.error,
+        "deliveries": None if deliveries is None else [delivery_view(d) for d in deliveries],
     }
 
 
@@ -111,8 +114,7 @@ def message_view(m: MessageRow, mine: Sequence[RecipientRow],
                  deliveries: Sequence[Any] | None = None) -> dict[str, Any]:
     """A message in full: the summary plus bodies, attachments and defects; for an outbound
     one, `deliveries`, its recipients' statuses."""
-    out = message_summary(m, mine)
-    out["deliveries"] = None if deliveries is None else [delivery_view(d) for d in deliveries]
+    out = message_summary(m, mine, deliveries)
     recipients = _json_list(m.encrypted_to) if m.encrypted_to else None
     sealed = recipients is not None
     out.update({
@@ -216,6 +218,21 @@ class UploadObject(_View):
     source: Literal["upload"]
 
 
+class DeliveryView(_View):
+    """One recipient of an outbound message (`delivery_view`)."""
+
+    address: str
+    kind: Literal["to", "cc", "bcc"]
+    local: bool
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: str | None
+    reply: str | None
+    reason: str | None
+    delivered_message_id: str | None
+    updated_at: str
+
+
 class MessageSummary(_View):
     """A message as listed (`message_summary`)."""
 
@@ -240,6 +257,7 @@ class MessageSummary(_View):
     has_attachments: bool
     attachment_count: int
     error: str | None
+    deliveries: list[DeliveryView] | None
 
 
 class MessageList(_View):
@@ -264,25 +282,8 @@ class MessageEncryption(_View):
     recipients: list[Any]
 
 
-class DeliveryView(_View):
-    """One recipient of an outbound message (`delivery_view`)."""
-
-    address: str
-    kind: Literal["to", "cc", "bcc"]
-    local: bool
-    status: DeliveryStatus
-    attempts: int
-    next_attempt_at: str | None
-    reply: str | None
-    reason: str | None
-    delivered_message_id: str | None
-    updated_at: str
-
-
 class MessageView(MessageSummary):
     """A message in full (`message_view`)."""
-
-    deliveries: list[DeliveryView] | None
 
     text: str | None
     html: str | None

@@ -123,6 +123,10 @@ def test_mail_for_others_goes_through_the_relay_with_a_verp_sender(fresh_root: P
                      what="every recipient sent")
         types = [e["type"] for e in a.get("/v1/events").json()["events"]]
         assert "message.sent" in types
+        [listed] = _inbox(a, "outbound")  # the list shows each recipient's status too
+        assert {(r["address"], r["kind"], r["status"]) for r in listed["deliveries"]} == {
+            ("carol@example.test", "to", "sent"), ("dave@example.test", "cc", "sent"),
+            ("erin@example.test", "bcc", "sent")}
 
 
 def test_a_refused_recipient_bounces_and_a_deferred_one_is_retried(

@@ -67,7 +67,15 @@ async def list_messages(
             by_seq.setdefault(r.message_seq, []).append(r)
         msgs = {m.seq: m for m in (await session.exec(
             select(Message).where(col(Message.seq).in_(seqs)))).all()}
-    items = [message_summary(msgs[s], by_seq[s]) for s in seqs if s in msgs]
+        outbound = [m.id for m in msgs.values() if m.direction == OUTBOUND]
+        sent: dict[str, list[Delivery]] = {}
+        if outbound:  # one more statement, only for a page that holds outbound mail
+            for d in (await session.exec(select(Delivery).where(
+                    col(Delivery.message_id).in_(outbound)).order_by(col(Delivery.id)))).all():
+                sent.setdefault(d.message_id, []).append(d)
+    items = [message_summary(msgs[s], by_seq[s], sent.get(msgs[s].id, [])
+                             if msgs[s].direction == OUTBOUND else None)
+             for s in seqs if s in msgs]
     return JsonBody({"messages": items, "next_cursor": str(seqs[-1]) if seqs else after,
                      "has_more": has_more})
 
