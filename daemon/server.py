@@ -49,6 +49,7 @@ from daemon.outbound import (
     RelaySettings,
     load_key,
     release_all_deliveries,
+    release_node_deliveries,
 )
 from daemon.passwords import AuthUsers
 from daemon.pipeline import ExtractionPool, Ingest, Pipeline, PipelineSettings, release_all_leases
@@ -456,6 +457,8 @@ class Node:
         # a local copy already made is found again by ingest's dedupe, not made twice), then the
         # accepts whose clients hung up still finish their durable write.
         await self._cancel("delivery")
+        with contextlib.suppress(TimeoutError, TransientError):
+            await asyncio.wait_for(release_node_deliveries(self.sessions, self.node_id), 5)
         await self.ingest.wait_idle(10)
         # 4. Extraction under way is dropped; its leases are given back for any node to take.
         await self._cancel("pipeline")

@@ -7,6 +7,7 @@ answer chosen recipients with a chosen reply (a 4xx to defer, a 5xx to bounce). 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -29,6 +30,9 @@ class _Handler:
     received: list[Captured] = field(default_factory=list)
     replies: dict[str, str] = field(default_factory=dict)  # recipient → RCPT reply
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # While set, DATA is not answered until it is cleared (a relay hanging mid-transaction).
+    hold: threading.Event = field(default_factory=threading.Event)
+    holding: threading.Event = field(default_factory=threading.Event)  # a DATA is being held
 
     async def handle_RCPT(self, server: Any, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -40,6 +44,9 @@ class _Handler:
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         assert envelope.content is not None and envelope.mail_from is not None
+        while self.hold.is_set():
+            self.holding.set()
+            await asyncio.sleep(0.02)
         data = envelope.content if isinstance(envelope.content, bytes) else \
             envelope.content.encode()
         with self.lock:

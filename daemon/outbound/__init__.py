@@ -11,7 +11,12 @@ from daemon.outbound.compose import (
     compose,
     header_addresses,
 )
-from daemon.outbound.delivery import Deliverer, DeliverySettings, release_all_deliveries
+from daemon.outbound.delivery import (
+    Deliverer,
+    DeliverySettings,
+    release_all_deliveries,
+    release_node_deliveries,
+)
 from daemon.outbound.dkim import DkimKey, DkimKeyError, load_key, sign
 from daemon.outbound.outbox import Outbox, OutboxSettings, SendRefused, SendRequest
 from daemon.outbound.peers import Peer, add_peer, list_peers, lookup_peer, remove_peer
@@ -43,6 +48,7 @@ __all__ = [
     "load_key",
     "lookup_peer",
     "release_all_deliveries",
+    "release_node_deliveries",
     "remove_peer",
     "sign",
 ]

@@ -9,6 +9,7 @@ reaches a log or a reply text.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -68,8 +69,16 @@ async def relay_message(settings: RelaySettings, sender: str, recipients: Sequen
         password=settings.password if credentials else None,
         timeout=settings.timeout, local_hostname=settings.local_hostname)
     try:
-        async with client:
+        try:
+            await client.connect()
             refused, _ = await client.sendmail(sender, list(recipients), message)
+        except BaseException:
+            # Not `async with`: its exit says QUIT and waits for the reply even when we are
+            # cancelled (a drain), which a relay holding our DATA answers only at its timeout.
+            client.close()
+            raise
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            await client.quit()  # the message is the relay's now; a lost QUIT changes nothing
     except aiosmtplib.SMTPRecipientsRefused as e:
         answers = {r.recipient: r for r in e.recipients}
         return [RecipientOutcome(a, _verdict(answers[a].code) if a in answers else "deferred",

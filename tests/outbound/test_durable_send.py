@@ -4,6 +4,7 @@ leaves is DKIM-signed so that dkimpy verifies it against the record one would pu
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,29 @@ def test_what_leaves_is_signed_and_verifies_against_the_published_record(
     for index in range(2):
         assert dkim.DKIM(captured.data).verify(idx=index, dnsfunc=lookup)
     assert not dkim.verify(captured.data.replace(b"signed", b"forged"), dnsfunc=lookup)
+
+
+def test_a_stopped_node_gives_back_the_recipients_it_was_sending(fresh_root: Path) -> None:
+    """SIGTERM while the relay holds a transaction: the lease is given back at once (another
+    node would take the recipient up now, not a lease later), and it is delivered after."""
+    fresh_root.mkdir(parents=True)
+    with CaptureServer() as relay:
+        relay.handler.hold.set()
+        config = write_config(fresh_root, extra=_outbound(relay.url))
+        first = start_daemon(fresh_root, config)
+        alice = first.add_agent("alice", "alice@agents.test")
+        with first.api(alice["api_key"]) as a:
+            sent = a.post("/v1/messages", json={"to": ["x@example.test"], "text": "x"}).json()
+        assert relay.handler.holding.wait(30), "the relay never saw the DATA"
+        assert first.stop() == 0
+        with sqlite3.connect(fresh_root / "var" / "postroom.db") as db:
+            leases = db.execute("SELECT status, lease_owner FROM deliveries").fetchall()
+        assert leases == [("sending", None)]
+        relay.handler.hold.clear()
+        second = start_daemon(fresh_root, config)
+        try:
+            with second.api(alice["api_key"]) as a:
+                _wait(lambda: a.get(f"/v1/messages/{sent['id']}").json()["status"] == "sent",
+                      what="sent after the restart")
+        finally:
+            second.stop()
