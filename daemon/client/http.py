@@ -4,8 +4,8 @@
 
     client = Client("http://127.0.0.1:8025", api_key)
     form = client.request_attachment_upload("report.pdf", "application/pdf", 10_000_000)
-    requests.post(form["upload"]["url"], data=form["upload"]["fields"],
-                  files={"file": open("report.pdf", "rb")})
+    fields = {k: v for k, v in form["upload"].items() if k != "url"}
+    requests.post(form["upload"]["url"], data=fields, files={"file": open("report.pdf", "rb")})
     link = client.request_attachment_download(form["object_key"])
 
 Every refusal raises `PostroomError` with the HTTP `.status` and the API's error `.code`.
@@ -81,7 +81,7 @@ class Client:
 
     def request_attachment_upload(self, file_name: str, content_type: str,
                                   max_bytes: int) -> dict[str, Any]:
-        """A presigned POST form: `{"object_key", "upload": {"url", "fields"}, "expires_at"}`."""
+        """A presigned POST form: `{"object_key", "upload": {"url", …its fields}, "expires_at"}`."""
         return dict(self._call("POST", "/v1/uploads/form", json={
             "file_name": file_name, "content_type": content_type, "max_bytes": max_bytes}))
 

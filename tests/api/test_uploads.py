@@ -99,7 +99,7 @@ def test_form_upload_sent_as_the_seed_shows_downloads_back(
     upload = form["upload"]
     assert form["object_key"].startswith(f"uploads/{ann['id']}/")
     assert form["object_key"].endswith("-report.pdf")
-    r = requests.post(upload["url"], data=upload["fields"],
+    r = requests.post(upload["url"], data={k: v for k, v in upload.items() if k != "url"},
                       files={"file": ("report.pdf", data, "application/pdf")}, timeout=30)
     assert r.status_code == 204, r.text
     assert _download(d, ann, form["object_key"]) == data
@@ -277,7 +277,7 @@ def test_the_form_policy_holds_what_was_asked(backend: tuple[str, Daemon],
         _check_s3_form(d, ann)
         return
     form = _form(d, ann, max_bytes=1000)
-    upload, fields = form["upload"], form["upload"]["fields"]
+    upload, fields = form["upload"], {k: v for k, v in form["upload"].items() if k != "url"}
     assert set(fields) == {"key", "Content-Type", "policy", "signature"}
     tampered = {**fields, "signature": fields["signature"][:-2] + "AA"}
     assert _post_form(upload, tampered, b"x").status_code == 403
@@ -337,7 +337,8 @@ def test_local_upload_urls_expire(fresh_root: Path) -> None:
         # The signed lifetime itself is what is under test: wait for the clock to pass it.
         expired = max(_posix(form["expires_at"]), _posix(issued["expires_at"]))
         d.wait_for(lambda: time.time() > expired, 5.0, "the URLs' expiry")
-        assert _post_form(form["upload"], form["upload"]["fields"], b"late").status_code == 403
+        fields = {k: v for k, v in form["upload"].items() if k != "url"}
+        assert _post_form(form["upload"], fields, b"late").status_code == 403
         assert httpx.put(issued["upload_url"], content=b"abc",
                          headers={"Content-Type": "text/csv"}).status_code == 403
         with _api(d, ann) as api:
@@ -353,7 +354,7 @@ def test_local_upload_urls_expire(fresh_root: Path) -> None:
 
 def _check_s3_form(d: Daemon, ann: dict[str, Any]) -> None:
     form = _form(d, ann, max_bytes=1234)
-    fields = form["upload"]["fields"]
+    fields = {k: v for k, v in form["upload"].items() if k != "url"}
     assert fields["key"] == "p/" + form["object_key"]
     assert fields["Content-Type"] == "application/pdf"
     policy = json.loads(base64.b64decode(fields["policy"]))

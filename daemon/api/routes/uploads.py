@@ -72,9 +72,12 @@ class _Response(BaseModel):
     model_config = ConfigDict(extra="forbid")  # the document lists every field we send
 
 
-class FormUpload(_Response):
+class FormUpload(BaseModel):
+    """Where to POST the form, and its fields flat beside `url` (SPEC §6): seed 000's
+    `{k: v for k, v in upload.items() if k != "url"}` is the whole form."""
+
+    model_config = ConfigDict(extra="allow")  # the fields: key, policy, signature, …
     url: str
-    fields: dict[str, str]
 
 
 class FormResponse(_Response):
@@ -121,7 +124,8 @@ def _check_cap(cap: int, size: int, what: str) -> None:
 
 @router.post("/v1/uploads/form", response_model=FormResponse, responses=authed(400, 422))
 async def upload_form(caller: Caller, body: FormRequest) -> Response:
-    """A presigned POST form: send `upload.fields`, then the file as the field `file`, to
+    """A presigned POST form: send every field of `upload` but `url`, then the file as the field
+    `file`, to
     `upload.url`. The policy pins the key, the Content-Type and 0..`max_bytes`."""
     agent_id, ctx = caller.agent_id, caller.ctx
     max_bytes = ctx.upload_max_bytes if body.max_bytes is None else body.max_bytes
@@ -132,7 +136,7 @@ async def upload_form(caller: Caller, body: FormRequest) -> Response:
     row = await record_upload(ctx, agent_id, key, body.file_name, body.content_type, "form",
                               form.expires_at, max_bytes=max_bytes)
     return JsonBody({"id": row.id, "object_key": key,
-                     "upload": {"url": form.url, "fields": form.fields},
+                     "upload": {"url": form.url, **form.fields},
                      "expires_at": iso(form.expires_at)})
 
 
