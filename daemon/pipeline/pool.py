@@ -95,7 +95,11 @@ class ProcessWorkers(Executor):
         while True:
             slots.acquire()
             job = self._jobs.get()
-            if job is None:
+            if job is None:  # shut down: jobs sent to a worker that will not answer fail
+                with self._lock:
+                    broken = self._broken
+                if broken:
+                    self._break(sent, slots)
                 return
             future, args = job
             if not future.set_running_or_notify_cancel():
@@ -114,6 +118,14 @@ class ProcessWorkers(Executor):
             except (OSError, ValueError):  # the worker is gone, or its pipe closed by shutdown
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
+                self._break(sent, slots)
+                return
+            with self._lock:
+                broken = self._broken
+            if broken:
+                # The collector may have failed `sent` before this job joined it, and a write
+                # can still succeed while the dead worker's pipe is being torn down: fail what
+                # is left here, or it would wait for a reply that never comes.
                 self._break(sent, slots)
                 return
 
