@@ -48,8 +48,7 @@ from daemon.outbound import (
     OutboxSettings,
     RelaySettings,
     load_key,
-    release_all_deliveries,
-    release_node_deliveries,
+    release_delivery_leases,
 )
 from daemon.passwords import AuthUsers
 from daemon.pipeline import ExtractionPool, Ingest, Pipeline, PipelineSettings, release_all_leases
@@ -243,7 +242,7 @@ class Node:
         await ensure_config_agents(config, self.sessions)
         if config.is_sqlite:  # one node: every lease left is a dead run's
             await release_all_leases(self.sessions)
-            await release_all_deliveries(self.sessions)
+            await release_delivery_leases(self.sessions)
 
         self.directory = Directory(self.sessions, p.directory_refresh)
         await self.directory.reload()
@@ -300,7 +299,8 @@ class Node:
                              at_rest=self.config.encryption.at_rest),
             self.sessions, self.writer, self.store, self.ingest, self.directory,
             self.event_feed, self.node_id)
-        self.bounces = BounceIntake(self.writer, self.event_feed, out.bounce_address)
+        self.bounces = BounceIntake(self.sessions, self.writer, self.event_feed,
+                                    out.bounce_address)
         self.outbox = Outbox(
             OutboxSettings(self.config.smtp.max_message_size, out.max_recipients,
                            out.rate_per_agent, relay is not None, out.bounce_address, keys),
@@ -458,7 +458,7 @@ class Node:
         # accepts whose clients hung up still finish their durable write.
         await self._cancel("delivery")
         with contextlib.suppress(TimeoutError, TransientError):
-            await asyncio.wait_for(release_node_deliveries(self.sessions, self.node_id), 5)
+            await asyncio.wait_for(release_delivery_leases(self.sessions, self.node_id), 5)
         await self.ingest.wait_idle(10)
         # 4. Extraction under way is dropped; its leases are given back for any node to take.
         await self._cancel("pipeline")

@@ -14,8 +14,7 @@ from daemon.outbound.compose import (
 from daemon.outbound.delivery import (
     Deliverer,
     DeliverySettings,
-    release_all_deliveries,
-    release_node_deliveries,
+    release_delivery_leases,
 )
 from daemon.outbound.dkim import DkimKey, DkimKeyError, load_key, sign
 from daemon.outbound.outbox import Outbox, OutboxSettings, SendRefused, SendRequest
@@ -47,8 +46,7 @@ __all__ = [
     "list_peers",
     "load_key",
     "lookup_peer",
-    "release_all_deliveries",
-    "release_node_deliveries",
+    "release_delivery_leases",
     "remove_peer",
     "sign",
 ]

@@ -12,12 +12,15 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Connection, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.clock import SYSTEM, Clock
 from daemon.events import Wakeups
 from daemon.outbound.bounces import recipient_reports
 from daemon.outbound.delivery import settle
 from daemon.outbound.verp import bounced_message_id
+from storage.db import translated_errors
 from storage.group_commit import GroupCommit
 from storage.models import BOUNCED, OUTBOUND, Delivery, Message
 
@@ -29,8 +32,9 @@ MESSAGES: Any = Message.__table__  # type: ignore[attr-defined]
 class BounceIntake:
     """Matches DSNs to outbound messages and records them."""
 
-    def __init__(self, writer: GroupCommit, events: Wakeups, bounce_address: str | None,
-                 clock: Clock = SYSTEM) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], writer: GroupCommit,
+                 events: Wakeups, bounce_address: str | None, clock: Clock = SYSTEM) -> None:
+        self._sessions = sessions
         self._writer = writer
         self._events = events
         self._bounce_address = bounce_address
@@ -41,14 +45,11 @@ class BounceIntake:
         message_id = bounced_message_id(address, self._bounce_address)
         if message_id is None:
             return None
-
-        def find(conn: Connection) -> str | None:
-            found = conn.execute(select(MESSAGES.c.id).where(
-                MESSAGES.c.id == message_id, MESSAGES.c.direction == OUTBOUND)).first()
-            return None if found is None else str(found[0])
-
-        result: str | None = await self._writer.write(find)
-        return result
+        # A read: a session of its own, not a turn in the group committer's write batches.
+        async with self._sessions() as session, translated_errors():
+            found = (await session.execute(select(MESSAGES.c.id).where(
+                MESSAGES.c.id == message_id, MESSAGES.c.direction == OUTBOUND))).first()
+        return None if found is None else str(found[0])
 
     async def record(self, message_id: str, raw: bytes) -> int:
         """Bounce the recipients `raw` reports as failed; returns how many changed."""

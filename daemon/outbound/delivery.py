@@ -277,24 +277,16 @@ class Deliverer:
                      status=status, attempt=claimed.attempts, local=claimed.local)
 
 
-async def release_node_deliveries(sessions: async_sessionmaker[AsyncSession], owner: str) -> int:
-    """Give back the delivery leases `owner` holds (a node stopping): its recipients are taken
-    up by any node at once, not a lease later. A recipient whose relay said 250 after the
-    cancel is sent again (at least once, as an MTA's queue is)."""
+async def release_delivery_leases(sessions: async_sessionmaker[AsyncSession],
+                                  owner: str | None = None) -> int:
+    """Give back the delivery leases `owner` holds (a node stopping), or every one (`None`: a
+    SQLite node starting, whose leases can only be a dead run's): those recipients are taken up
+    at once, not a lease later. A recipient whose relay said 250 after the cancel is sent again
+    (at least once, as an MTA's queue is)."""
     c = DELIVERIES.c
+    held = c.lease_owner.is_not(None) if owner is None else c.lease_owner == owner
     async with sessions() as session, translated_errors():
-        result = await session.execute(update(DELIVERIES).where(c.lease_owner == owner)
-                                       .values(lease_owner=None, lease_expires_at=None))
-        await session.commit()
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def release_all_deliveries(sessions: async_sessionmaker[AsyncSession]) -> int:
-    """Give back every delivery lease (SQLite: one node, so any lease is a dead run's): the
-    recipients a killed daemon was sending are taken up again at once, not a lease later."""
-    c = DELIVERIES.c
-    async with sessions() as session, translated_errors():
-        result = await session.execute(update(DELIVERIES).where(c.lease_owner.is_not(None))
+        result = await session.execute(update(DELIVERIES).where(held)
                                        .values(lease_owner=None, lease_expires_at=None))
         await session.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]

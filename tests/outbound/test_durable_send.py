@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import time
 from pathlib import Path
-from typing import Any
 
 import dkim
 
 from tests.capture import CaptureServer, free_port
 from tests.harness import start_daemon, write_config
 from tests.outbound.test_compose import _ed25519_key, _rsa_key
-
-
-def _wait(predicate: Any, within: float = 60.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + within
-    while not (found := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return found
+from tests.outbound.test_send import _wait
 
 
 def _outbound(relay: str, extra: str = "") -> str:
@@ -52,7 +43,7 @@ def test_every_202_is_delivered_exactly_once_after_a_kill(fresh_root: Path) -> N
             def all_done() -> bool:
                 return all(a.get(f"/v1/messages/{m}").json()["status"] == "sent"
                            for m in remote + local)
-            _wait(all_done, what="every message sent")
+            _wait(all_done, within=60, what="every message sent")
         assert sorted(c.mail_from for c in relay.received) == sorted(
             f"bounces+{m}@agents.test" for m in remote)
         assert len(captured) == len(relay.received) == len(remote)
@@ -118,6 +109,6 @@ def test_a_stopped_node_gives_back_the_recipients_it_was_sending(fresh_root: Pat
         try:
             with second.api(alice["api_key"]) as a:
                 _wait(lambda: a.get(f"/v1/messages/{sent['id']}").json()["status"] == "sent",
-                      what="sent after the restart")
+                      within=60, what="sent after the restart")
         finally:
             second.stop()
