@@ -83,7 +83,7 @@ def inbound_attachment(d: Daemon, agent: Agent, message_id: str,
     return dict(status.json()), fetched(link.json()["url"])
 
 
-def upload(d: Daemon, agent: Agent, upload_id: str) -> tuple[dict[str, Any], bytes]:
+def uploaded(d: Daemon, agent: Agent, upload_id: str) -> tuple[dict[str, Any], bytes]:
     """An upload's attachment object (GET /v1/attachments/{id}) and the bytes its URL serves."""
     with d.api(agent.key) as api:
         r = api.get(f"/v1/attachments/{upload_id}")

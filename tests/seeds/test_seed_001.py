@@ -25,9 +25,9 @@ from tests.seeds.checks import (
     new_message,
     pdf,
     sha256,
-    upload,
+    uploaded,
 )
-from tests.seeds.run import Ran, client_prelude, run_bash, run_python
+from tests.seeds.run import client_prelude, run_bash, run_python
 from tests.seeds.snippets import substituted
 
 pytestmark = pytest.mark.e2e
@@ -59,7 +59,7 @@ def test_the_python_upload_and_send_snippet_delivers_the_file(
     known = message_ids(site.daemon, recipient)
     ran = run_python(code, tmp_path, client_prelude(site.daemon.url, sender.key),
                      report={"upload_id": "upload.id", "message_id": "message.id"})
-    view, stored = upload(site.daemon, sender, ran.reported["upload_id"])
+    view, stored = uploaded(site.daemon, sender, ran.reported["upload_id"])
     assert view["size"] == DECLARED and sha256(stored) == sha256(data)
     with site.daemon.api(sender.key) as api:
         sent = api.get(f"/v1/messages/{ran.reported['message_id']}")
@@ -113,8 +113,8 @@ def test_the_python_download_snippet_writes_the_attachment(
     att_id = ATTACHMENT_SOURCES[source](site, sender, payload)
     (tmp_path / "downloads").mkdir()
     code = substituted("001-python-download", {"att_xyz789": att_id})
-    ran: Ran = run_python(code, tmp_path, client_prelude(site.daemon.url, sender.key),
-                          report={"id": "attachment.id", "size": "attachment.size"})
+    ran = run_python(code, tmp_path, client_prelude(site.daemon.url, sender.key),
+                     report={"id": "attachment.id", "size": "attachment.size"})
     assert ran.reported == {"id": att_id, "size": len(payload)}
     written = tmp_path / "downloads" / "quarterly-report.pdf"
     assert sha256(written.read_bytes()) == sha256(payload)
