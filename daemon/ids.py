@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import time
 
@@ -51,3 +52,24 @@ def thread_id_for(root_message_id: str) -> str:
     of References, else the message's own): the same on every node, for inbound and outbound."""
     root = root_message_id.strip().strip("<>").lower()
     return "thr_" + hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:26]
+
+
+_MSG_ID = re.compile(r"<[^<>\s]+>")
+
+
+def thread_id_of(references: str | None, in_reply_to: str | None, own: str) -> str:
+    """A message's thread from its headers: the first Message-ID of References (the
+    conversation's root), else of In-Reply-To, else `own` (its Message-ID, or our id when it
+    has none)."""
+    for header in (references, in_reply_to):
+        found = _MSG_ID.search(header or "")
+        if found:
+            return thread_id_for(found.group(0))
+    return thread_id_for(own)
+
+
+def inbox_id_for(address: str) -> str:
+    """The id of an inbox, one address of an agent (SPEC §17): derived from the address, so it
+    is the same on every node and needs no row; another agent's answers 404 all the same."""
+    normal = address.strip().lower()
+    return "inb_" + hashlib.sha256(b"inbox\0" + normal.encode("utf-8")).hexdigest()[:26]

@@ -97,6 +97,8 @@ class Message(SQLModel, table=True):
     manifest: str | None = Field(default=None, sa_column=Column(Text))
     # "inbound" (a relay delivered it) or "outbound" (an agent sent it, SPEC §12).
     direction: str = Field(default=INBOUND, max_length=16)
+    # The conversation (daemon.ids.thread_id_of): set with the headers, inbound and outbound.
+    thread_id: str | None = Field(default=None, max_length=40, index=True)
 
 
 class Recipient(SQLModel, table=True):

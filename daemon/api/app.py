@@ -19,6 +19,8 @@ from starlette.routing import BaseRoute
 from daemon.api.deps import ApiContext, AppContext
 from daemon.api.errors import ApiError, error_body, error_responses
 from daemon.api.routes import (
+    agentpost,
+    agentsend,
     attachments,
     directory,
     events,
@@ -39,6 +41,11 @@ SECURITY_SCHEMES = {
 }
 
 
+# Every route under these takes an agent's key: postroom's own (`/v1`), AgentPost's
+# (`/api/v1`) and AgentSend's (SPEC §17).
+KEYED_PATHS = ("/v1/", "/api/v1/", "/attachments", "/inboxes")
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
     """Build the ASGI app around `ctx`."""
     # Any request, whatever its route, may carry a body over http.max_body (api/bodylimit.py).
@@ -47,12 +54,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
     generated_openapi = app.openapi
 
     def documented_openapi() -> dict[str, Any]:
-        """FastAPI's document plus the API-key schemes on every `/v1` operation."""
+        """FastAPI's document plus the API-key schemes on every operation that takes one."""
         if app.openapi_schema is None:
             doc = generated_openapi()
             doc.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
             for path, operations in doc["paths"].items():
-                if path.startswith("/v1/"):
+                if path.startswith(KEYED_PATHS):
                     for operation in operations.values():
                         operation["security"] = [{"bearer": []}, {"apiKey": []}]
         return app.openapi_schema or {}
@@ -66,7 +73,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app.state.ctx = state = AppContext.of(ctx)
     routers = [health.router, messages.router, attachments.router, uploads.router,
-               events.router, directory.router]
+               events.router, directory.router, agentpost.router, agentsend.router]
     if state.metrics is not None:
         routers.insert(0, health.metrics_router)
     if state.store.url_signer is not None:  # the store's URLs are answered here (local store)

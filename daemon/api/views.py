@@ -93,7 +93,7 @@ def message_summary(m: MessageRow, mine: Sequence[RecipientRow],
         "tag": next((r.tag for r in mine if r.tag), None),
         "from": m.from_, "to": m.to, "cc": m.cc, "subject": m.subject, "date": m.date,
         "message_id": m.message_id_header, "in_reply_to": m.in_reply_to,
-        "references": m.references, "size": m.size,
+        "references": m.references, "thread_id": m.thread_id, "size": m.size,
         "has_attachments": m.attachment_count > 0, "attachment_count": m.attachment_count,
         "error": m.error,
         "deliveries": None if deliveries is None else [delivery_view(d) for d in deliveries],
@@ -253,6 +253,7 @@ class MessageSummary(_View):
     message_id: str | None
     in_reply_to: str | None
     references: str | None
+    thread_id: str | None  # null until extraction has read the headers
     size: int
     has_attachments: bool
     attachment_count: int

@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from daemon.clock import SYSTEM, Clock
 from daemon.directory import Directory
 from daemon.events import Wakeups, event_rows, record_events
-from daemon.ids import new_message_id, thread_id_for
+from daemon.ids import new_message_id, thread_id_of
 from daemon.outbound.compose import CompositionError, Draft, Mailbox, check_address, compose
 from daemon.outbound.dkim import DkimKey, sign
 from daemon.outbound.refs import (
@@ -154,8 +154,7 @@ class Outbox:
         raw = sign(raw, sender.email.rpartition("@")[2], self.settings.dkim)
         if len(raw) > self.settings.max_message_size:
             raise SendRefused(413, "too_large", "the message is over smtp.max_message_size")
-        chain = (*threading[1], *((threading[0],) if threading[0] else ()))
-        thread_id = thread_id_for(chain[0] if chain else header_id)  # the conversation's root
+        thread_id = thread_id_of(" ".join(threading[1]), threading[0], header_id)
         await self._store.put(raw_key(message_id), raw)
         bodies = {kind: value.encode("utf-8") for kind, value in (("text", draft.text),
                                                                    ("html", draft.html))
@@ -273,6 +272,7 @@ class Outbox:
                 references_header=" ".join(draft.references + ((draft.in_reply_to,)
                                            if draft.in_reply_to else ())) or None,
                 attachment_count=len(draft.attachments), defects="[]", direction=OUTBOUND,
+                thread_id=thread_id,
                 text_key=body_key(message_id, "text") if "text" in bodies else None,
                 text_size=bodies.get("text"),
                 html_key=body_key(message_id, "html") if "html" in bodies else None,

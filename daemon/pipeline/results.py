@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy import Connection
 
 from daemon.events import event_rows, record_events
-from daemon.ids import new_attachment_id
+from daemon.ids import new_attachment_id, thread_id_of
 from extractors import Extraction, Part
 from storage.models import FAILED, PARTIAL, PENDING, READY, REJECTED, Attachment
 from storage.objects import attachment_key, body_key
@@ -89,6 +89,7 @@ def _message_values(message_id: str, found: Extraction, final: bool, now: dateti
         "from_header": h.from_, "to_header": h.to, "cc_header": h.cc,
         "subject": h.subject, "date_header": h.date, "message_id_header": h.message_id,
         "in_reply_to": h.in_reply_to, "references_header": h.references,
+        "thread_id": thread_id_of(h.references, h.in_reply_to, h.message_id or message_id),
         "attachment_count": len(found.attachments),
         "defects": json.dumps(list(found.defects)),
         "pgp": found.pgp, "smime": found.smime,

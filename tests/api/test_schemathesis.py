@@ -89,6 +89,11 @@ database = "none"
 # The one key above, not generated ones (test_api_keys.py and the authorization tests own those).
 with-security-parameters = false
 
+# A body over http.max_body is refused, before it is read, with 413: a rejection too.
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428",
+                     "429"]
+
 [dictionaries.message_ids]
 values = {_toml_list(f.message_ids)}
 [dictionaries.attachment_ids]

@@ -70,3 +70,37 @@ def test_what_serve_imports_leaves_alembic_out() -> None:
                             "print(any(m.startswith('alembic') for m in sys.modules))"],
                            capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "False"
+
+
+async def test_0007_gives_existing_messages_their_thread(tmp_path: Path) -> None:
+    """Rows stored before `messages.thread_id` existed get the thread their headers name: the
+    first of References, else In-Reply-To, else their own Message-ID; unextracted ones none."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from daemon.ids import thread_id_of
+    from storage.db import _alembic_config
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/s.db")
+    rows = [("msg_a", "<root@x>", None, None), ("msg_b", "<b@x>", "<root@x>", "<root@x> <a@x>"),
+            ("msg_c", "<c@x>", "<b@x>", None), ("msg_d", None, None, None)]
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), "0006_outbound"))
+            for seq, (mid, header, reply_to, refs) in enumerate(rows, 1):
+                await conn.execute(text(
+                    "INSERT INTO messages (seq, id, status, mail_from, peer, size, raw_key, "
+                    "raw_sha256, received_at, attempts, attachment_count, defects, direction, "
+                    "message_id_header, in_reply_to, references_header) VALUES (:seq, :id, "
+                    "'ready', 'a@x', 'p', 1, 'k', 's', '2026-01-01', 0, 0, '[]', 'inbound', "
+                    ":h, :r, :refs)"), {"seq": seq, "id": mid, "h": header, "r": reply_to,
+                                        "refs": refs})
+        await upgrade_schema(engine)
+        async with engine.connect() as conn:
+            got = dict((await conn.execute(text(
+                "SELECT id, thread_id FROM messages ORDER BY seq"))).all())
+    finally:
+        await engine.dispose()
+    root = thread_id_of(None, None, "<root@x>")
+    assert got == {"msg_a": root, "msg_b": root, "msg_c": thread_id_of(None, "<b@x>", "x"),
+                   "msg_d": None}

@@ -33,6 +33,7 @@ from daemon.api.views import (
     upload_view,
 )
 from storage.models import READY, TERMINAL_ATTACHMENT, UNFINISHED
+from storage.objects import PresignedGet
 from storage.presign import download_content_type
 
 router = APIRouter(tags=["attachments"], responses=ANY_BODY)
@@ -99,19 +100,25 @@ async def download_attachment(caller: Caller, message_id: MessageId, index: Inde
 async def get_attachment(caller: Caller, attachment_id: AttachmentId) -> Response:
     """An inbound attachment (`att_…`) of a message addressed to the agent, or one of its
     uploads (`upl_…`), with a fresh download `url` when it is ready."""
-    agent_id, ctx = caller.agent_id, caller.ctx
+    return JsonBody((await attachment_by_id(caller.ctx, caller.agent_id, attachment_id))[0])
+
+
+async def attachment_by_id(ctx: AppContext, agent_id: str, attachment_id: str
+                           ) -> tuple[dict[str, Any], PresignedGet | None]:
+    """The view of an inbound attachment the agent may see or of one of its uploads, with
+    `url` set, and the link behind that url (None until ready); 404 otherwise."""
     if attachment_id.startswith("upl_"):
         row = await own_upload(ctx, agent_id, id=attachment_id)
         link = await upload_link(ctx, row, ctx.presign_ttl)
-        return JsonBody(upload_view(row, link.url if link else None))
+        return upload_view(row, link.url if link else None), link
     att = await ctx.lookups.attachment_by_id(agent_id, attachment_id)
     if att is None:
         raise not_found("attachment")
     view = attachment_view(att)
-    view["url"] = None
+    link = None
     if att.status == READY and att.object_key:
-        signed = await ctx.store.presign_get(
+        link = await ctx.store.presign_get(
             att.object_key, expires_in=ctx.presign_ttl, file_name=att.file_name,
             content_type=download_content_type(att.content_type))
-        view["url"] = signed.url
-    return JsonBody(view)
+    view["url"] = link.url if link else None
+    return view, link

@@ -52,13 +52,21 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
     """The agent's messages, oldest first (newest last), from a cursor."""
-    agent_id, ctx = caller.agent_id, caller.ctx
+    return JsonBody(await message_page(caller.ctx, caller.agent_id, after, limit))
+
+
+async def message_page(ctx: AppContext, agent_id: str, after: str | None, limit: int,
+                       recipients: Any = None) -> dict[str, Any]:
+    """A page of the agent's messages after the cursor `after`: `{"messages", "next_cursor",
+    "has_more"}`; `recipients`, a condition on its recipient rows, narrows it (an inbox)."""
     after_seq = cursor_after(after)
     async with ctx.sessions() as session, translated_errors():
+        page = (select(Recipient.message_seq).distinct()
+                .where(Recipient.agent_id == agent_id, col(Recipient.message_seq) > after_seq))
+        if recipients is not None:
+            page = page.where(recipients)
         seqs = list((await session.exec(
-            select(Recipient.message_seq).distinct()
-            .where(Recipient.agent_id == agent_id, col(Recipient.message_seq) > after_seq)
-            .order_by(col(Recipient.message_seq)).limit(limit + 1))).all())
+            page.order_by(col(Recipient.message_seq)).limit(limit + 1))).all())
         has_more = len(seqs) > limit
         seqs = seqs[:limit]
         by_seq: dict[int, list[Recipient]] = {}
@@ -76,8 +84,8 @@ async def list_messages(
     items = [message_summary(msgs[s], by_seq[s], sent.get(msgs[s].id, [])
                              if msgs[s].direction == OUTBOUND else None)
              for s in seqs if s in msgs]
-    return JsonBody({"messages": items, "next_cursor": str(seqs[-1]) if seqs else after,
-                     "has_more": has_more})
+    return {"messages": items, "next_cursor": str(seqs[-1]) if seqs else after,
+            "has_more": has_more}
 
 
 @router.get("/v1/messages/{message_id}", response_model=MessageView,
@@ -182,21 +190,25 @@ class SendResponse(BaseModel):
     recipients: list[SentRecipient]
 
 
-def _mailbox(value: str | MailboxIn) -> Mailbox:
+def mailbox(value: str | MailboxIn) -> Mailbox:
     return Mailbox(value) if isinstance(value, str) else Mailbox(value.email, value.name)
+
+
+def attachment_refs(refs: Sequence[AttachmentRefIn]) -> tuple[AttachmentRef, ...]:
+    """The outbox's refs, with the seeds' aliases (`key`, `filename`, `mime_type`) resolved."""
+    return tuple(AttachmentRef(object_key=a.object_key or a.key, id=a.id,
+                               file_name=a.file_name or a.filename,
+                               content_type=a.content_type or a.mime_type) for a in refs)
 
 
 def send_request(agent_id: str, body: SendBody, idempotency_key: str | None) -> SendRequest:
     """The outbox's request from the API's body (SPEC §12's names, and the seeds' aliases)."""
     return SendRequest(
-        agent_id=agent_id, sender=None if body.from_ is None else _mailbox(body.from_),
-        to=tuple(map(_mailbox, body.to)), cc=tuple(map(_mailbox, body.cc)),
-        bcc=tuple(map(_mailbox, body.bcc)), subject=body.subject, text=body.text,
+        agent_id=agent_id, sender=None if body.from_ is None else mailbox(body.from_),
+        to=tuple(map(mailbox, body.to)), cc=tuple(map(mailbox, body.cc)),
+        bcc=tuple(map(mailbox, body.bcc)), subject=body.subject, text=body.text,
         html=body.html, in_reply_to=body.in_reply_to, headers=tuple(body.headers.items()),
-        attachments=tuple(AttachmentRef(
-            object_key=a.object_key or a.key, id=a.id, file_name=a.file_name or a.filename,
-            content_type=a.content_type or a.mime_type) for a in body.attachments),
-        idempotency_key=idempotency_key)
+        attachments=attachment_refs(body.attachments), idempotency_key=idempotency_key)
 
 
 async def send(ctx: AppContext, request: SendRequest) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from daemon.agents import utcnow
-from daemon.api.deps import Caller
+from daemon.api.deps import AppContext, Caller
 from daemon.api.downloads import ExpiresIn, lifetime
 from daemon.api.errors import ANY_BODY, ApiError, authed
 from daemon.api.multipart import MultipartError
@@ -26,8 +26,8 @@ from daemon.api.upload_records import own_upload, record_upload, upload_link
 from daemon.api.views import JsonBody, UploadObject, iso, upload_view
 from extractors.filenames import extension_for, safe_file_name
 from storage.errors import InvalidKey
-from storage.models import READY
-from storage.objects import check_key, upload_key, uploads_prefix
+from storage.models import READY, Upload
+from storage.objects import PresignedGet, check_key, upload_key, uploads_prefix
 
 router = APIRouter(tags=["uploads"], responses=ANY_BODY)
 
@@ -111,15 +111,15 @@ class UrlAndExpiry(_Response):
     expires_at: str
 
 
-_MULTIPART_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+MULTIPART_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {
         "type": "object", "required": ["file"],
         "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
 
 
-def _check_cap(cap: int, size: int, what: str) -> None:
+def _check_cap(cap: int, size: int, what: str, status: int = 400) -> None:
     if size > cap:
-        raise ApiError(400, "too_large", f"{what} is over uploads.max_bytes ({cap})")
+        raise ApiError(status, "too_large", f"{what} is over uploads.max_bytes ({cap})")
 
 
 @router.post("/v1/uploads/form", response_model=FormResponse, responses=authed(400, 422))
@@ -143,23 +143,39 @@ async def upload_form(caller: Caller, body: FormRequest) -> Response:
 @router.post("/v1/uploads/url", response_model=UrlResponse, responses=authed(400, 422))
 async def upload_url(caller: Caller, body: UrlRequest) -> Response:
     """A presigned PUT URL: send exactly `size` bytes with the given Content-Type."""
-    agent_id, ctx = caller.agent_id, caller.ctx
-    _check_cap(ctx.upload_max_bytes, body.size, "size")
-    key = upload_key(agent_id, uuid.uuid4().hex, body.file_name)
-    signed = await ctx.store.presign_put(key, expires_in=lifetime(ctx, body.expires_in),
-                                         content_type=body.content_type, size=body.size)
-    row = await record_upload(ctx, agent_id, key, body.file_name, body.content_type, "url",
-                              signed.expires_at, size=body.size, max_bytes=body.size)
-    return JsonBody({"upload_url": signed.url, "object_key": key, "id": row.id,
-                     "expires_at": iso(signed.expires_at)})
+    return JsonBody(await put_upload(caller.ctx, caller.agent_id, body.file_name,
+                                     body.content_type, body.size, body.expires_in))
+
+
+async def put_upload(ctx: AppContext, agent_id: str, file_name: str, content_type: str,
+                     size: int, expires_in: int | None, over_cap: int = 400
+                     ) -> dict[str, Any]:
+    """A presigned PUT of exactly `size` bytes of `content_type`, and its pending row:
+    `{"upload_url", "object_key", "id", "expires_at"}`; `over_cap` is the status of a size over
+    uploads.max_bytes."""
+    _check_cap(ctx.upload_max_bytes, size, "size", over_cap)
+    key = upload_key(agent_id, uuid.uuid4().hex, file_name)
+    signed = await ctx.store.presign_put(key, expires_in=lifetime(ctx, expires_in),
+                                         content_type=content_type, size=size)
+    row = await record_upload(ctx, agent_id, key, file_name, content_type, "url",
+                              signed.expires_at, size=size, max_bytes=size)
+    return {"upload_url": signed.url, "object_key": key, "id": row.id,
+            "expires_at": iso(signed.expires_at)}
 
 
 @router.post("/v1/uploads", status_code=201, response_model=UploadObject,
-             responses=authed(400), openapi_extra=_MULTIPART_BODY)
+             responses=authed(400), openapi_extra=MULTIPART_BODY)
 async def upload_direct(caller: Caller, request: Request) -> Response:
     """Upload through the daemon: multipart/form-data with the file in the field `file`
     (at most uploads.max_bytes, else 413)."""
-    agent_id, ctx = caller.agent_id, caller.ctx
+    row, link = await direct_upload(caller.ctx, caller.agent_id, request)
+    return JsonBody(upload_view(row, link.url if link else None), status_code=201)
+
+
+async def direct_upload(ctx: AppContext, agent_id: str, request: Request
+                        ) -> tuple[Upload, PresignedGet | None]:
+    """The file of the multipart field `file` of `request`, stored as a `ready` upload: its row
+    and a download link. 413 over uploads.max_bytes, 400 for a body without the field."""
     cap = ctx.upload_max_bytes
     reader = multipart_reader(request)
     try:
@@ -179,8 +195,7 @@ async def upload_direct(caller: Caller, request: Request) -> Response:
             row = await record_upload(ctx, agent_id, key, file_name, content_type, "direct",
                                       status=READY, size=spooled.size, sha256=spooled.sha256,
                                       ready_at=utcnow())
-            link = await upload_link(ctx, row, ctx.presign_ttl)
-            return JsonBody(upload_view(row, link.url if link else None), status_code=201)
+            return row, await upload_link(ctx, row, ctx.presign_ttl)
     except MultipartError as e:
         raise ApiError(400, "invalid_multipart", str(e)) from None
     raise ApiError(400, "invalid_request", "no file in the multipart field `file`")
