@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from daemon.client.api import Api, segment
 from daemon.client.errors import PostroomError
@@ -23,13 +23,16 @@ class Record:
     """An API object as attributes; `raw` holds every field the API sent."""
 
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # Attributes whose JSON name is a Python keyword: attribute → field.
+    _aliases: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def from_json(cls: type[R], data: Any) -> R:
         if not isinstance(data, Mapping):
             raise PostroomError(0, "invalid_response", f"{cls.__name__}: not a JSON object")
         named = {f.name for f in fields(cls)} - {"raw"}
-        return cls(raw=dict(data), **{name: data.get(name) for name in named})
+        return cls(raw=dict(data), **{
+            name: data.get(cls._aliases.get(name, name)) for name in named})
 
     def __getitem__(self, name: str) -> Any:
         return self.raw[name]
@@ -62,6 +65,9 @@ class AttachmentInfo(Record):
     message_id: str | None = None
     download_url: str | None = None
     expires_at: str | None = None
+    status: str | None = None
+    sha256: str | None = None
+    created_at: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +80,32 @@ class SentMessage(Record):
     status: str | None = None
     thread_id: str | None = None
     recipients: list[Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageSummary(Record):
+    """A message as an inbox lists it; `has_attachments` says whether to ask for more."""
+
+    _aliases: ClassVar[Mapping[str, str]] = {"from_": "from"}
+
+    id: str
+    direction: str | None = None
+    status: str | None = None
+    from_: str | None = None
+    to: str | None = None
+    subject: str | None = None
+    received_at: str | None = None
+    has_attachments: bool | None = None
+    attachment_count: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessagePage(Record):
+    """One page of an inbox's messages, oldest first; pass `next_cursor` back as `after`."""
+
+    messages: list[MessageSummary]
+    next_cursor: str | None = None
+    has_more: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,16 +136,32 @@ class Attachments:
 
 
 class Messages:
-    """`client.messages`: sending from one of the agent's inboxes."""
+    """`client.messages`: an inbox's messages, and sending from it."""
 
     def __init__(self, api: Api) -> None:
         self._api = api
 
+    def list(self, inbox_id: str, after: str | None = None, limit: int = 50) -> MessagePage:
+        """The inbox's messages (received at its address or sent from it), oldest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        page = self._api.object("GET", f"/api/v1/inboxes/{segment(inbox_id)}/messages",
+                                params=params)
+        items = page.get("messages")
+        if not isinstance(items, Sequence):
+            raise PostroomError(0, "invalid_response", "an inbox's page without messages")
+        return MessagePage.from_json(
+            {**page, "messages": [MessageSummary.from_json(m) for m in items]})
+
     def send(self, inbox_id: str, to: Addresses, subject: str, text_body: str | None = None,
              html_body: str | None = None, cc: Addresses = None, bcc: Addresses = None,
-             attachments: Sequence[Mapping[str, Any]] | None = None) -> SentMessage:
+             attachments: Sequence[Mapping[str, Any]] | None = None, *,
+             in_reply_to: str | None = None,
+             idempotency_key: str | None = None) -> SentMessage:
         """Send from `inbox_id`; `attachments` are refs `{"key" | "id", "filename",
-        "mime_type"}` of uploads (or of inbound attachments, to forward them)."""
+        "mime_type"}` of uploads (or of inbound attachments, to forward them);
+        `in_reply_to` a message id the agent may see."""
         body: dict[str, Any] = {"to": mailboxes(to), "subject": subject}
         for name, value in (("cc", cc), ("bcc", bcc)):
             if value is not None:
@@ -124,8 +172,12 @@ class Messages:
             body["html_body"] = html_body
         if attachments:
             body["attachments"] = [attachment_ref(a) for a in attachments]
+        if in_reply_to is not None:
+            body["in_reply_to"] = in_reply_to
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return SentMessage.from_json(self._api.call(
-            "POST", f"/api/v1/inboxes/{segment(inbox_id)}/messages", json=body))
+            "POST", f"/api/v1/inboxes/{segment(inbox_id)}/messages", json=body,
+            headers=headers))
 
 
 class Inboxes:
