@@ -121,6 +121,9 @@ FETCHED = {
 def test_the_encrypted_send_mail_snippet_round_trips_to_the_peer(
         site: Site, sender: Agent, peer: Agent, peer_key: TestKey, tmp_path: Path) -> None:
     d = site.daemon
+    with d.api(sender.key) as api:
+        listed = api.get(f"/v1/directory/{peer.address}").json()
+    assert "BEGIN PGP PUBLIC KEY BLOCK" in listed["openpgp_public_key"]
     data = pdf(150_000)
     (tmp_path / "report.pdf").write_bytes(data)
     known = message_ids(d, peer)
