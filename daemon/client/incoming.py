@@ -93,7 +93,7 @@ def _open_attachment(att: dict[str, Any], content: bytes, decryptor: Decryptor) 
     try:
         content = decryptor.decrypt_bytes(content)
     except OpenPgpError:
-        att["decrypted"] = False
+        att["decrypted"] = at_rest  # postroom's own layer did open
         return content
     att["decrypted"] = True
     att["file_name"] = _plaintext_name(str(att["file_name"]))

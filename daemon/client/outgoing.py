@@ -208,9 +208,11 @@ def send_mail(api: Api, to: Addresses, subject: str, body: str,
     if in_reply_to is not None:
         draft["in_reply_to"] = in_reply_to
     items = list(attachments or ())
-    for item in items:
+    for item in items:  # refused now, before any upload
         if not isinstance(item, OutboundAttachment):
-            attachment_ref(item)  # refused now, before any upload
+            attachment_ref(item)
+        elif not Path(item.path).is_file():
+            raise PostroomError(0, "unreadable_file", f"no such file: {item.path}")
     with tempfile.TemporaryDirectory(prefix="pr-send-") as scratch:
         if encrypt_body or (encrypt_attachments and items):
             draft["attachments"] = _encrypted(api, draft, items, encrypt_body,
@@ -264,8 +266,6 @@ def _encrypted_ref(api: Api, enc: Encryptor, plan: _Plan, scratch: Path) -> dict
     if source is None:
         source = scratch / "plain"
         _fetch_ref(api, plan, source)
-    elif not source.is_file():
-        raise PostroomError(0, "unreadable_file", f"no such file: {source}")
     sealed = scratch / "sealed.asc"
     try:
         enc.encrypt_file(source, sealed)

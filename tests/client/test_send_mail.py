@@ -283,3 +283,14 @@ def test_send_posts_the_native_body_as_given(site: Site, alice: Client) -> None:
     assert copy["text"].strip() == "native"
     assert alice.get_peer(site.bob.address)["openpgp_public_key"].startswith(
         "-----BEGIN PGP PUBLIC KEY BLOCK-----")
+
+
+def test_a_missing_file_is_refused_before_anything_is_uploaded(
+        site: Site, alice: Client, tmp_path: Path) -> None:
+    (tmp_path / "here.txt").write_text("here")
+    before = _outbound_ids(site.daemon, site.alice)
+    with pytest.raises(AgentMailError) as refused:
+        alice.send_mail(site.carol.address, "never sent", "x", attachments=[
+            OutboundAttachment(tmp_path / "here.txt"), OutboundAttachment(tmp_path / "gone.txt")])
+    assert (refused.value.status, refused.value.code) == (0, "unreadable_file")
+    assert _outbound_ids(site.daemon, site.alice) == before
