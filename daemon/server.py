@@ -341,10 +341,12 @@ class Node:
                                     upload_max_bytes=config.uploads.max_bytes,
                                     events=self.event_feed, metrics=self.metrics,
                                     outbox=self.outbox, spooler=self.spooler))
-        # A message to send carries its text and html: up to the size it may have as mail.
-        sends = LargerBody("POST", "/v1/messages", 2 * config.smtp.max_message_size)
+        # A message to send carries its text and html: up to the size it may have as mail, on
+        # postroom's route and on the seeds' (under each, POST is only the send).
+        sends = [LargerBody("POST", path, 2 * config.smtp.max_message_size)
+                 for path in ("/v1/messages", "/api/v1/inboxes/", "/inboxes/")]
         bounded = BodyLimit(app, config.http.max_body,
-                            (*streamed_routes(config.uploads.max_bytes), sends))
+                            (*streamed_routes(config.uploads.max_bytes), *sends))
         self.http = _QuietServer(uvicorn.Config(bounded, log_level="warning", access_log=False,
                                                 lifespan="off", timeout_graceful_shutdown=5,
                                                 server_header=False))

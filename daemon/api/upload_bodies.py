@@ -29,6 +29,7 @@ WRITE_BATCH = 1 << 20
 def streamed_routes(max_bytes: int) -> tuple[StreamedRoute, ...]:
     """The routes that read their own (upload-sized) bodies, for `BodyLimit`."""
     return (StreamedRoute("POST", "/v1/uploads", max_bytes + FORM_OVERHEAD),
+            StreamedRoute("POST", "/attachments", max_bytes + FORM_OVERHEAD),  # AgentSend's
             StreamedRoute("POST", "/objects", max_bytes + FORM_OVERHEAD),
             StreamedRoute("PUT", "/objects/", max_bytes))
 

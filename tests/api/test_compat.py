@@ -146,7 +146,7 @@ def test_agentpost_upload_url_put_and_send_to_a_local_agent(d: Daemon) -> None:
         inbox = _inboxes(api)["cai@c.test"]
         sent = api.post(f"/api/v1/inboxes/{inbox}/messages", json={
             "to": [{"email": "cfo@c.test", "name": "CFO"}], "subject": "Q1 post",
-            "text_body": "attached",
+            "text_body": "attached " * 10_000,
             "attachments": [{"key": upload["key"], "filename": "report.pdf",
                              "mime_type": "application/pdf"}]})
         assert sent.status_code == 202, sent.text
@@ -191,7 +191,8 @@ def test_agentpost_sizes_are_enforced(d: Daemon) -> None:
 
 
 def test_agentsend_attachments_and_send_with_attachment_ids(d: Daemon) -> None:
-    payload = b"%PDF-1.4\n" + os.urandom(20_000)
+    payload = b"%PDF-1.4\n" + os.urandom(200_000)  # over http.max_body, under the cap
+    long_text = "plain text, " * 10_000  # so is the body of the mail
     key = d.add_agent("eve-send", "eve@c.test")["api_key"]
     rkey, rapi = _agent(d, "fay@c.test")
     with httpx.Client(base_url=d.url, headers={"x-api-key": key}, timeout=30) as api, rapi:
@@ -209,7 +210,7 @@ def test_agentsend_attachments_and_send_with_attachment_ids(d: Daemon) -> None:
         assert (big.status_code, big.json()["error"]["code"]) == (413, "too_large")
         inbox = _inboxes(api, "/inboxes")["eve@c.test"]
         sent = api.post(f"/inboxes/{inbox}/messages", json={
-            "to": ["fay@c.test"], "subject": "AS one", "bodyText": "plain",
+            "to": ["fay@c.test"], "subject": "AS one", "bodyText": long_text,
             "bodyHtml": "<p>html</p>", "attachmentIds": [att["id"]]})
         assert sent.status_code == 202, sent.text
         answer = sent.json()
@@ -217,7 +218,7 @@ def test_agentsend_attachments_and_send_with_attachment_ids(d: Daemon) -> None:
                 "recipients"} <= set(answer)
         assert answer["inboxId"] == inbox
         first = _arrived(rapi, "AS one")
-        assert (first["text"] or "").strip() == "plain"
+        assert (first["text"] or "").strip() == long_text.strip()
         assert _bytes_of(rapi, first["id"], 0) == payload
         assert first["thread_id"] == answer["threadId"]
         # fay answers in the thread by its id; eve's copy and the reply share it.
