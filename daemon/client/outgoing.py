@@ -26,9 +26,9 @@ from daemon.openpgp import Encryptor, GpgUnavailable, OpenPgpError
 PGP_ENCRYPTED = "application/pgp-encrypted"
 ENCRYPTION = {"algorithm": "openpgp", "format": "armored"}
 MANIFEST_HEADER = "X-AgentMail-Attachments"
-# The daemon's composer refuses a custom header value longer than this (8 lines of 998,
-# daemon/outbound/compose.py MAX_HEADER_VALUE): checked here before anything is uploaded.
-MAX_MANIFEST_CHARS = 998 * 8
+# The daemon's composer refuses a manifest longer than this (daemon/outbound/compose.py
+# MAX_MANIFEST_VALUE, under the reader's 64 KiB): checked here before anything is uploaded.
+MAX_MANIFEST_CHARS = 60 * 1024
 _REF_FIELDS = ("object_key", "key", "id")
 
 Address: TypeAlias = str | Mapping[str, Any]

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon.openpgp.keyring import Keyring, _check_encryption
+from daemon.openpgp.keyring import Keyring, check_encryption
 from daemon.openpgp.runner import COMMON_OPTIONS, TimedGPG, readable_file, write_via_temp
 
 # Encrypting to public keys needs no gpg-agent; one started here would outlive the keyring.
@@ -65,7 +65,7 @@ class Encryptor:
     def encrypt_bytes(self, data: bytes) -> bytes:
         """`data` as one armored OpenPGP message for every recipient (for bodies)."""
         outcome = self._gpg.run(self._args, stdin=data)
-        _check_encryption(outcome)
+        check_encryption(outcome)
         return outcome.stdout
 
     def encrypt_file(self, src: Path, dest: Path) -> None:
@@ -74,7 +74,7 @@ class Encryptor:
         source = readable_file(src)
 
         def encrypt(temp: Path) -> None:
-            _check_encryption(self._gpg.run(
+            check_encryption(self._gpg.run(
                 [*self._args, "--yes", "--output", str(temp.absolute()), "--", source]))
 
         write_via_temp(dest, encrypt)

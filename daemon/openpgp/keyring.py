@@ -112,7 +112,7 @@ def _prepare_home(home: Path) -> None:
         raise GpgUnavailable(f"cannot prepare the GnuPG home {home}: {exc.strerror}") from None
 
 
-def _check_encryption(outcome: RunResult) -> None:
+def check_encryption(outcome: RunResult) -> None:
     for args in outcome.args("INV_RECP"):
         raise RecipientRefused(args[0] if args else None, args[1] if len(args) > 1 else None)
     if outcome.returncode != 0 or not outcome.has("END_ENCRYPTION"):
@@ -171,7 +171,7 @@ class Keyring:
         source = readable_file(src)
 
         def encrypt(temp: Path) -> None:
-            _check_encryption(self._gpg.run(
+            check_encryption(self._gpg.run(
                 [*args, "--yes", "--output", str(temp.absolute()), "--", source]))
 
         write_via_temp(dest, encrypt)
@@ -179,7 +179,7 @@ class Keyring:
     def encrypt_bytes(self, data: bytes, recipients: Sequence[str]) -> bytes:
         """`data` as one armored message for every recipient (for small payloads: bodies)."""
         outcome = self._gpg.run(self._encryption_args(recipients), stdin=data)
-        _check_encryption(outcome)
+        check_encryption(outcome)
         return outcome.stdout
 
     @staticmethod

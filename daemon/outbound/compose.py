@@ -36,6 +36,10 @@ RESERVED_HEADERS = frozenset(h.lower() for h in (
 _FIELD_NAME = re.compile(r"[!-9;-~]{1,76}")
 _LOCAL_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 MAX_HEADER_VALUE = 998 * 8  # a folded value, any longer is refused (a 1 MB subject)
+# The X-AgentMail-Attachments manifest names every attachment (up to 100 a message): it may be
+# as long as the reader takes (extractors/pgp.py MAX_MANIFEST_BYTES, 64 KiB), folded.
+MAX_MANIFEST_VALUE = 60 * 1024
+_LONGER_HEADERS = {"x-agentmail-attachments": MAX_MANIFEST_VALUE}
 
 
 class CompositionError(ValueError):
@@ -127,7 +131,8 @@ def compose(draft: Draft, *, message_id: str, date: datetime) -> bytes:
                 raise CompositionError(f"header name {name!r} is not a valid field name")
             if name.lower() in RESERVED_HEADERS:
                 raise CompositionError(f"header {name} is set by postroom, not by the sender")
-            msg[name] = _clean(value, f"header {name}")
+            msg[name] = _clean(value, f"header {name}",
+                               _LONGER_HEADERS.get(name.lower(), MAX_HEADER_VALUE))
         _set_bodies(msg, draft)
         for part in draft.attachments:
             main, sub = _content_type(part.content_type)

@@ -81,9 +81,11 @@ def _parsed(value: str) -> list[dict[str, object]]:
     return [{"file_name": e.file_name, "encrypted": e.encrypted} for e in entries]
 
 
-@pytest.mark.parametrize(("count", "with_originals"), [(1, True), (20, True), (45, False)])
-def test_the_manifest_survives_composing_and_reading(count: int, with_originals: bool) -> None:
-    plans = _plans(count)
+@pytest.mark.parametrize(("count", "name_length", "with_originals"),
+                         [(1, 20, True), (100, 20, True), (100, 240, False)])
+def test_the_manifest_survives_composing_and_reading(count: int, name_length: int,
+                                                     with_originals: bool) -> None:
+    plans = _plans(count, name_length)
     value = manifest_header(plans)
     assert value.isascii() and len(value) <= MAX_MANIFEST_CHARS
     entries = json.loads(value)
@@ -94,7 +96,7 @@ def test_the_manifest_survives_composing_and_reading(count: int, with_originals:
 
 def test_a_manifest_no_header_can_hold_is_refused() -> None:
     with pytest.raises(AgentMailError) as refused:
-        manifest_header(_plans(100))
+        manifest_header(_plans(200, 240))
     assert (refused.value.status, refused.value.code) == (0, "manifest_too_large")
 
 
