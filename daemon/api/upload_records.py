@@ -70,6 +70,11 @@ async def _refreshed(ctx: AppContext, row: Upload) -> Upload:
     size = await ctx.store.size(row.object_key)
     if size is None:
         return row
+    if row.flow == "url" and row.size is not None and size != row.size:
+        # A presigned PUT signs its length; a store that did not check it (an S3 look-alike)
+        # holds other bytes than were declared: as the local store does, they are not taken.
+        await ctx.store.delete(row.object_key)
+        return row
     await mark_upload_ready(ctx, row.object_key, size, row.sha256)
     row.status, row.size, row.ready_at = READY, size, utcnow()
     return row
