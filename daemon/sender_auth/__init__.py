@@ -1,0 +1,44 @@
+"""Sender authentication of inbound mail (SPEC §13): SPF, DKIM, DMARC and ARC verdicts.
+
+`verify(raw, client_ip=…, helo=…, mail_from=…, authserv_id=…, resolver=…)` returns a frozen
+`Authentication` (`.to_json()` is the message's `authentication` object). It is synchronous and
+never raises; run it off the event loop, after the 250. One `Resolver` per process holds the DNS
+cache. This package knows nothing of SMTP sessions, the pipeline or the API.
+"""
+
+from daemon.sender_auth.dmarc_check import org_domain
+from daemon.sender_auth.records import (
+    ArcResult,
+    Authentication,
+    DkimResult,
+    DmarcResult,
+    Limits,
+    SpfResult,
+    Verdict,
+)
+from daemon.sender_auth.resolver import (
+    DnsPermError,
+    DnsSession,
+    DnsTempError,
+    Resolver,
+    parse_nameserver,
+)
+from daemon.sender_auth.verify import decide_verdict, verify
+
+__all__ = [
+    "ArcResult",
+    "Authentication",
+    "DkimResult",
+    "DmarcResult",
+    "DnsPermError",
+    "DnsSession",
+    "DnsTempError",
+    "Limits",
+    "Resolver",
+    "SpfResult",
+    "Verdict",
+    "decide_verdict",
+    "org_domain",
+    "parse_nameserver",
+    "verify",
+]
