@@ -123,7 +123,7 @@ async def get_upload_url(caller: Caller, body: UploadUrlRequest) -> Response:
     """A presigned PUT: send exactly `size` bytes (≤ uploads.max_bytes, else 413) with
     `mime_type` as Content-Type to `upload_url`, then attach it by `key`."""
     made = await put_upload(caller.ctx, caller.agent_id, body.filename, body.mime_type,
-                            body.size, body.expires_in, over_cap=413)
+                            body.size, body.expires_in)
     return JsonBody({"upload_url": made["upload_url"], "key": made["object_key"],
                      "id": made["id"], "expires_at": made["expires_at"]})
 

@@ -117,12 +117,14 @@ MULTIPART_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
         "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
 
 
-def _check_cap(cap: int, size: int, what: str, status: int = 400) -> None:
+def _check_cap(cap: int, size: int, what: str) -> None:
+    """An upload over uploads.max_bytes is refused with 413 on every route (SPEC §17), whether
+    its bytes come through the daemon or go to a presigned URL."""
     if size > cap:
-        raise ApiError(status, "too_large", f"{what} is over uploads.max_bytes ({cap})")
+        raise ApiError(413, "too_large", f"{what} is over uploads.max_bytes ({cap})")
 
 
-@router.post("/v1/uploads/form", response_model=FormResponse, responses=authed(400, 422))
+@router.post("/v1/uploads/form", response_model=FormResponse, responses=authed(400, 413, 422))
 async def upload_form(caller: Caller, body: FormRequest) -> Response:
     """A presigned POST form: send every field of `upload` but `url`, then the file as the field
     `file`, to
@@ -140,7 +142,7 @@ async def upload_form(caller: Caller, body: FormRequest) -> Response:
                      "expires_at": iso(form.expires_at)})
 
 
-@router.post("/v1/uploads/url", response_model=UrlResponse, responses=authed(400, 422))
+@router.post("/v1/uploads/url", response_model=UrlResponse, responses=authed(400, 413, 422))
 async def upload_url(caller: Caller, body: UrlRequest) -> Response:
     """A presigned PUT URL: send exactly `size` bytes with the given Content-Type."""
     return JsonBody(await put_upload(caller.ctx, caller.agent_id, body.file_name,
@@ -148,12 +150,10 @@ async def upload_url(caller: Caller, body: UrlRequest) -> Response:
 
 
 async def put_upload(ctx: AppContext, agent_id: str, file_name: str, content_type: str,
-                     size: int, expires_in: int | None, over_cap: int = 400
-                     ) -> dict[str, Any]:
+                     size: int, expires_in: int | None) -> dict[str, Any]:
     """A presigned PUT of exactly `size` bytes of `content_type`, and its pending row:
-    `{"upload_url", "object_key", "id", "expires_at"}`; `over_cap` is the status of a size over
-    uploads.max_bytes."""
-    _check_cap(ctx.upload_max_bytes, size, "size", over_cap)
+    `{"upload_url", "object_key", "id", "expires_at"}`; 413 over uploads.max_bytes."""
+    _check_cap(ctx.upload_max_bytes, size, "size")
     key = upload_key(agent_id, uuid.uuid4().hex, file_name)
     signed = await ctx.store.presign_put(key, expires_in=lifetime(ctx, expires_in),
                                          content_type=content_type, size=size)
