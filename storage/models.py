@@ -41,6 +41,9 @@ class Agent(SQLModel, table=True):
     # SPEC §8: an armored OpenPGP public key; mail to the agent is encrypted to it at rest.
     pgp_public_key: str | None = Field(default=None, sa_column=Column(Text))
     pgp_fingerprint: str | None = Field(default=None, max_length=40)
+    # SPEC §13: "all", or "authenticated" (mail whose verdict is not pass is quarantined).
+    accept: str = Field(default="all", max_length=16,
+                        sa_column_kwargs={"server_default": "all"})
 
 
 class Address(SQLModel, table=True):
@@ -99,6 +102,12 @@ class Message(SQLModel, table=True):
     direction: str = Field(default=INBOUND, max_length=16)
     # The conversation (daemon.ids.thread_id_of): set with the headers, inbound and outbound.
     thread_id: str | None = Field(default=None, max_length=40, index=True)
+    # SPEC §13: who SPF asks about (the SMTP client, or the one a trusted relay forwarded with
+    # XFORWARD or PROXY) and its HELO name; what verification found (JSON) and its verdict.
+    client_ip: str | None = Field(default=None, max_length=64)
+    helo: str | None = Field(default=None, sa_column=Column(Text))
+    authentication: str | None = Field(default=None, sa_column=Column(Text))
+    verdict: str | None = Field(default=None, max_length=16, index=True)
 
 
 class Recipient(SQLModel, table=True):

@@ -54,6 +54,15 @@ class Delivery:
     peer: str
     helo: str
     protocol: str  # "ESMTP", "SMTP" or "LMTP" for the Received header
+    # The client SPF asks about (SPEC §13): the peer's address, or the one a relay in
+    # trusted_networks forwarded (XFORWARD ADDR, a PROXY header), and the HELO name it gave.
+    client_ip: str | None = None
+    client_helo: str | None = None
+
+
+def _peer_ip(peer: str) -> str:
+    """The address of a `host:port` or `[v6]:port` peer ("" when there is none)."""
+    return peer.rsplit(":", 1)[0].strip("[]") if peer else ""
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ def _header_safe(text: str, limit: int = 200) -> str:
 
 def received_header(delivery: Delivery, hostname: str, message_id: str, when: float) -> bytes:
     """Our trace header (RFC 5321 §4.4), folded, ending in CRLF."""
-    peer_ip = delivery.peer.rsplit(":", 1)[0].strip("[]") if delivery.peer else "unknown"
+    peer_ip = _peer_ip(delivery.peer) or "unknown"
     lines = [f"Received: from {_header_safe(delivery.helo)} ([{_header_safe(peer_ip, 64)}])",
              f"\tby {_header_safe(hostname)} (postroom) with {delivery.protocol} id {message_id}"]
     if len(delivery.recipients) == 1:
@@ -283,6 +292,8 @@ class Ingest:
             "mail_from": "" if delivery.mail_from == "<>" else delivery.mail_from,
             "peer": delivery.peer[:100], "size": spooled.size, "raw_key": raw_key(message_id),
             "raw_sha256": spooled.sha256, "received_at": now,
+            "client_ip": (delivery.client_ip or _peer_ip(delivery.peer))[:64] or None,
+            "helo": (delivery.client_helo or delivery.helo)[:255] or None,
         }
         recipients = list({r.address: r for r in delivery.recipients}.values())
         results = lease = None

@@ -1,0 +1,39 @@
+"""Sender authentication (SPEC §13): the identities SPF checks (the client's address, from the
+peer, PROXY or XFORWARD, and its HELO name), each message's `authentication` object and its
+`verdict` (indexed: `GET /v1/messages?verdict=`), and each agent's `accept` setting.
+
+Revision ID: 0008_sender_auth
+Revises: 0007_threads
+Create Date: 2026-12-03
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008_sender_auth"
+down_revision = "0007_threads"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("messages") as batch:
+        batch.add_column(sa.Column("client_ip", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("helo", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("authentication", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("verdict", sa.String(16), nullable=True))
+    op.create_index("ix_messages_verdict", "messages", ["verdict"])
+    with op.batch_alter_table("agents") as batch:
+        batch.add_column(sa.Column("accept", sa.String(16), nullable=False,
+                                   server_default="all"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("agents") as batch:
+        batch.drop_column("accept")
+    op.drop_index("ix_messages_verdict", "messages")
+    with op.batch_alter_table("messages") as batch:
+        batch.drop_column("verdict")
+        batch.drop_column("authentication")
+        batch.drop_column("helo")
+        batch.drop_column("client_ip")
