@@ -38,7 +38,7 @@ class Limits:
     # Bytes of body canonicalisation (relaxed; simple counts 1/16) across all DKIM signatures
     # and ARC sets of one message. The best-placed signature is always verified, whatever its
     # cost (so at most smtp.max_message_size once); past the budget the rest are permerror.
-    max_body_work: int = 32 * 1024**2
+    max_body_work: int = 16 * 1024**2
     max_dns_lookups: int = 100  # per message, over SPF ×2, DKIM, DMARC and ARC
     dns_budget: float | None = None  # seconds for all of one message's lookups; 5 × dns_timeout
 
