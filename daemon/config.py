@@ -322,6 +322,45 @@ class OutboundConfig(_Section):
         return self
 
 
+def _dns_server(value: object) -> object:
+    """A resolver as `host` or `host:port` (`[v6]:port`), checked here so a typo fails at
+    start, not at the first message."""
+    if not isinstance(value, str):
+        return value
+    host, port = value, "53"
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ("53" if not rest else "x")
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address with an optional :port") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: the port must be 1..65535")
+    return value
+
+
+DnsServer = Annotated[str, BeforeValidator(_dns_server)]
+
+
+class AuthConfig(_Section):
+    """Sender authentication (SPEC §13)."""
+
+    enabled: bool = True
+    dns_servers: list[DnsServer] = []  # empty: the system's resolvers
+    dns_timeout: PositiveDuration = 2.0
+    trusted_authserv_ids: list[Annotated[str, Field(min_length=1, max_length=255)]] = []
+    # Beyond SPEC §3: the authserv-id of our own Authentication-Results (default
+    # smtp.hostname); verifications at once per node; DKIM signatures checked per message
+    # (the rest are permerror).
+    authserv_id: str | None = Field(default=None, min_length=1, max_length=255,
+                                    pattern=r"^[A-Za-z0-9.-]+$")
+    concurrency: int = Field(default=8, ge=1, le=256)
+    max_signatures: int = Field(default=10, ge=1, le=100)
+
+
 class LogConfig(_Section):
     format: Literal["console", "json"] | None = None
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -347,6 +386,7 @@ class Config(_Section):
     encryption: EncryptionConfig = EncryptionConfig()
     retention: RetentionConfig = RetentionConfig()
     outbound: OutboundConfig = OutboundConfig()
+    auth: AuthConfig = AuthConfig()
     log: LogConfig = LogConfig()
     agents: list[AgentSpec] = []
     base_dir: Path = Path(".")

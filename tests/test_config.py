@@ -65,6 +65,8 @@ def test_defaults_without_a_file_match_the_spec() -> None:
     assert (c.limits.max_parts, c.limits.max_depth) == (1000, 32)
     assert c.uploads.max_bytes == 10 * 1024**2
     assert c.retention.days == 30
+    assert (c.auth.enabled, c.auth.dns_servers, c.auth.dns_timeout,
+            c.auth.trusted_authserv_ids) == (True, [], 2.0, [])
 
 
 def test_relative_paths_resolve_against_the_files_folder(tmp_path: Path) -> None:
@@ -96,6 +98,15 @@ def test_config_env_variable_names_the_file(tmp_path: Path) -> None:
     assert load_config(None, env={"POSTROOM_CONFIG": str(cfg)}).smtp.max_recipients == 9
 
 
+def test_dns_servers_take_an_address_and_an_optional_port(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[auth]\ndns_servers = ["127.0.0.1:5353", "::1", "[::1]:53", "9.9.9.9"]\n'
+                   'dns_timeout = "500ms"\ntrusted_authserv_ids = ["mx.example.org"]\n')
+    c = load_config(cfg, env={})
+    assert c.auth.dns_servers == ["127.0.0.1:5353", "::1", "[::1]:53", "9.9.9.9"]
+    assert (c.auth.dns_timeout, c.auth.trusted_authserv_ids) == (0.5, ["mx.example.org"])
+
+
 @pytest.mark.parametrize(("toml", "key"), [
     ('[smtp]\nmax_recipientz = 5\n', "smtp.max_recipientz"),
     ('[smtpp]\nx = 1\n', "smtpp"),
@@ -115,6 +126,10 @@ def test_config_env_variable_names_the_file(tmp_path: Path) -> None:
     ('[database]\nurl = "mysql://db/x"\n', "database.url"),
     ('[database]\nurl = "postgresql"\n', "database.url"),
     ('[database]\npool_size = 1\n', "database.pool_size"),
+    ('[auth]\ndns_servers = ["resolver.example"]\n', "auth.dns_servers.0"),
+    ('[auth]\ndns_servers = ["127.0.0.1:99999"]\n', "auth.dns_servers.0"),
+    ('[auth]\ndns_timeout = 0\n', "auth.dns_timeout"),
+    ('[auth]\nauthserv_id = "a b"\n', "auth.authserv_id"),
 ])
 def test_errors_name_the_offending_key(tmp_path: Path, toml: str, key: str) -> None:
     cfg = tmp_path / "c.toml"
