@@ -178,3 +178,11 @@ def test_the_header_cannot_be_extended_by_the_envelope(check: Check) -> None:
     parsed = authres.all_features().parse_value(auth.header)
     assert [r.method for r in parsed.results] == ["spf", "spf", "dmarc", "arc"]
     assert "bank.test" not in auth.header
+
+
+def test_a_message_stored_with_bare_line_feeds_verifies_the_same(check: Check,
+                                                                  keys: Keys) -> None:
+    raw = sign(sign(message(), keys.ed, "ed"), keys.rsa, "rsa",
+               canonicalize=(b"simple", b"simple"))
+    auth = check(raw.replace(b"\r\n", b"\n"))
+    assert [d.result for d in auth.dkim] == ["pass", "pass"] and auth.verdict == "pass"
