@@ -200,6 +200,7 @@ class Event(SQLModel, table=True):
     attachment_id: str | None = Field(default=None, max_length=40)  # att_… or upl_…
     index: int | None = None
     status: str | None = Field(default=None, max_length=16)
+    verdict: str | None = Field(default=None, max_length=16)  # message.received (SPEC §13)
     created_at: datetime
 
 

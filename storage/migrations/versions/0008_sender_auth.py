@@ -1,6 +1,7 @@
 """Sender authentication (SPEC §13): the identities SPF checks (the client's address, from the
 peer, PROXY or XFORWARD, and its HELO name), each message's `authentication` object and its
-`verdict` (indexed: `GET /v1/messages?verdict=`), and each agent's `accept` setting.
+`verdict` (indexed: `GET /v1/messages?verdict=`; also on `message.received` events), and
+each agent's `accept` setting.
 
 Revision ID: 0008_sender_auth
 Revises: 0007_threads
@@ -26,9 +27,13 @@ def upgrade() -> None:
     with op.batch_alter_table("agents") as batch:
         batch.add_column(sa.Column("accept", sa.String(16), nullable=False,
                                    server_default="all"))
+    with op.batch_alter_table("events") as batch:
+        batch.add_column(sa.Column("verdict", sa.String(16), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("events") as batch:
+        batch.drop_column("verdict")
     with op.batch_alter_table("agents") as batch:
         batch.drop_column("accept")
     op.drop_index("ix_messages_verdict", "messages")
