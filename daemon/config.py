@@ -328,7 +328,7 @@ def _dns_server(value: object) -> object:
     if not isinstance(value, str):
         return value
     host, port = value, "53"
-    if value.startswith("["):
+    if value.startswith("["):  # [v6]:port
         host, _, rest = value[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ("53" if not rest else "x")
     elif value.count(":") == 1:
@@ -347,7 +347,6 @@ DnsServer = Annotated[str, BeforeValidator(_dns_server)]
 
 class AuthConfig(_Section):
     """Sender authentication (SPEC §13)."""
-
     enabled: bool = True
     dns_servers: list[DnsServer] = []  # empty: the system's resolvers
     dns_timeout: PositiveDuration = 2.0
