@@ -12,6 +12,7 @@ import asyncio
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from daemon.directory import Resolved
+from daemon.smtp.xforward import Forwarded
 
 Address = tuple[str, int]  # (host, port)
 
@@ -43,13 +44,20 @@ class PostroomSession(Session):
 
 
 class PostroomEnvelope(Envelope):
-    """One transaction's state; `resolved` holds the agents of `rcpt_tos`, in RCPT order."""
+    """One transaction's state; `resolved` holds the agents of `rcpt_tos`, in RCPT order.
+
+    `forwarded` is what a trusted relay said with XFORWARD before MAIL. It lives and dies with
+    the envelope, which is Postfix's rule: "At the end of the next MAIL FROM transaction (i.e.
+    RSET or DOT), all XFORWARD attributes are reset to the real client information"; as in
+    Postfix's smtpd, HELO, EHLO and STARTTLS (which make a new envelope too) reset them as well.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.resolved: list[Resolved] = []
         # A bounce for one of our outbound messages (its VERP address was the recipient).
         self.bounce_for: str | None = None
+        self.forwarded: Forwarded | None = None
 
 
 class SmtpBase(SMTP):

@@ -17,7 +17,7 @@ import structlog
 
 from daemon.directory import Directory
 from daemon.pipeline import Delivery, Ingest
-from daemon.smtp import policy
+from daemon.smtp import policy, xforward
 from daemon.smtp.counters import SmtpCounters
 from daemon.smtp.data import DataOutcome
 from daemon.smtp.envelope import PostroomEnvelope, PostroomSession
@@ -38,6 +38,8 @@ class Front(Protocol):
 
     @property
     def offers_auth(self) -> bool: ...
+    @property
+    def offers_xforward(self) -> bool: ...
 
 
 class Bounces(Protocol):
@@ -80,6 +82,8 @@ class PostroomHandler:
             responses = [r for r in responses if not r.startswith("250-AUTH")]
         last = responses.pop()  # "250 HELP"
         extra = [f"250-SIZE {self.max_size}", "250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
+        if server.offers_xforward:
+            extra.append(f"250-{xforward.EHLO_KEYWORD}")
         return [responses[0], *extra, *responses[1:], last]
 
     async def handle_MAIL(self, server: SMTP, session: PostroomSession, envelope: PostroomEnvelope,
@@ -180,13 +184,19 @@ class PostroomHandler:
         """
         started = time.monotonic()
         peer = session.client_text
+        # Whom SPF asks about: what a trusted relay forwarded, else the PROXY source or the peer.
+        client_ip, client_helo = xforward.sender_identity(
+            envelope.forwarded, session.client[0] if session.client is not None else None)
+        forwarded_for = envelope.forwarded.addr if envelope.forwarded is not None else None
         delivery = Delivery(mail_from=envelope.mail_from or "",
                             recipients=tuple(envelope.resolved), peer=peer,
-                            helo=session.host_name or "unknown", protocol=protocol)
+                            helo=session.host_name or "unknown", protocol=protocol,
+                            client_ip=client_ip, client_helo=client_helo)
 
         def logged(result: str, size: int | None, message_id: str | None = None) -> None:
             log.info("smtp.transaction", message_id=message_id, peer=peer, size=size,
                      recipients=len(envelope.rcpt_tos), result=result,
+                     forwarded_for=forwarded_for,
                      duration_ms=round((time.monotonic() - started) * 1000, 2))
 
         incoming = self.ingest.begin(delivery)

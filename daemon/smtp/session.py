@@ -2,7 +2,8 @@
 
 Commands, EHLO and STARTTLS stay aiosmtpd's (1.4.6, pinned below 1.5 in pyproject.toml). Ours:
 the PROXY header and the refusal before the greeting, who must use TLS or AUTH before MAIL
-(auth.py), the 421 when a timer runs out, and DATA (data.py reads it, handler.py stores it).
+(auth.py), the 421 when a timer runs out, DATA (data.py reads it, handler.py stores it), and
+XFORWARD for trusted relays (xforward.py; a `smtp_` method, as aiosmtpd adds commands).
 aiosmtpd has no public hook for the first three, so these internals are still relied on:
 
 - `_handle_client`, the connection's task, wrapped: ours runs before aiosmtpd's greeting.
@@ -25,7 +26,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, TLSSetupException, syntax
 
 from daemon.passwords import AuthUsers
-from daemon.smtp import policy, streams
+from daemon.smtp import policy, streams, xforward
 from daemon.smtp.auth import SmtpAuth
 from daemon.smtp.counters import SmtpCounters
 from daemon.smtp.data import DataOutcome, TimeBudget, read_message
@@ -81,6 +82,13 @@ class PostroomSMTP(SmtpAuth):
         self._trusted = False
         self._greeted = False
         self._timeout_reply = policy.IDLE_TIMEOUT  # what the client hears when its timer fires
+
+    @property
+    def offers_xforward(self) -> bool:
+        """XFORWARD is for a client in `smtp.trusted_networks` only (SPEC §4): it rewrites whom
+        sender authentication asks about. AUTH does not stand in for it, as in Postfix, whose
+        smtpd_authorized_xforward_hosts is a list of addresses."""
+        return self._trusted
 
     @property
     def tls_active(self) -> bool:
@@ -203,6 +211,27 @@ class PostroomSMTP(SmtpAuth):
                 await self.push(refusal)
                 return
         await super().smtp_MAIL(arg)
+
+    @syntax("XFORWARD attribute=value ...", when="offers_xforward")
+    async def smtp_XFORWARD(self, arg: str | None) -> None:
+        """Postfix's XFORWARD (xforward.py): the client a trusted relay got the next message from,
+        kept on the envelope, so it ends with the transaction it was sent for."""
+        assert self.session is not None and self.envelope is not None
+        if self.envelope.mail_from is not None:
+            reply = xforward.IN_TRANSACTION
+        elif not arg:
+            reply = xforward.SYNTAX
+        elif not self.offers_xforward:
+            reply = xforward.NOT_AUTHORIZED
+        else:
+            try:
+                self.envelope.forwarded = xforward.updated(self.envelope.forwarded, arg)
+                reply = xforward.XFORWARD_OK
+            except xforward.XforwardError as e:
+                reply = e.reply
+        if reply != xforward.XFORWARD_OK:
+            log_refusal("XFORWARD", self.session, reply)
+        await self.push(reply)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address split, without its RFC 5322 parser for the common form."""
