@@ -130,33 +130,25 @@ def test_without_xforward_the_peer_and_its_ehlo_are_stored(xf: Daemon) -> None:
     assert stored_client(xf, message_id) == ("127.0.0.1", "plain.relay.example")
 
 
-def test_attributes_come_in_two_commands_xtext_decoded_as_postfix_sends_them(
-        xf: Daemon) -> None:
+@pytest.mark.parametrize(("commands", "stored"), [
+    # As Postfix sends them: NAME and ADDR, then PROTO and HELO; names in any case, values xtext.
+    (["NAME=mx.example.org ADDR=198.51.100.4", "proto=ESMTP helo=a+2Bb"],
+     ("198.51.100.4", "a+b")),
+    # Postfix tags an IPv6 client's address.
+    (["ADDR=IPv6:2001:DB8::7 HELO=v6.example.org"], ("2001:db8::7", "v6.example.org")),
+    # ADDR=[UNAVAILABLE] erases the address given before: "a forwarded local submission", so
+    # the relay is the client and its other attributes are ignored (XFORWARD_README).
+    (["ADDR=198.51.100.5 HELO=far.example.org", "ADDR=[Unavailable] NAME=[TEMPUNAVAIL]"],
+     ("127.0.0.1", "relay.example")),
+], ids=["two-commands-xtext", "ipv6-tagged", "unavailable-address"])
+def test_the_forwarded_attributes_make_the_stored_client(
+        xf: Daemon, commands: list[str], stored: tuple[str, str]) -> None:
     with client(xf) as s:
         s.ehlo("relay.example")
-        assert xforward(s, "NAME=mx.example.org ADDR=198.51.100.4") == "250 2.0.0"
-        assert xforward(s, "proto=ESMTP helo=a+2Bb") == "250 2.0.0"  # names in any case
+        for command in commands:
+            assert xforward(s, command) == "250 2.0.0"
         message_id = deliver(s)
-    assert stored_client(xf, message_id) == ("198.51.100.4", "a+b")
-
-
-def test_an_ipv6_address_is_taken_with_postfixs_ipv6_tag(xf: Daemon) -> None:
-    with client(xf) as s:
-        s.ehlo("relay.example")
-        assert xforward(s, "ADDR=IPv6:2001:DB8::7 HELO=v6.example.org") == "250 2.0.0"
-        message_id = deliver(s)
-    assert stored_client(xf, message_id) == ("2001:db8::7", "v6.example.org")
-
-
-def test_an_unavailable_address_means_a_local_submission_at_the_relay(xf: Daemon) -> None:
-    """ADDR=[UNAVAILABLE] erases the address given before it; the relay is then the client,
-    and the HELO it forwarded is ignored with the rest ("ignore other client attributes")."""
-    with client(xf) as s:
-        s.ehlo("relay.example")
-        assert xforward(s, "ADDR=198.51.100.5 HELO=far.example.org") == "250 2.0.0"
-        assert xforward(s, "ADDR=[Unavailable] NAME=[TEMPUNAVAIL]") == "250 2.0.0"
-        message_id = deliver(s)
-    assert stored_client(xf, message_id) == ("127.0.0.1", "relay.example")
+    assert stored_client(xf, message_id) == stored
 
 
 def test_the_forwarded_client_ends_with_the_transaction_or_an_rset(xf: Daemon) -> None:
