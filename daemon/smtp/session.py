@@ -217,13 +217,10 @@ class PostroomSMTP(SmtpAuth):
         """Postfix's XFORWARD (xforward.py): the client a trusted relay got the next message from,
         kept on the envelope, so it ends with the transaction it was sent for."""
         assert self.session is not None and self.envelope is not None
-        if self.envelope.mail_from is not None:
-            reply = xforward.IN_TRANSACTION
-        elif not arg:
-            reply = xforward.SYNTAX
-        elif not self.offers_xforward:
-            reply = xforward.NOT_AUTHORIZED
-        else:
+        reply = xforward.command_refusal(in_transaction=self.envelope.mail_from is not None,
+                                         has_arguments=bool(arg), trusted=self.offers_xforward)
+        if reply is None:
+            assert arg is not None
             try:
                 self.envelope.forwarded = xforward.updated(self.envelope.forwarded, arg)
                 reply = xforward.XFORWARD_OK

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 EHLO_KEYWORD = "XFORWARD NAME ADDR PROTO HELO"
 ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 
-# Postfix smtpd's replies, in the order it checks (a transaction first, then the syntax, then
-# the client's authorization).
+# Postfix smtpd's replies (its texts, so a relay's log reads the same behind either).
 XFORWARD_OK = "250 2.0.0 Ok"
 IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"
 SYNTAX = "501 5.5.4 Syntax: XFORWARD attribute=value..."
@@ -63,6 +62,21 @@ class Forwarded:
     helo: str | None = None
     ident: str | None = None
     source: str | None = None  # "LOCAL" or "REMOTE"
+
+
+def command_refusal(*, in_transaction: bool, has_arguments: bool, trusted: bool) -> str | None:
+    """The reply that refuses an XFORWARD command before its attributes are read, or None.
+
+    Postfix smtpd's order: inside a transaction (after MAIL, before RSET or the end of DATA)
+    503, then 501 without arguments, then 550 for a client outside `smtp.trusted_networks`.
+    """
+    if in_transaction:
+        return IN_TRANSACTION
+    if not has_arguments:
+        return SYNTAX
+    if not trusted:
+        return NOT_AUTHORIZED
+    return None
 
 
 def decode_xtext(text: str) -> str:

@@ -22,7 +22,13 @@ import httpx
 import pytest
 
 from daemon.passwords import hash_password
-from daemon.smtp.xforward import Forwarded, XforwardError, decode_xtext, updated
+from daemon.smtp.xforward import (
+    Forwarded,
+    XforwardError,
+    command_refusal,
+    decode_xtext,
+    updated,
+)
 from tests import pgserver
 from tests.capture import free_port
 from tests.certs import client_context, make_cert
@@ -252,6 +258,17 @@ def test_postfix_in_front_forwards_the_client_it_served(xf: Daemon) -> None:
 
 
 # The parsing, without a socket.
+
+def test_refusals_come_in_postfixs_order_transaction_syntax_authorization() -> None:
+    def refused(in_transaction: bool, has_arguments: bool, trusted: bool) -> str | None:
+        reply = command_refusal(in_transaction=in_transaction, has_arguments=has_arguments,
+                                trusted=trusted)
+        return None if reply is None else reply[:9]
+    assert refused(in_transaction=True, has_arguments=False, trusted=False) == "503 5.5.1"
+    assert refused(in_transaction=False, has_arguments=False, trusted=False) == "501 5.5.4"
+    assert refused(in_transaction=False, has_arguments=True, trusted=False) == "550 5.7.0"
+    assert refused(in_transaction=False, has_arguments=True, trusted=True) is None
+
 
 def test_xtext_is_decoded_and_text_that_is_not_xtext_kept() -> None:
     assert decode_xtext("a+2Bb+3d") == "a+b="
