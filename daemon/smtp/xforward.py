@@ -1,8 +1,8 @@
 """XFORWARD (Postfix's XFORWARD_README): a relay in `smtp.trusted_networks` names the client it
 received the message from, so sender authentication asks about that client, not the relay.
 
-Pure: one command's argument in, the forwarded attributes or the 501 out. Who may send it and
-when is session.py's; nothing here may ever be believed from a peer outside the trusted networks.
+Pure: the situation and one command's argument in, the reply or the forwarded attributes out;
+session.py holds them on the envelope. Nothing here may be believed from an untrusted peer.
 """
 
 from __future__ import annotations
