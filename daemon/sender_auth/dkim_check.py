@@ -164,26 +164,27 @@ def check_dkim(message: ParsedMessage, session: DnsSession, limits: Limits, budg
         record(idx, "permerror", f"more than {limits.max_signatures} signatures")
     first = True
     for idx in verification_order([info[i][0] for i in candidates], preferred):
-        sig = tags[idx]
-        if sig is None:
+        fields = tags[idx]
+        if fields is None:
             record(idx, "neutral", "unparsable tag list")
             continue
         if verifier is None:
             record(idx, "permerror", "header not parsable for DKIM")
             continue
-        if (why := _precheck(sig)) is not None:
+        if (why := _precheck(fields)) is not None:
             record(idx, "permerror", why)
             continue
-        cost = body_cost(message.body, sig.get(b"c"), b"simple/simple") * (2 if b"l" in sig else 1)
+        cost = (body_cost(message.body, fields.get(b"c"), b"simple/simple")
+                * (2 if b"l" in fields else 1))
         if not budget.take(cost, always=first):
             record(idx, "permerror", "message verification budget spent")
             continue
         first = False
-        record(idx, *_verify_one(verifier, idx, dnsfunc, sig, message.body))
+        record(idx, *_verify_one(verifier, idx, dnsfunc, fields, message.body))
     return tuple(results[i] for i in range(len(raws)))
 
 
-def _verify_one(verifier: Any, idx: int, dnsfunc: KeyLookup, sig: dict[bytes, bytes],
+def _verify_one(verifier: Any, idx: int, dnsfunc: KeyLookup, fields: dict[bytes, bytes],
                 body: bytes) -> tuple[str, str | None]:
     """(result, why) for signature `idx`, from dkimpy's outcome."""
     try:
@@ -203,7 +204,7 @@ def _verify_one(verifier: Any, idx: int, dnsfunc: KeyLookup, sig: dict[bytes, by
     if not ok:
         return "fail", "signature did not verify"
     try:
-        if _length_short_of_body(sig, body):
+        if _length_short_of_body(fields, body):
             return "policy", "l= leaves part of the body unsigned"
     except Exception:
         return "permerror", "l= unusable"

@@ -77,37 +77,36 @@ def test_the_seed_examples_run_unchanged_on_both_stores(
     inbound = b"%PDF-1.4\n" + os.urandom(20_000)
     with running_daemon(fresh_root / "d", extra=extra) as d:
         api_key = d.add_agent("alice", "alice@t.test")["api_key"]
-        client = Client(d.url, api_key)  # the only line that is postroom's
+        # The only line that is postroom's (closed at the end, whatever an assert says).
+        with Client(d.url, api_key) as client:
+            # --- the seed's example, as written ---
+            upload = client.request_attachment_upload(
+                file_name="report.pdf", content_type="application/pdf", max_bytes=10_000_000)
+            with open(report, "rb") as f:
+                fields = {k: v for k, v in upload["upload"].items() if k != "url"}  # seed 000's
+                resp = requests.post(upload["upload"]["url"], data=fields,
+                                     files={"file": ("report.pdf", f, "application/pdf")})
+            resp.raise_for_status()
+            download = client.request_attachment_download(upload["object_key"])
+            assert requests.get(download["url"]).content == report.read_bytes()
 
-        # --- the seed's example, as written ---
-        upload = client.request_attachment_upload(
-            file_name="report.pdf", content_type="application/pdf", max_bytes=10_000_000)
-        with open(report, "rb") as f:
-            fields = {k: v for k, v in upload["upload"].items() if k != "url"}  # seed 000's
-            resp = requests.post(upload["upload"]["url"], data=fields,
-                                 files={"file": ("report.pdf", f, "application/pdf")})
-        resp.raise_for_status()
-        download = client.request_attachment_download(upload["object_key"])
-        assert requests.get(download["url"]).content == report.read_bytes()
+            message_id = d.send(with_attachment("alice@t.test", inbound), ["alice@t.test"])
+            status = client.get_inbound_attachment_status(message_id, 0, wait=20)
+            assert status["status"] == "ready"
+            link = client.request_inbound_attachment_download(message_id, 0)
+            assert requests.get(link["url"]).content == inbound
+            # --- end of the seed's example ---
 
-        message_id = d.send(with_attachment("alice@t.test", inbound), ["alice@t.test"])
-        status = client.get_inbound_attachment_status(message_id, 0, wait=20)
-        assert status["status"] == "ready"
-        link = client.request_inbound_attachment_download(message_id, 0)
-        assert requests.get(link["url"]).content == inbound
-        # --- end of the seed's example ---
-
-        uploaded = client.upload_file(report)
-        assert uploaded["size"] == report.stat().st_size
-        assert client.download(client.get_attachment(uploaded["id"])["url"]) == \
-            report.read_bytes()
-        assert client.get_attachment(status["id"])["id"] == status["id"]
-        put = client.request_upload_url("notes.txt", "text/plain", 5)
-        assert requests.put(put["upload_url"], data=b"hello",
-                            headers={"Content-Type": "text/plain"}).status_code in (200, 204)
-        assert client.download(client.request_attachment_download(put["object_key"])["url"]) \
-            == b"hello"
-        with pytest.raises(PostroomError) as refused:
-            client.request_attachment_upload("big.bin", "application/octet-stream", 10**12)
-        assert refused.value.status == 400
-        client.close()
+            uploaded = client.upload_file(report)
+            assert uploaded["size"] == report.stat().st_size
+            assert client.download(client.get_attachment(uploaded["id"])["url"]) == \
+                report.read_bytes()
+            assert client.get_attachment(status["id"])["id"] == status["id"]
+            put = client.request_upload_url("notes.txt", "text/plain", 5)
+            assert requests.put(put["upload_url"], data=b"hello",
+                                headers={"Content-Type": "text/plain"}).status_code in (200, 204)
+            assert client.download(client.request_attachment_download(put["object_key"])["url"]) \
+                == b"hello"
+            with pytest.raises(PostroomError) as refused:
+                client.request_attachment_upload("big.bin", "application/octet-stream", 10**12)
+            assert refused.value.status == 413
