@@ -55,7 +55,8 @@ class Delivery:
     helo: str
     protocol: str  # "ESMTP", "SMTP" or "LMTP" for the Received header
     # The client SPF asks about (SPEC §13): the peer's address, or the one a relay in
-    # trusted_networks forwarded (XFORWARD ADDR, a PROXY header), and the HELO name it gave.
+    # trusted_networks forwarded (XFORWARD ADDR, a PROXY header), and the HELO name it gave
+    # (None: the session's; "": none was forwarded with the address).
     client_ip: str | None = None
     client_helo: str | None = None
 
@@ -293,7 +294,8 @@ class Ingest:
             "peer": delivery.peer[:100], "size": spooled.size, "raw_key": raw_key(message_id),
             "raw_sha256": spooled.sha256, "received_at": now,
             "client_ip": (delivery.client_ip or _peer_ip(delivery.peer))[:64] or None,
-            "helo": (delivery.client_helo or delivery.helo)[:255] or None,
+            "helo": (delivery.helo if delivery.client_helo is None
+                     else delivery.client_helo)[:255] or None,
         }
         recipients = list({r.address: r for r in delivery.recipients}.values())
         results = lease = None

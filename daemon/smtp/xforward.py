@@ -174,13 +174,15 @@ def sender_identity(forwarded: Forwarded | None, client_host: str | None
                     ) -> tuple[str | None, str | None]:
     """(client_ip, client_helo) for sender authentication: the forwarded client when the relay
     gave its address, else the connection's own client (the PROXY header's source or the
-    socket peer) with None for the HELO, which then is the session's.
+    socket peer) with None for the HELO, which then is the session's ("" for none at all).
 
     A forwarded ADDR of [UNAVAILABLE] is "a forwarded local submission. In this case the SMTP
     server should ignore other client attributes" (XFORWARD_README): the relay is the origin.
     """
     if forwarded is not None and forwarded.addr is not None:
-        return forwarded.addr, forwarded.helo
+        # "" when the relay forwarded no HELO: the session's own is the relay's, and forwarded
+        # information is never mixed with the current session's (XFORWARD_README, note 4).
+        return forwarded.addr, forwarded.helo or ""
     if client_host is None:
         return None, None
     return plain_ip(client_host.split("%", 1)[0]), None

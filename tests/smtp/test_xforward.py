@@ -146,9 +146,11 @@ def test_without_xforward_the_peer_and_its_ehlo_are_stored(xf: Daemon) -> None:
     # the relay is the client and its other attributes are ignored (XFORWARD_README).
     (["ADDR=198.51.100.5 HELO=far.example.org", "ADDR=[Unavailable] NAME=[TEMPUNAVAIL]"],
      ("127.0.0.1", "relay.example")),
-], ids=["two-commands-xtext", "ipv6-tagged", "unavailable-address"])
+    # An address without a HELO: none is stored, never the relay's own mixed in (note 4).
+    (["ADDR=198.51.100.6"], ("198.51.100.6", None)),
+], ids=["two-commands-xtext", "ipv6-tagged", "unavailable-address", "address-without-helo"])
 def test_the_forwarded_attributes_make_the_stored_client(
-        xf: Daemon, commands: list[str], stored: tuple[str, str]) -> None:
+        xf: Daemon, commands: list[str], stored: tuple[str, str | None]) -> None:
     with client(xf) as s:
         s.ehlo("relay.example")
         for command in commands:
