@@ -50,11 +50,12 @@ class Wakeups:
 
 def event_rows(agent_ids: Iterable[str], kind: str, message_id: str | None, now: datetime,
                attachment_id: str | None = None, index: int | None = None,
-               status: str | None = None) -> list[dict[str, Any]]:
-    """The rows announcing one change to each agent that may see it."""
+               status: str | None = None, verdict: str | None = None) -> list[dict[str, Any]]:
+    """The rows announcing one change to each agent that may see it (`verdict`: the sender
+    authentication's, on message.received)."""
     return [{"agent_id": a, "type": kind, "message_id": message_id,
              "attachment_id": attachment_id, "index": index, "status": status,
-             "created_at": now} for a in sorted(set(agent_ids))]
+             "verdict": verdict, "created_at": now} for a in sorted(set(agent_ids))]
 
 
 # Built once: building and coercing a statement per call cost as much as running it.

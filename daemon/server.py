@@ -52,6 +52,7 @@ from daemon.outbound import (
 )
 from daemon.passwords import AuthUsers
 from daemon.pipeline import ExtractionPool, Ingest, Pipeline, PipelineSettings, release_all_leases
+from daemon.sender_auth import SenderAuth
 from daemon.smtp import (
     COMMAND_CALL_LIMITS,
     PostroomHandler,
@@ -265,13 +266,15 @@ class Node:
             commits=lambda: (self.writer.batches, self.writer.writes, self.writer.failures),
             errors=Errors()), self.sessions)
         limits = config.limits
+        if (sender_auth := SenderAuth.of(config.auth, config.smtp.hostname)) is not None:
+            self._closers.append(sender_auth.close)  # (None: auth.enabled = false)
         self.pipeline = Pipeline(
             PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
                              Limits(limits.max_attachment_size, limits.max_parts,
                                     limits.max_depth), p.transient_retry_for, p.max_lag),
             self.sessions, self.writer, self.store, self.extraction, self.node_id,
             self.message_changes, self.event_feed, self.pgp, self.metrics,
-            incoming=lambda: self.counters.in_data)
+            incoming=lambda: self.counters.in_data, sender_auth=sender_auth)
         self.spooler = Spooler(self.store.spool_dir, config.smtp.spool_threshold)
         self._closers.append(self.spooler.close)
         self.ingest = Ingest(self.sessions, self.writer, self.store, self.spooler,
@@ -341,8 +344,7 @@ class Node:
                                     upload_max_bytes=config.uploads.max_bytes,
                                     events=self.event_feed, metrics=self.metrics,
                                     outbox=self.outbox, spooler=self.spooler))
-        # A message to send carries its text and html: up to the size it may have as mail, on
-        # postroom's route and on the seeds' (under each, POST is only the send).
+        # A message to send (postroom's route, the seeds') is up to the size it may have as mail.
         sends = [LargerBody("POST", path, 2 * config.smtp.max_message_size)
                  for path in ("/v1/messages", "/api/v1/inboxes/", "/inboxes/")]
         bounded = BodyLimit(app, config.http.max_body,

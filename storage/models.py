@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 # Message statuses (SPEC §5).
@@ -108,6 +108,8 @@ class Message(SQLModel, table=True):
     helo: str | None = Field(default=None, sa_column=Column(Text))
     authentication: str | None = Field(default=None, sa_column=Column(Text))
     verdict: str | None = Field(default=None, max_length=16, index=True)
+    # message.received is recorded (with the verdict, after verification): once per message.
+    announced: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class Recipient(SQLModel, table=True):

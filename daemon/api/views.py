@@ -93,7 +93,8 @@ def message_summary(m: MessageRow, mine: Sequence[RecipientRow],
         "tag": next((r.tag for r in mine if r.tag), None),
         "from": m.from_, "to": m.to, "cc": m.cc, "subject": m.subject, "date": m.date,
         "message_id": m.message_id_header, "in_reply_to": m.in_reply_to,
-        "references": m.references, "thread_id": m.thread_id, "size": m.size,
+        "references": m.references, "thread_id": m.thread_id, "verdict": m.verdict,
+        "size": m.size,
         "has_attachments": m.attachment_count > 0, "attachment_count": m.attachment_count,
         "error": m.error,
         "deliveries": None if deliveries is None else [delivery_view(d) for d in deliveries],
@@ -131,6 +132,7 @@ def message_view(m: MessageRow, mine: Sequence[RecipientRow],
             "algorithm": "openpgp", "format": "armored", "recipients": recipients},
         "signature": _json_object(m.signature),
         "manifest": _json_list(m.manifest) if m.manifest else None,
+        "authentication": _json_object(m.authentication),
     })
     return out
 
@@ -254,6 +256,7 @@ class MessageSummary(_View):
     in_reply_to: str | None
     references: str | None
     thread_id: str | None  # null until extraction has read the headers
+    verdict: Literal["pass", "fail", "none", "temperror"] | None  # SPEC §13; null: unverified
     size: int
     has_attachments: bool
     attachment_count: int
@@ -296,3 +299,5 @@ class MessageView(MessageSummary):
     encryption: MessageEncryption | None
     signature: dict[str, Any] | None
     manifest: list[Any] | None
+    # SPEC §13: {"spf", "dkim", "dmarc", "arc", "verdict", "header"}; null until verified
+    authentication: dict[str, Any] | None

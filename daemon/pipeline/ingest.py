@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import utcnow
 from daemon.directory import Resolved
-from daemon.events import Wakeups, event_rows, record_events
+from daemon.events import Wakeups
 from daemon.extract_worker import Extracted
 from daemon.ids import new_message_id
 from daemon.openpgp import OpenPgp
@@ -302,7 +302,7 @@ class Ingest:
         if written.found is not None:  # recorded complete: the pipeline has nothing to do
             results = Results(message_id, written.found, final=True, now=now,
                               outcome=written.outcome)
-            row.update(attempts=1, **results.message)
+            row.update(attempts=1, announced=True, **results.message)
         else:
             row.update(status=RECEIVED, attempts=0, attachment_count=0, defects="[]")
             # With room in this node's queue the row is written already leased to us: the
@@ -353,10 +353,9 @@ class Ingest:
                 {"message_seq": seq, "message_id": message_id, "agent_id": r.agent_id,
                  "address": r.address, "tag": r.tag} for r in recipients])
             agents = sorted({r.agent_id for r in recipients})
-            record_events(conn, event_rows(agents, "message.received", message_id,
-                                           row["received_at"], status=str(row["status"])))
-            if results is not None:
-                recorded[:] = results.write(conn, agents)
+            if results is not None:  # recorded whole (encrypted at rest): announced at once
+                recorded[:] = results.write(conn, agents, announce=True)
+            # Else the pipeline says message.received, once the sender is verified (SPEC §13).
             return True
 
         # No read first: the unique dedupe key makes the insert itself the redelivery check, so

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, false, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,7 +39,8 @@ from daemon.pipeline.leases import (
     renew_lease,
 )
 from daemon.pipeline.pool import ExtractionPool, remove_files
-from daemon.pipeline.results import Outcome, Results, object_key
+from daemon.pipeline.results import Outcome, Results, object_key, received_events
+from daemon.sender_auth import Authentication, SenderAuth
 from extractors import Extraction, Limits
 from storage.errors import DatabaseError, ObjectNotFound, PermanentError, TransientError
 from storage.group_commit import GroupCommit
@@ -87,6 +88,16 @@ class PipelineSettings:
 
 
 _UPDATES: dict[tuple[str, ...], Any] = {}
+# Who sent the message, for SPF, and whether it was verified already.
+_IDENTITY = (select(MESSAGES.c.mail_from, MESSAGES.c.client_ip, MESSAGES.c.helo,
+                    MESSAGES.c.verdict).where(MESSAGES.c.id == bindparam("message_id")))
+_ANNOUNCE = (update(MESSAGES).where(MESSAGES.c.id == bindparam("a_id"),
+                                    MESSAGES.c.announced == false()).values(announced=True))
+
+
+def _announcing(conn: Connection, message_id: str) -> bool:
+    """True once per message, in the transaction that records its message.received."""
+    return bool(conn.execute(_ANNOUNCE, {"a_id": message_id}).rowcount)
 _EARLIER_ATTACHMENTS = (select(ATTACHMENTS.c.index, ATTACHMENTS.c.id)
                         .where(ATTACHMENTS.c.message_id == bindparam("message_id")))
 
@@ -110,8 +121,10 @@ class Pipeline:
                  writer: GroupCommit, store: ObjectStore, extraction: ExtractionPool,
                  node_id: str, notifier: Wakeups, events: Wakeups,
                  pgp: OpenPgp | None = None, metrics: Metrics | None = None,
-                 incoming: Callable[[], int] = lambda: 0, clock: Clock = SYSTEM) -> None:
+                 incoming: Callable[[], int] = lambda: 0, clock: Clock = SYSTEM,
+                 sender_auth: SenderAuth | None = None) -> None:
         self._clock = clock  # every reading of time here goes through it
+        self._auth = sender_auth
         self.backpressure = Backpressure(settings.max_lag, incoming, clock)
         self._pgp = pgp
         self._metrics = metrics
@@ -342,9 +355,12 @@ class Pipeline:
             conn.execute(update(ATTACHMENTS).where(
                 ATTACHMENTS.c.message_id == message_id, ATTACHMENTS.c.status == PENDING)
                 .values(status=FAILED, error=reason))
-            record_events(conn, event_rows(message_agents(conn, message_id),
-                                           "message.failed", message_id, self._clock.now(),
-                                           status=FAILED))
+            agents = message_agents(conn, message_id)
+            now = self._clock.now()
+            events = event_rows(agents, "message.failed", message_id, now, status=FAILED)
+            if _announcing(conn, message_id):  # failed before it was said to have come
+                events[:0] = received_events(agents, message_id, now, None)
+            record_events(conn, events)
 
         try:
             await self._writer.write(fail)
@@ -356,23 +372,30 @@ class Pipeline:
     async def _extract_and_store(self, message_id: str, attempt: int = 1) -> None:
         rkey = raw_key(message_id)
         # The worker reads the raw object from a file: the store's own when it is local, else
-        # a spool copy. The message's bytes never pass through this process.
+        # a spool copy. The message's bytes never pass through this process (but for sender
+        # authentication, which reads them in a thread of its own while extraction runs).
         source = self._store.local_path(rkey)
         copy = None
+        verifying: asyncio.Future[Authentication] | None = None
         try:
             if source is None:
                 source = copy = spool_name(self._store.spool_dir, "raw")
                 await self._store.get_file(rkey, copy)
+            verifying = await self._verification(message_id, source)
             result = await self._extraction.extract(source, self.settings.limits,
                                                     self._store.spool_dir)
+            authentication = None if verifying is None else (await verifying).to_json()
         except (ObjectNotFound, FileNotFoundError) as e:
             raise PermanentError(f"raw object missing: {rkey}") from e
         finally:
+            if verifying is not None and not verifying.done():
+                verifying.cancel()
             if copy is not None:
                 copy.unlink(missing_ok=True)
         found = result.found
         try:
             found, outcome = await self._check_signature(found, attempt)
+            outcome = dataclasses.replace(outcome, authentication=authentication)
             to_store = sum(p.size for p in found.attachments if p.outcome != "rejected")
             if to_store > PENDING_FIRST_ABOVE:
                 # Storing will take a while: let agents see the attachments as pending first.
@@ -382,6 +405,20 @@ class Pipeline:
             await self._record(message_id, found, final=True, outcome=outcome)
         finally:
             remove_files(result.files)
+
+    async def _verification(self, message_id: str,
+                            source: Path) -> asyncio.Future[Authentication] | None:
+        """Sender authentication of the message in `source`, started (SPEC §13); None when it
+        is off or the message was verified already (an attempt before, a reprocess: the verdict
+        is the one of its arrival)."""
+        if self._auth is None:
+            return None
+        async with self._sessions() as session:
+            who = (await session.execute(_IDENTITY, {"message_id": message_id})).first()
+        if who is None or who.verdict is not None:
+            return None
+        return asyncio.ensure_future(self._auth.check(
+            source, client_ip=who.client_ip, helo=who.helo, mail_from=who.mail_from))
 
     async def _check_signature(self, found: Extraction,
                                attempt: int) -> tuple[Extraction, Outcome]:
@@ -415,6 +452,7 @@ class Pipeline:
         message = results.message
         c = ATTACHMENTS.c
         node = self._node
+        verdict = message.get("verdict")
 
         def record(conn: Connection) -> list[dict[str, Any]] | None:
             # The fence first: the row stays locked (PostgreSQL) until this commits, and a
@@ -428,7 +466,8 @@ class Pipeline:
                 _EARLIER_ATTACHMENTS, {"message_id": message_id}).all()}
             if earlier:
                 conn.execute(delete(ATTACHMENTS).where(c.message_id == message_id))
-            return results.write(conn, message_agents(conn, message_id), earlier)
+            return results.write(conn, message_agents(conn, message_id), earlier,
+                                 verdict=verdict, announce=_announcing(conn, message_id))
 
         rows = await self._writer.write(record)
         if rows is None:

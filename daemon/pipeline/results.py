@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from daemon.events import event_rows, record_events
 from daemon.ids import new_attachment_id, thread_id_of
 from extractors import Extraction, Part
-from storage.models import FAILED, PARTIAL, PENDING, READY, REJECTED, Attachment
+from storage.models import FAILED, PARTIAL, PENDING, READY, RECEIVED, REJECTED, Attachment
 from storage.objects import attachment_key, body_key
 
 log = structlog.get_logger("postroom.pipeline")
@@ -47,6 +47,8 @@ class Outcome:
     stored: Mapping[str, Stored] = field(default_factory=dict)
     encrypted_to: tuple[str, ...] = ()  # key fingerprints, when encrypted at rest
     signature: Mapping[str, Any] | None = None  # {"status", "fingerprint"} when checked
+    # The sender authentication's object (SPEC §13), when this attempt verified the sender.
+    authentication: Mapping[str, Any] | None = None
 
 
 def object_key(message_id: str, slot: str) -> str:
@@ -98,6 +100,9 @@ def _message_values(message_id: str, found: Extraction, final: bool, now: dateti
         "encrypted_to": json.dumps(list(outcome.encrypted_to)) if outcome.encrypted_to
         else None,
     }
+    if outcome.authentication is not None:
+        values["authentication"] = json.dumps(dict(outcome.authentication))
+        values["verdict"] = outcome.authentication.get("verdict")
     if final:
         values.update(
             status=READY if all(st == READY for st, _ in _states(found, True)) else PARTIAL,
@@ -148,6 +153,13 @@ def _attachment_rows(message_id: str, found: Extraction, final: bool, now: datet
     return rows
 
 
+def received_events(agents: Iterable[str], message_id: str, now: datetime,
+                    verdict: str | None) -> list[dict[str, Any]]:
+    """message.received for each agent: said once per message, with the sender's verdict."""
+    return event_rows(agents, "message.received", message_id, now, status=RECEIVED,
+                      verdict=verdict)
+
+
 def _result_events(agents: Iterable[str], message_id: str, found: Extraction,
                   rows: Sequence[Mapping[str, Any]], message_status: str | None,
                   now: datetime) -> list[dict[str, Any]]:
@@ -183,16 +195,21 @@ class Results:
         self.status: str | None = str(self.message["status"]) if final else None
 
     def write(self, conn: Connection, agents: Iterable[str],
-              earlier: Mapping[int, str] | None = None) -> list[dict[str, Any]]:
-        """Insert one row per attachment and record their events (then message.<status> when
-        final) for `agents`, in the caller's transaction; the rows. Ids in `earlier` (index →
-        id, from an attempt before) are kept."""
+              earlier: Mapping[int, str] | None = None,
+              verdict: str | None = None, announce: bool = False) -> list[dict[str, Any]]:
+        """Insert one row per attachment and record their events (message.received first when
+        `announce`, with `verdict`; then message.<status> when final) for `agents`, in the
+        caller's transaction; the rows. Ids in `earlier` (index → id, from an attempt
+        before) are kept."""
         rows = _attachment_rows(self.message_id, self.found, self.final, self.now,
                                 earlier or {}, self.outcome)
         if rows:
             conn.execute(_ATTACHMENT_INSERT, rows)
-        record_events(conn, _result_events(agents, self.message_id, self.found, rows,
-                                           self.status, self.now))
+        events = _result_events(agents, self.message_id, self.found, rows, self.status,
+                                self.now)
+        if announce:
+            events[:0] = received_events(agents, self.message_id, self.now, verdict)
+        record_events(conn, events)
         return rows
 
     def log(self, rows: Sequence[Mapping[str, Any]]) -> None:

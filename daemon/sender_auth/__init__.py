@@ -2,8 +2,9 @@
 
 `verify(raw, client_ip=…, helo=…, mail_from=…, authserv_id=…, resolver=…)` returns a frozen
 `Authentication` (`.to_json()` is the message's `authentication` object). It is synchronous and
-never raises; run it off the event loop, after the 250. One `Resolver` per process holds the DNS
-cache. This package knows nothing of SMTP sessions, the pipeline or the API.
+never raises; run it off the event loop, after the 250 (`SenderAuth.check` runs it in a bounded
+pool of threads). One `Resolver` per process holds the DNS cache. This package knows nothing of
+SMTP sessions, the pipeline or the API.
 """
 
 from daemon.sender_auth.dmarc_check import org_domain
@@ -23,6 +24,7 @@ from daemon.sender_auth.resolver import (
     Resolver,
     parse_nameserver,
 )
+from daemon.sender_auth.service import SenderAuth
 from daemon.sender_auth.verify import decide_verdict, verify
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "DnsTempError",
     "Limits",
     "Resolver",
+    "SenderAuth",
     "SpfResult",
     "Verdict",
     "decide_verdict",

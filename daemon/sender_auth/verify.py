@@ -59,13 +59,15 @@ def decide_verdict(author: str | None, spf: SpfResult, dkim: tuple[DkimResult, .
 
 def verify(raw: bytes, *, client_ip: str | None, helo: str | None, mail_from: str,
            authserv_id: str, resolver: Resolver, trusted_authserv_ids: Collection[str] = (),
-           limits: Limits = DEFAULT_LIMITS) -> Authentication:
+           limits: Limits = DEFAULT_LIMITS, body_read: bool = True) -> Authentication:
     """Authenticate `raw` as received from `client_ip` after `HELO helo` / `MAIL FROM:<mail_from>`
-    (`""` for the null sender). Never raises; bad input gives permerror/none and `defects`."""
+    (`""` for the null sender). Never raises; bad input gives permerror/none and `defects`.
+    `body_read=False`: `raw` is only the header of a message too large to read (DKIM `policy`,
+    ARC not checked; SPF and DMARC as usual)."""
     defects: list[str] = []
     try:
         return _verify(raw, client_ip, helo, mail_from, authserv_id, resolver,
-                       trusted_authserv_ids, limits, defects)
+                       trusted_authserv_ids, limits, defects, body_read)
     except Exception as e:  # every check guards itself; this is the last line
         defects.append(f"verification failed: {type(e).__name__}")
         spf = SpfResult("temperror", None)
@@ -78,7 +80,7 @@ def verify(raw: bytes, *, client_ip: str | None, helo: str | None, mail_from: st
 
 def _verify(raw: bytes, client_ip: str | None, helo: str | None, mail_from: str,
             authserv_id: str, resolver: Resolver, trusted_authserv_ids: Collection[str],
-            limits: Limits, defects: list[str]) -> Authentication:
+            limits: Limits, defects: list[str], body_read: bool = True) -> Authentication:
     message = parse_message(raw)
     author = author_domain(message)
     session = resolver.session(budget=limits.dns_budget, max_lookups=limits.max_dns_lookups)
@@ -105,7 +107,7 @@ def _verify(raw: bytes, client_ip: str | None, helo: str | None, mail_from: str,
     else:  # RFC 7208 §2.4: the null sender is checked as postmaster@<HELO>, as above
         spf = helo_spf
 
-    budget = WorkBudget(limits.max_body_work)
+    budget = WorkBudget(limits.max_body_work, body_read)
     dkim = check_dkim(message, session, limits, budget,
                       lambda domain: author is not None and aligned(domain, author, "r"), defects)
     dmarc = check_dmarc(session, author, spf, dkim, defects)

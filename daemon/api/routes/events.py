@@ -32,6 +32,7 @@ class EventView(BaseModel):
     attachment_id: str | None
     index: int | None
     status: str | None
+    verdict: str | None  # message.received: the sender authentication's verdict (SPEC §13)
     created_at: str
 
 
@@ -45,7 +46,7 @@ class EventList(BaseModel):
 def _view(row: Any) -> dict[str, Any]:
     return {"cursor": str(row.seq), "type": row.type, "message_id": row.message_id,
             "attachment_id": row.attachment_id, "index": row.index, "status": row.status,
-            "created_at": iso(row.created_at)}
+            "verdict": row.verdict, "created_at": iso(row.created_at)}
 
 
 async def _read(ctx: AppContext, agent_id: str, after: int, limit: int) -> list[Any]:

@@ -8,7 +8,7 @@ does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
@@ -32,6 +32,7 @@ from storage.models import OUTBOUND, PURGED, Delivery, Message, Recipient
 
 router = APIRouter(tags=["messages"], responses=ANY_BODY)
 
+Verdict = Literal["pass", "fail", "none", "temperror"]  # SPEC §13's verdicts
 INLINE_BODY_LIMIT = 1 << 20  # bodies above this are not inlined in GET /v1/messages/{id}
 
 
@@ -50,21 +51,28 @@ async def list_messages(
     caller: Caller,
     after: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    verdict: Verdict | None = None,
 ) -> Response:
-    """The agent's messages, oldest first (newest last), from a cursor."""
-    return JsonBody(await message_page(caller.ctx, caller.agent_id, after, limit))
+    """The agent's messages, oldest first (newest last), from a cursor; `verdict` keeps those
+    whose sender authentication said so (SPEC §13)."""
+    return JsonBody(await message_page(caller.ctx, caller.agent_id, after, limit,
+                                       verdict=verdict))
 
 
 async def message_page(ctx: AppContext, agent_id: str, after: str | None, limit: int,
-                       recipients: Any = None) -> dict[str, Any]:
+                       recipients: Any = None, verdict: str | None = None) -> dict[str, Any]:
     """A page of the agent's messages after the cursor `after`: `{"messages", "next_cursor",
-    "has_more"}`; `recipients`, a condition on its recipient rows, narrows it (an inbox)."""
+    "has_more"}`; `recipients`, a condition on its recipient rows, narrows it (an inbox), as
+    `verdict` does to the messages' verdict."""
     after_seq = cursor_after(after)
     async with ctx.sessions() as session, translated_errors():
         page = (select(Recipient.message_seq).distinct()
                 .where(Recipient.agent_id == agent_id, col(Recipient.message_seq) > after_seq))
         if recipients is not None:
             page = page.where(recipients)
+        if verdict is not None:
+            page = page.join(Message, col(Message.seq) == col(Recipient.message_seq)).where(
+                Message.verdict == verdict)
         seqs = list((await session.exec(
             page.order_by(col(Recipient.message_seq)).limit(limit + 1))).all())
         has_more = len(seqs) > limit

@@ -1,0 +1,126 @@
+"""Sender authentication in the running daemon (SPEC §13): mail over SMTP from 127.0.0.1, the
+test domains served by the loopback DNS server, the verdict on the message, in the list's
+`?verdict=` and on message.received; DNS that never answers gives temperror, not a stuck
+message; `auth.enabled = false` verifies nothing and still announces every message."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.dnsserver import RunningDns, fq
+from tests.harness import Daemon, running_daemon
+from tests.sender_auth.conftest import Keys
+from tests.sender_auth.mail import message, sign
+
+pytestmark = pytest.mark.e2e
+AUTHSERV = "mx.postroom.test"
+
+
+@pytest.fixture(scope="module")
+def d(dns_server: RunningDns, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    extra = (f'[auth]\ndns_servers = ["{dns_server.address}"]\ndns_timeout = "300ms"\n'
+             f'authserv_id = "{AUTHSERV}"\n')
+    with running_daemon(tmp_path_factory.mktemp("auth"), extra=extra) as daemon:
+        yield daemon
+
+
+def _send(d: Daemon, raw: bytes, rcpt: str, mail_from: str = "bounce@example.test",
+          helo: str = "mail.example.test") -> str:
+    with d.smtp() as s:
+        s.ehlo(helo)
+        s.mail(mail_from)
+        assert s.rcpt(rcpt)[0] == 250
+        code, reply = s.data(raw)
+    assert code == 250, reply
+    return reply.decode().split()[-1]
+
+
+def _agent(d: Daemon) -> tuple[str, str]:
+    address = f"a{os.urandom(4).hex()}@agents.test"
+    return address, str(d.add_agent(address.split("@")[0], address)["api_key"])
+
+
+def _events(d: Daemon, key: str) -> list[dict[str, Any]]:
+    with d.api(key) as api:
+        return list(api.get("/v1/events").json()["events"])
+
+
+def test_a_signed_message_from_an_aligned_domain_passes(d: Daemon, keys: Keys) -> None:
+    rcpt, key = _agent(d)
+    raw = sign(message(), keys.rsa, "rsa")
+    message_id = _send(d, raw, rcpt)
+    view = d.wait_message(key, message_id)
+    auth = view["authentication"]
+    assert auth["verdict"] == "pass" == view["verdict"]
+    assert auth["spf"]["result"] == "pass" and auth["spf"]["domain"] == "example.test"
+    assert [(s["result"], s["domain"], s["selector"]) for s in auth["dkim"]] == [
+        ("pass", "example.test", "rsa")]
+    assert auth["dmarc"] == {"result": "pass", "policy": "reject", "domain": "example.test"}
+    assert auth["header"].startswith(f"{AUTHSERV}; spf=pass")
+    received = [e for e in _events(d, key) if e["type"] == "message.received"]
+    assert [(e["message_id"], e["verdict"]) for e in received] == [(message_id, "pass")]
+    # The stored raw message is the one received (with our Received line only).
+    with d.api(key) as api:
+        link = api.post(f"/v1/messages/{message_id}/raw/download").json()["url"]
+    stored = httpx.get(link).content
+    assert stored.endswith(raw) and b"Authentication-Results" not in stored
+
+
+def test_a_forged_from_fails_and_the_list_filters_on_the_verdict(d: Daemon, keys: Keys) -> None:
+    rcpt, key = _agent(d)
+    good = _send(d, sign(message(), keys.rsa, "rsa"), rcpt)
+    # From the CEO's domain, but unsigned and through a server of another domain (whose SPF
+    # does not list this client): nothing aligned passes, and example.test says p=reject.
+    forged = _send(d, message(), rcpt, mail_from="x@soft.test")
+    for m in (good, forged):
+        d.wait_message(key, m)
+    with d.api(key) as api:
+        view = api.get(f"/v1/messages/{forged}").json()
+        assert view["verdict"] == "fail"
+        assert view["authentication"]["spf"] == {"result": "softfail", "domain": "soft.test",
+                                                 "helo": view["authentication"]["spf"]["helo"]}
+        assert view["authentication"]["dmarc"]["result"] == "fail"
+        assert view["authentication"]["dmarc"]["policy"] == "reject"
+        passed = api.get("/v1/messages", params={"verdict": "pass"}).json()["messages"]
+        failed = api.get("/v1/messages", params={"verdict": "fail"}).json()["messages"]
+        assert [m["id"] for m in passed] == [good]
+        assert [m["id"] for m in failed] == [forged]
+        assert api.get("/v1/messages", params={"verdict": "maybe"}).status_code == 422
+
+
+def test_dns_that_never_answers_gives_temperror_not_a_stuck_message(
+        d: Daemon, dns_server: RunningDns) -> None:
+    rcpt, key = _agent(d)
+    dns_server.zone.drop.update({fq("dead.test"), fq("_dmarc.dead.test")})
+    message_id = _send(d, message(frm="ceo@dead.test"), rcpt, mail_from="x@dead.test")
+    view = d.wait_message(key, message_id)
+    assert view["status"] == "ready"
+    assert view["authentication"]["spf"]["result"] == "temperror"
+    assert view["verdict"] == "temperror"
+
+
+def test_verification_off_still_announces_every_message(fresh_root: Any) -> None:
+    with running_daemon(fresh_root, extra="[auth]\nenabled = false\n") as d:
+        rcpt, key = _agent(d)
+        message_id = _send(d, message(), rcpt)
+        view = d.wait_message(key, message_id)
+        assert (view["authentication"], view["verdict"]) == (None, None)
+        received = [e for e in _events(d, key) if e["type"] == "message.received"]
+        assert [(e["message_id"], e["verdict"]) for e in received] == [(message_id, None)]
+
+
+def test_the_authentication_object_has_the_specs_fields(d: Daemon, keys: Keys) -> None:
+    rcpt, key = _agent(d)
+    message_id = _send(d, sign(message(), keys.ed, "ed"), rcpt)
+    auth = d.wait_message(key, message_id)["authentication"]
+    assert set(auth) == {"spf", "dkim", "dmarc", "arc", "verdict", "header"}
+    assert {"result", "domain"} <= set(auth["spf"])
+    assert all(set(s) >= {"result", "domain", "selector"} for s in auth["dkim"])
+    assert set(auth["dmarc"]) == {"result", "policy", "domain"} and set(auth["arc"]) == {"result"}
+    json.dumps(auth)  # plain JSON
