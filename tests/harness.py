@@ -261,10 +261,26 @@ def database_section(root: Path | None = None, upgraded: bool = True) -> str:
     return f'[database]\nurl = "{url}"\n'
 
 
+_DNS: list[Any] = []  # this test process's one empty DNS server, started when first needed
+
+
+def hermetic_dns() -> str:
+    """The address of a DNS server on loopback that knows no name (every answer NXDOMAIN, at
+    once): daemons of the tests verify senders (SPEC §13) without asking the machine's
+    resolvers, unless a test gives an [auth] section of its own."""
+    if not _DNS:
+        from tests.dnsserver import Zone, start_dns
+
+        _DNS.append(start_dns(Zone()))
+    return str(_DNS[0].address)
+
+
 def write_config(root: Path, smtp: str = "", pipeline: str = "", extra: str = "") -> Path:
     path = root / "config.toml"
     if "[database]" not in extra:
         extra = database_section(root) + extra
+    if "[auth]" not in extra:
+        extra += f'\n[auth]\ndns_servers = ["{hermetic_dns()}"]\n'
     path.write_text(BASE_CONFIG.format(smtp=smtp, pipeline=pipeline, extra=extra))
     return path
 
