@@ -48,6 +48,7 @@ class AgentInfo:
     key_prefix: str
     created_at: datetime
     pgp_fingerprint: str | None = None
+    accept: str = "all"  # SPEC §13: "all", or "authenticated" (the rest is quarantined)
 
 
 async def _addresses(session: AsyncSession, agent_id: str) -> tuple[str, ...]:
@@ -98,7 +99,7 @@ async def create_agent(sessions: async_sessionmaker[AsyncSession], name: str,
 
 def _info(agent: Agent, addresses: tuple[str, ...]) -> AgentInfo:
     return AgentInfo(agent.id, agent.name, addresses, agent.key_prefix, agent.created_at,
-                     agent.pgp_fingerprint)
+                     agent.pgp_fingerprint, agent.accept)
 
 
 async def find_agent(sessions: async_sessionmaker[AsyncSession], ref: str) -> AgentInfo | None:
@@ -170,6 +171,28 @@ async def set_pgp_key(sessions: async_sessionmaker[AsyncSession], ref: str,
         return _info(agent, await _addresses(session, agent.id))
 
 
-__all__ = ["AgentError", "AgentInfo", "Conflict", "PgpKey", "create_agent", "find_agent",
-           "list_agents", "normalize_address", "remove_agent", "rotate_key", "set_pgp_key",
-           "utcnow"]
+ACCEPT = ("all", "authenticated")
+
+
+async def set_accept(sessions: async_sessionmaker[AsyncSession], ref: str,
+                     accept: str) -> AgentInfo:
+    """What mail the agent sees (SPEC §13): "all", or "authenticated", which keeps inbound
+    mail whose sender verdict is not `pass` out of its listing and events (quarantined, shown
+    on request). Running daemons apply it to the next request."""
+    if accept not in ACCEPT:
+        raise AgentError(f"accept must be one of {', '.join(ACCEPT)}")
+    async with sessions() as session, translated_errors():
+        agent = (await session.exec(select(Agent).where(
+            Agent.id == ref if ref.startswith("agt_") else Agent.name == ref))).first()
+        if agent is None:
+            raise AgentError(f"no agent {ref!r}")
+        agent.accept = accept
+        agent.updated_at = utcnow()
+        session.add(agent)
+        await session.commit()
+        return _info(agent, await _addresses(session, agent.id))
+
+
+__all__ = ["ACCEPT", "AgentError", "AgentInfo", "Conflict", "PgpKey", "create_agent",
+           "find_agent", "list_agents", "normalize_address", "remove_agent", "rotate_key",
+           "set_accept", "set_pgp_key", "utcnow"]

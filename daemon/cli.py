@@ -20,12 +20,14 @@ import httpx
 
 from daemon import passwords
 from daemon.agents import (
+    ACCEPT,
     AgentError,
     AgentInfo,
     create_agent,
     list_agents,
     remove_agent,
     rotate_key,
+    set_accept,
     set_pgp_key,
 )
 from daemon.api import iso
@@ -71,7 +73,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _agent_json(info: AgentInfo, api_key: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"id": info.id, "name": info.name, "addresses": list(info.addresses),
-                           "pgp_fingerprint": info.pgp_fingerprint}
+                           "pgp_fingerprint": info.pgp_fingerprint, "accept": info.accept}
     if api_key is not None:
         out["api_key"] = api_key
     else:
@@ -191,6 +193,16 @@ def cmd_agent_set_pgp_key(args: argparse.Namespace) -> int:
         print(f"agent {info.name}: mail is now encrypted to {info.pgp_fingerprint}")
     else:
         print(f"agent {info.name}: no OpenPGP key (mail is stored as it arrives)")
+    return 0
+
+
+def cmd_agent_set(args: argparse.Namespace) -> int:
+    config = _config(args)
+    info = _run(_with_sessions(config, lambda s: set_accept(s, args.agent, args.accept)))
+    if args.json:
+        print(json.dumps(_agent_json(info)))
+    else:
+        print(f"agent {info.name}: accepts {info.accept} mail")
     return 0
 
 
@@ -412,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     pgp.add_argument("key_file", type=Path, nargs="?", metavar="FILE")
     pgp.add_argument("--none", action="store_true", help="remove the key")
     pgp.set_defaults(fn=cmd_agent_set_pgp_key)
+    aset = agent.add_parser("set", parents=[common], help="change an agent's settings")
+    aset.add_argument("agent", help="name or id")
+    aset.add_argument("--accept", choices=ACCEPT, required=True,
+                      help="authenticated: quarantine inbound mail whose sender verdict "
+                           "is not pass")
+    aset.set_defaults(fn=cmd_agent_set)
     agent.add_parser("list", parents=[common], help="list agents").set_defaults(fn=cmd_agent_list)
     rm = agent.add_parser("remove", parents=[common], help="delete an agent")
     rm.add_argument("agent", help="name or id")

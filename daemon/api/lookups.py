@@ -33,6 +33,7 @@ def _labelled(model: type[Any]) -> list[Any]:
 
 AGENT_FOR_KEY_HASH: Select[Any] = (
     select(_agents.c.id).where(_agents.c.key_hash == bindparam("key_hash")))
+AGENT_ACCEPT: Select[Any] = select(_agents.c.accept).where(_agents.c.id == bindparam("agent_id"))
 
 _visible = exists().where(_recipients.c.message_id == bindparam("message_id"),
                           _recipients.c.agent_id == bindparam("agent_id"))
@@ -65,7 +66,7 @@ ATTACHMENT_BY_ID: Select[Any] = (
            exists().where(_recipients.c.message_id == _attachments.c.message_id,
                           _recipients.c.agent_id == bindparam("agent_id"))))
 
-STATEMENTS = (AGENT_FOR_KEY_HASH, ATTACHMENT, MESSAGE, ATTACHMENTS, ATTACHMENT_BY_ID)
+STATEMENTS = (AGENT_FOR_KEY_HASH, AGENT_ACCEPT, ATTACHMENT, MESSAGE, ATTACHMENTS, ATTACHMENT_BY_ID)
 
 
 def _sqlite_file(engine: AsyncEngine) -> Path | None:
@@ -163,6 +164,12 @@ class Lookups:
         """The id of the agent whose API key hashes to `key_hash`."""
         (rows,) = await self._rows((AGENT_FOR_KEY_HASH, {"key_hash": key_hash}))
         return str(rows[0].id) if rows else None
+
+    async def quarantines(self, agent_id: str) -> bool:
+        """Whether the agent accepts only authenticated mail (SPEC §13: the rest is kept out
+        of its listings and events unless asked for)."""
+        (rows,) = await self._rows((AGENT_ACCEPT, {"agent_id": agent_id}))
+        return bool(rows) and rows[0].accept == "authenticated"
 
     async def attachment(self, agent_id: str, message_id: str,
                          index: int) -> tuple[str, Any | None] | None:

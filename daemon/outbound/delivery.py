@@ -27,8 +27,8 @@ from daemon.clock import SYSTEM, Clock
 from daemon.directory import Directory, Resolved
 from daemon.events import Wakeups, event_rows, record_events
 from daemon.outbound.relay import RecipientOutcome, RelaySettings, relay_message
+from daemon.pipeline import LOCAL, Ingest
 from daemon.pipeline import Delivery as InboundDelivery
-from daemon.pipeline import Ingest
 from storage.db import translated_errors
 from storage.errors import ObjectNotFound, TransientError
 from storage.group_commit import GroupCommit
@@ -215,7 +215,7 @@ class Deliverer:
         """One local copy for `members`, as if a relay had delivered it."""
         # The Received header says "with LOCAL": the message never left this postroom.
         delivery = InboundDelivery(mail_from=sender, recipients=tuple(r for _, r in members),
-                                   peer="", helo=self.settings.hostname, protocol="LOCAL")
+                                   peer="", helo=self.settings.hostname, protocol=LOCAL)
         try:
             incoming = self._ingest.begin(delivery)
             await incoming.spool.write(raw)

@@ -4,12 +4,13 @@
 processes of `ExtractionPool`, until each message is terminal.
 """
 
-from daemon.pipeline.ingest import Delivery, Ingest
+from daemon.pipeline.ingest import LOCAL, Delivery, Ingest
 from daemon.pipeline.jobs import Pipeline, PipelineSettings
 from daemon.pipeline.leases import release_all_leases
 from daemon.pipeline.pool import ExtractionPool
 
 __all__ = [
+    "LOCAL",
     "Delivery",
     "ExtractionPool",
     "Ingest",

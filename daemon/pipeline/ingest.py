@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from daemon.openpgp import OpenPgp
 from daemon.pipeline.jobs import Lease
 from daemon.pipeline.pool import remove_files
 from daemon.pipeline.results import Outcome, Results, Stored, object_key
+from daemon.sender_auth import local_submission
 from extractors import Extraction
 from storage.db import commit_in_order, insert_ignoring_conflicts, translated_errors
 from storage.errors import TransientError
@@ -43,6 +45,9 @@ log = structlog.get_logger("postroom.ingest")
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 RECIPIENTS = Recipient.__table__  # type: ignore[attr-defined]
+
+
+LOCAL = "LOCAL"  # the protocol of a local delivery: an agent of ours sent it (SPEC §12)
 
 
 @dataclass(frozen=True)
@@ -297,6 +302,9 @@ class Ingest:
             "helo": (delivery.helo if delivery.client_helo is None
                      else delivery.client_helo)[:255] or None,
         }
+        if delivery.protocol == LOCAL:  # from an agent of ours: authenticated by its key
+            authentication = local_submission(self._hostname, row["mail_from"])
+            row.update(authentication=json.dumps(authentication), verdict="pass")
         recipients = list({r.address: r for r in delivery.recipients}.values())
         results = lease = None
         if written.found is not None:  # recorded complete: the pipeline has nothing to do

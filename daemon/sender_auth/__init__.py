@@ -24,7 +24,7 @@ from daemon.sender_auth.resolver import (
     Resolver,
     parse_nameserver,
 )
-from daemon.sender_auth.service import SenderAuth
+from daemon.sender_auth.service import SenderAuth, local_submission
 from daemon.sender_auth.verify import decide_verdict, verify
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "SpfResult",
     "Verdict",
     "decide_verdict",
+    "local_submission",
     "org_domain",
     "parse_nameserver",
     "verify",

@@ -124,3 +124,41 @@ def test_the_authentication_object_has_the_specs_fields(d: Daemon, keys: Keys) -
     assert all(set(s) >= {"result", "domain", "selector"} for s in auth["dkim"])
     assert set(auth["dmarc"]) == {"result", "policy", "domain"} and set(auth["arc"]) == {"result"}
     json.dumps(auth)  # plain JSON
+
+
+def test_an_agent_accepting_authenticated_mail_sees_the_rest_only_on_request(
+        d: Daemon, keys: Keys) -> None:
+    rcpt, key = _agent(d)
+    name = rcpt.split("@")[0]
+    assert json.loads(d.cli("agent", "set", name, "--accept", "authenticated",
+                            "--json").stdout)["accept"] == "authenticated"
+    good = _send(d, sign(message(), keys.rsa, "rsa"), rcpt)
+    forged = _send(d, message(), rcpt, mail_from="x@soft.test")
+    # Mail from another agent of this postroom is authenticated by that agent's key.
+    sender = d.add_agent(f"s{os.urandom(3).hex()}", f"s{os.urandom(3).hex()}@agents.test")
+    with d.api(sender["api_key"]) as api:
+        sent = api.post("/v1/messages", json={"to": [rcpt], "subject": "from a colleague",
+                                              "text": "hi"})
+        assert sent.status_code == 202, sent.text
+    for m in (good, forged):
+        d.wait_message(key, m)
+    with d.api(key) as api:
+        def listed(**params: str) -> list[str]:
+            return [m["id"] for m in api.get("/v1/messages", params=params).json()["messages"]]
+
+        local = d.wait_for(lambda: [m for m in listed() if m not in (good, forged)], 20,
+                           "the colleague's message")
+        assert listed() == [good, *local]
+        assert listed(include="quarantined") == [good, forged, *local]
+        view = api.get(f"/v1/messages/{local[0]}").json()
+        assert view["verdict"] == "pass" and "auth=pass" in view["authentication"]["header"]
+        # Quarantined mail is still there by id, and its events only on request.
+        assert api.get(f"/v1/messages/{forged}").json()["verdict"] == "fail"
+        shown = {e["message_id"] for e in api.get("/v1/events").json()["events"]}
+        assert forged not in shown and good in shown
+        every = {e["message_id"] for e in api.get(
+            "/v1/events", params={"include": "quarantined", "limit": 500}).json()["events"]}
+        assert {good, forged} <= every
+    d.cli("agent", "set", name, "--accept", "all")
+    with d.api(key) as api:
+        assert forged in [m["id"] for m in api.get("/v1/messages").json()["messages"]]

@@ -8,20 +8,23 @@ other nodes.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from daemon.api.deps import AppContext, Caller, cursor_after
 from daemon.api.errors import ANY_BODY, authed
 from daemon.api.views import JsonBody, iso
 from daemon.events import EVENTS
 from storage.db import translated_errors
+from storage.models import OUTBOUND, Message
 
 router = APIRouter(tags=["events"], responses=ANY_BODY)
+
+MESSAGES: Any = Message.__table__  # type: ignore[attr-defined]
 
 
 class EventView(BaseModel):
@@ -49,12 +52,16 @@ def _view(row: Any) -> dict[str, Any]:
             "verdict": row.verdict, "created_at": iso(row.created_at)}
 
 
-async def _read(ctx: AppContext, agent_id: str, after: int, limit: int) -> list[Any]:
+async def _read(ctx: AppContext, agent_id: str, after: int, limit: int,
+                hide_quarantined: bool = False) -> list[Any]:
     c = EVENTS.c
+    stmt = select(EVENTS).where(c.agent_id == agent_id, c.seq > after)
+    if hide_quarantined:  # events of no message (uploads), of sent mail, or of passing mail
+        m = MESSAGES.c
+        stmt = stmt.outerjoin(MESSAGES, m.id == c.message_id).where(or_(
+            c.message_id.is_(None), m.direction == OUTBOUND, m.verdict == "pass"))
     async with ctx.sessions() as session, translated_errors():
-        result = await session.execute(
-            select(EVENTS).where(c.agent_id == agent_id, c.seq > after)
-            .order_by(c.seq).limit(limit + 1))
+        result = await session.execute(stmt.order_by(c.seq).limit(limit + 1))
         return list(result.all())
 
 
@@ -64,14 +71,18 @@ async def list_events(
     after: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     wait: Annotated[float, Query(ge=0, le=30)] = 0,
+    include: Literal["quarantined"] | None = None,
 ) -> Response:
     """The agent's events after `after`, oldest first; `?wait=` (≤ 30 s) holds the request
-    until there is at least one. `next_cursor` resumes exactly where this answer ended."""
+    until there is at least one. `next_cursor` resumes exactly where this answer ended. An
+    agent accepting only authenticated mail gets the events of quarantined mail only with
+    `include=quarantined` (SPEC §13)."""
     agent_id, ctx = caller.agent_id, caller.ctx
     after_seq = cursor_after(after)
+    hide = include is None and await ctx.lookups.quarantines(agent_id)
     deadline = time.monotonic() + min(wait, ctx.max_wait)
     while True:
-        rows = await _read(ctx, agent_id, after_seq, limit)
+        rows = await _read(ctx, agent_id, after_seq, limit, hide)
         remaining = deadline - time.monotonic()
         if rows or remaining <= 0:
             break

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlmodel import col, select
+from sqlmodel import col, or_, select
 
 from daemon.api.deps import AppContext, Caller, MessageId, cursor_after
 from daemon.api.downloads import (
@@ -52,27 +52,36 @@ async def list_messages(
     after: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     verdict: Verdict | None = None,
+    include: Literal["quarantined"] | None = None,
 ) -> Response:
     """The agent's messages, oldest first (newest last), from a cursor; `verdict` keeps those
-    whose sender authentication said so (SPEC §13)."""
+    whose sender authentication said so (SPEC §13). An agent accepting only authenticated
+    mail sees inbound mail whose verdict is not `pass` only with `include=quarantined`."""
     return JsonBody(await message_page(caller.ctx, caller.agent_id, after, limit,
-                                       verdict=verdict))
+                                       verdict=verdict,
+                                       quarantined=include == "quarantined"))
 
 
 async def message_page(ctx: AppContext, agent_id: str, after: str | None, limit: int,
-                       recipients: Any = None, verdict: str | None = None) -> dict[str, Any]:
+                       recipients: Any = None, verdict: str | None = None,
+                       quarantined: bool = False) -> dict[str, Any]:
     """A page of the agent's messages after the cursor `after`: `{"messages", "next_cursor",
     "has_more"}`; `recipients`, a condition on its recipient rows, narrows it (an inbox), as
-    `verdict` does to the messages' verdict."""
+    `verdict` does to the messages' verdict. Mail the agent's `accept` quarantines is left
+    out unless `quarantined`."""
     after_seq = cursor_after(after)
+    hide = not quarantined and await ctx.lookups.quarantines(agent_id)
     async with ctx.sessions() as session, translated_errors():
         page = (select(Recipient.message_seq).distinct()
                 .where(Recipient.agent_id == agent_id, col(Recipient.message_seq) > after_seq))
         if recipients is not None:
             page = page.where(recipients)
+        if verdict is not None or hide:
+            page = page.join(Message, col(Message.seq) == col(Recipient.message_seq))
         if verdict is not None:
-            page = page.join(Message, col(Message.seq) == col(Recipient.message_seq)).where(
-                Message.verdict == verdict)
+            page = page.where(Message.verdict == verdict)
+        if hide:
+            page = page.where(or_(col(Message.direction) == OUTBOUND, Message.verdict == "pass"))
         seqs = list((await session.exec(
             page.order_by(col(Recipient.message_seq)).limit(limit + 1))).all())
         has_more = len(seqs) > limit
