@@ -73,12 +73,13 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _agent_json(info: AgentInfo, api_key: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"id": info.id, "name": info.name, "addresses": list(info.addresses),
-                           "pgp_fingerprint": info.pgp_fingerprint, "accept": info.accept}
+                           "pgp_fingerprint": info.pgp_fingerprint}
     if api_key is not None:
         out["api_key"] = api_key
     else:
         out["key_prefix"] = info.key_prefix
         out["created_at"] = iso(info.created_at)
+        out["accept"] = info.accept
     return out
 
 
