@@ -67,19 +67,22 @@ class PgpKey:
 
 async def create_agent(sessions: async_sessionmaker[AsyncSession], name: str,
                        addresses: list[str], api_key: str | None = None,
-                       pgp_key: PgpKey | None = None) -> tuple[AgentInfo, str]:
+                       pgp_key: PgpKey | None = None, accept: str = "all",
+                       ) -> tuple[AgentInfo, str]:
     """Create an agent owning `addresses`; returns it and its API key (shown once)."""
     if name.startswith("agt_") or not name.strip() or len(name) > 200:
         raise AgentError(f"invalid agent name {name!r} (1–200 characters, not starting with agt_)")
     addrs = sorted({normalize_address(a) for a in addresses})
     if not addrs:
         raise AgentError("an agent needs at least one address")
+    if accept not in ACCEPT:
+        raise AgentError(f"accept must be one of {', '.join(ACCEPT)}")
     key = api_key or new_api_key()
     now = utcnow()
     agent = Agent(id=new_agent_id(), name=name, key_hash=hash_api_key(key),
                   key_prefix=key[:10], created_at=now, updated_at=now,
                   pgp_public_key=pgp_key.armored if pgp_key else None,
-                  pgp_fingerprint=pgp_key.fingerprint if pgp_key else None)
+                  pgp_fingerprint=pgp_key.fingerprint if pgp_key else None, accept=accept)
     async with sessions() as session, translated_errors():
         if (await session.exec(select(Agent).where(Agent.name == name))).first():
             raise AgentError(f"an agent named {name!r} exists")

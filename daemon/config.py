@@ -323,8 +323,7 @@ class OutboundConfig(_Section):
 
 
 def _dns_server(value: object) -> object:
-    """A resolver as `host` or `host:port` (`[v6]:port`), checked here so a typo fails at
-    start, not at the first message."""
+    """A resolver as `host` or `host:port` (`[v6]:port`), checked at start, not at first use."""
     if not isinstance(value, str):
         return value
     host, port = value, "53"
@@ -370,6 +369,7 @@ class AgentSpec(_Section):
     addresses: list[str] = Field(min_length=1)
     api_key_env: str | None = None
     openpgp_public_key_file: Path | None = None
+    accept: Literal["all", "authenticated"] | None = None  # SPEC §13; None: as the CLI set it
 
 
 class Config(_Section):

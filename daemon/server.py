@@ -25,7 +25,7 @@ import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from daemon.agents import AgentError, create_agent, find_agent, set_pgp_key
+from daemon.agents import AgentError, create_agent, find_agent, set_accept, set_pgp_key
 from daemon.api import (
     ApiContext,
     BodyLimit,
@@ -65,13 +65,7 @@ from daemon.smtp import (
     parse_networks,
 )
 from extractors import Limits
-from storage.db import (
-    current_revision,
-    head_revision,
-    make_engine,
-    make_sessions,
-    migrate_in_child,
-)
+from storage.db import current_revision, head_revision, make_engine, make_sessions, migrate_in_child
 from storage.errors import TransientError
 from storage.group_commit import GroupCommit
 from storage.local import LocalStore, load_or_create_secret
@@ -159,11 +153,13 @@ async def ensure_config_agents(config: Config,
                 await set_pgp_key(sessions, spec.name, pgp_key)
                 log.info("agent.pgp_key_set", agent_id=existing.id,
                          fingerprint=pgp_key.fingerprint)
+            if spec.accept is not None and existing.accept != spec.accept:
+                await set_accept(sessions, spec.name, spec.accept)
             continue
         key = config.agent_keys.get(spec.api_key_env) if spec.api_key_env else None
         try:
-            info, api_key = await create_agent(sessions, spec.name, spec.addresses,
-                                               api_key=key, pgp_key=pgp_key)
+            info, api_key = await create_agent(sessions, spec.name, spec.addresses, api_key=key,
+                                               pgp_key=pgp_key, accept=spec.accept or "all")
         except AgentError as e:
             raise StartupError(f"agents: {e}") from e
         log.info("agent.created", agent_id=info.id, name=info.name, addresses=list(info.addresses))
@@ -266,8 +262,10 @@ class Node:
             commits=lambda: (self.writer.batches, self.writer.writes, self.writer.failures),
             errors=Errors()), self.sessions)
         limits = config.limits
-        if (sender_auth := SenderAuth.of(config.auth, config.smtp.hostname)) is not None:
+        if (sender_auth := SenderAuth.of(config.auth, config.smtp.hostname,
+                                         in_process=p.extract_processes == 0)) is not None:
             self._closers.append(sender_auth.close)  # (None: auth.enabled = false)
+            await sender_auth.start()
         self.pipeline = Pipeline(
             PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
                              Limits(limits.max_attachment_size, limits.max_parts,
@@ -279,7 +277,8 @@ class Node:
         self._closers.append(self.spooler.close)
         self.ingest = Ingest(self.sessions, self.writer, self.store, self.spooler,
                              config.smtp.hostname, p.dedupe_window, jobs=self.pipeline,
-                             events=self.event_feed, pgp=self.pgp, extract=self.pipeline.extract)
+                             events=self.event_feed, pgp=self.pgp, extract=self.pipeline.extract,
+                             verifications=self.pipeline.verifications)
         self._open_outbound()
         self.smtp_socks = [_bind(listen) for listen in config.smtp.listen]
         self.http_socks = [_bind(listen) for listen in config.http.listen]

@@ -30,7 +30,7 @@ def fq(name: str) -> str:
     return name.lower().rstrip(".") + "."
 
 
-class Zone(BaseResolver):
+class Zone(BaseResolver):  # type: ignore[misc]  # dnslib has no types (bench is checked)
     """The records, the knobs and the query counts (thread-safe: dnslib answers in threads)."""
 
     def __init__(self, records: Mapping[str, Mapping[str, Any]] | None = None) -> None:
@@ -113,7 +113,7 @@ class Zone(BaseResolver):
         return reply
 
 
-class TruncatingHandler(DNSHandler):
+class TruncatingHandler(DNSHandler):  # type: ignore[misc]
     """UDP answers over 512 bytes go out as TC=1 *with the question*, so the client retries on
     TCP. (dnslib's own `udplen` truncation drops the question, and dnspython then rejects the
     reply and waits out its timeout instead of retrying.)"""

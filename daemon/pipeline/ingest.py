@@ -32,6 +32,7 @@ from daemon.openpgp import OpenPgp
 from daemon.pipeline.jobs import Lease
 from daemon.pipeline.pool import remove_files
 from daemon.pipeline.results import Outcome, Results, Stored, object_key
+from daemon.pipeline.verification import Sender, Verifications
 from daemon.sender_auth import local_submission
 from extractors import Extraction
 from storage.db import commit_in_order, insert_ignoring_conflicts, translated_errors
@@ -69,6 +70,15 @@ class Delivery:
 def _peer_ip(peer: str) -> str:
     """The address of a `host:port` or `[v6]:port` peer ("" when there is none)."""
     return peer.rsplit(":", 1)[0].strip("[]") if peer else ""
+
+
+def sender_of(delivery: Delivery) -> Sender:
+    """The identities SPF checks: MAIL FROM, and the client (the peer, or what a trusted relay
+    forwarded with XFORWARD or PROXY) with its HELO name."""
+    return Sender("" if delivery.mail_from == "<>" else delivery.mail_from,
+                  (delivery.client_ip or _peer_ip(delivery.peer))[:64] or None,
+                  (delivery.helo if delivery.client_helo is None
+                   else delivery.client_helo)[:255] or None)
 
 
 @dataclass(frozen=True)
@@ -140,7 +150,7 @@ class Jobs(Protocol):
 
     def reserve(self) -> Lease | None: ...
     def unreserve(self) -> None: ...
-    def claimed(self, message_id: str) -> None: ...
+    def claimed(self, message_id: str, sender: Sender | None = None) -> None: ...
     def submit(self, message_id: str) -> None: ...
     async def caught_up(self) -> None: ...
 
@@ -158,8 +168,10 @@ class Ingest:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], writer: GroupCommit,
                  store: ObjectStore, spooler: Spooler, hostname: str, dedupe_window: float,
                  jobs: Jobs, events: Wakeups, pgp: OpenPgp | None = None,
-                 extract: Extract | None = None) -> None:
+                 extract: Extract | None = None,
+                 verifications: Verifications | None = None) -> None:
         self._pgp = pgp
+        self._verifications = verifications
         self._extract = extract
         self._events = events
         self._spooler = spooler
@@ -224,7 +236,7 @@ class Ingest:
         spooled = incoming.spool.finish()
         keys = sorted({r.pgp_fingerprint for r in delivery.recipients if r.pgp_fingerprint})
         if keys and self._pgp is not None and self._pgp.mode != "off":
-            written = await self._store_encrypted(incoming.message_id, spooled, keys)
+            written = await self._store_encrypted(incoming.message_id, spooled, keys, delivery)
         else:
             written = await self._store_raw(incoming.message_id, spooled)
         return await self._record(delivery, incoming.message_id, spooled, written)
@@ -245,11 +257,13 @@ class Ingest:
         return _Written([rkey])
 
     async def _store_encrypted(self, message_id: str, spooled: Spooled,
-                               fingerprints: list[str]) -> _Written:
-        """Mail for agents with keys (SPEC §8): taken apart now, while its plaintext is here,
-        then the raw message and every extracted file encrypted to all the recipients' keys at
-        once and stored. Nothing readable leaves the process, and nothing is left to do after
-        250 that would need the plaintext again."""
+                               fingerprints: list[str], delivery: Delivery) -> _Written:
+        """Mail for agents with keys (SPEC §8): taken apart and its sender verified now, while
+        its plaintext is here, then the raw message and every extracted file encrypted to all
+        the recipients' keys at once and stored. Nothing readable leaves our processes, and
+        nothing is left to do after 250 that would need the plaintext again. (Verification
+        runs beside extraction and encryption, so it adds to the 250's wait only what it takes
+        beyond them.)"""
         assert self._pgp is not None and self._extract is not None
         pgp, spool_dir = self._pgp, self._store.spool_dir
         plain = spooled.path
@@ -259,6 +273,10 @@ class Ingest:
             await asyncio.to_thread(plain.write_bytes, spooled.data)
         uploads: list[tuple[str, Path]] = []
         stored: dict[str, Stored] = {}
+        checks = self._verifications
+        verifying = None if checks is None or checks.auth is None or delivery.protocol == LOCAL \
+            else asyncio.ensure_future(checks.check(plain, sender_of(delivery)))
+        authentication = None
         try:
             result = await self._extract(plain)
             try:
@@ -278,14 +296,19 @@ class Ingest:
                     stored[slot] = Stored(key + ".asc", sha256, size)
                     uploads.append((key + ".asc", enc))
                 await self._store.put_files(uploads)
+                if verifying is not None:
+                    authentication = await verifying
             finally:
                 remove_files(result.files)
                 for _, leftover in uploads:
                     leftover.unlink(missing_ok=True)
         finally:
+            if verifying is not None and not verifying.done():
+                verifying.cancel()
             plain.unlink(missing_ok=True)
         return _Written([key for key, _ in uploads], found, Outcome(
-            stored=stored, encrypted_to=tuple(fingerprints), signature=signature))
+            stored=stored, encrypted_to=tuple(fingerprints), signature=signature,
+            authentication=authentication))
 
     async def _record(self, delivery: Delivery, message_id: str, spooled: Spooled,
                       written: _Written) -> Accepted:
@@ -298,10 +321,9 @@ class Ingest:
             "mail_from": "" if delivery.mail_from == "<>" else delivery.mail_from,
             "peer": delivery.peer[:100], "size": spooled.size, "raw_key": raw_key(message_id),
             "raw_sha256": spooled.sha256, "received_at": now,
-            "client_ip": (delivery.client_ip or _peer_ip(delivery.peer))[:64] or None,
-            "helo": (delivery.helo if delivery.client_helo is None
-                     else delivery.client_helo)[:255] or None,
         }
+        sender = sender_of(delivery)
+        row.update(client_ip=sender.client_ip, helo=sender.helo)
         if delivery.protocol == LOCAL:  # from an agent of ours: authenticated by its key
             authentication = local_submission(self._hostname, row["mail_from"])
             row.update(authentication=json.dumps(authentication), verdict="pass")
@@ -330,7 +352,7 @@ class Ingest:
             if accepted.duplicate:
                 self._jobs.unreserve()
             else:
-                self._jobs.claimed(message_id)
+                self._jobs.claimed(message_id, None if delivery.protocol == LOCAL else sender)
         elif results is None and not accepted.duplicate:
             self._jobs.submit(message_id)
         return accepted
@@ -362,7 +384,8 @@ class Ingest:
                  "address": r.address, "tag": r.tag} for r in recipients])
             agents = sorted({r.agent_id for r in recipients})
             if results is not None:  # recorded whole (encrypted at rest): announced at once
-                recorded[:] = results.write(conn, agents, announce=True)
+                recorded[:] = results.write(conn, agents, announce=True,
+                                            verdict=row.get("verdict"))
             # Else the pipeline says message.received, once the sender is verified (SPEC §13).
             return True
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, bindparam, delete, false, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,8 +39,9 @@ from daemon.pipeline.leases import (
     renew_lease,
 )
 from daemon.pipeline.pool import ExtractionPool, remove_files
-from daemon.pipeline.results import Outcome, Results, object_key, received_events
-from daemon.sender_auth import Authentication, SenderAuth
+from daemon.pipeline.results import Outcome, Results, fenced_update, object_key, received_events
+from daemon.pipeline.verification import Sender, Verifications, Verifying, announcing, verdict_of
+from daemon.sender_auth import SenderAuth
 from extractors import Extraction, Limits
 from storage.errors import DatabaseError, ObjectNotFound, PermanentError, TransientError
 from storage.group_commit import GroupCommit
@@ -87,31 +88,8 @@ class PipelineSettings:
     max_lag: float = 0.5
 
 
-_UPDATES: dict[tuple[str, ...], Any] = {}
-# Who sent the message, for SPF, and whether it was verified already.
-_IDENTITY = (select(MESSAGES.c.mail_from, MESSAGES.c.client_ip, MESSAGES.c.helo,
-                    MESSAGES.c.verdict).where(MESSAGES.c.id == bindparam("message_id")))
-_ANNOUNCE = (update(MESSAGES).where(MESSAGES.c.id == bindparam("a_id"),
-                                    MESSAGES.c.announced == false()).values(announced=True))
-
-
-def _announcing(conn: Connection, message_id: str) -> bool:
-    """True once per message, in the transaction that records its message.received."""
-    return bool(conn.execute(_ANNOUNCE, {"a_id": message_id}).rowcount)
 _EARLIER_ATTACHMENTS = (select(ATTACHMENTS.c.index, ATTACHMENTS.c.id)
                         .where(ATTACHMENTS.c.message_id == bindparam("message_id")))
-
-
-def _fenced_update(columns: tuple[str, ...]) -> Any:
-    """`UPDATE messages SET <columns> WHERE id = :w_id AND lease_owner = :w_owner`, built once
-    per column set (the values are `v_<column>`): building it per message cost more than
-    running it."""
-    statement = _UPDATES.get(columns)
-    if statement is None:
-        statement = _UPDATES[columns] = update(MESSAGES).where(
-            MESSAGES.c.id == bindparam("w_id"), MESSAGES.c.lease_owner == bindparam("w_owner")
-        ).values({name: bindparam(f"v_{name}", type_=MESSAGES.c[name].type) for name in columns})
-    return statement
 
 
 class Pipeline:
@@ -124,7 +102,9 @@ class Pipeline:
                  incoming: Callable[[], int] = lambda: 0, clock: Clock = SYSTEM,
                  sender_auth: SenderAuth | None = None) -> None:
         self._clock = clock  # every reading of time here goes through it
-        self._auth = sender_auth
+        self.verifications = Verifications(sender_auth, writer)
+        self._background: set[asyncio.Task[None]] = set()  # jobs waiting for their verdict
+        self._senders: dict[str, Sender] = {}  # of new messages queued, from ingest
         self.backpressure = Backpressure(settings.max_lag, incoming, clock)
         self._pgp = pgp
         self._metrics = metrics
@@ -191,17 +171,24 @@ class Pipeline:
     def unreserve(self) -> None:
         self._reserved -= 1
 
-    def claimed(self, message_id: str) -> None:
-        """The row of `message_id` was committed with the lease from `reserve`."""
+    def claimed(self, message_id: str, sender: Sender | None = None) -> None:
+        """The row of `message_id` was committed with the lease from `reserve` (and without
+        a verdict, when `sender` is given)."""
         self._reserved -= 1
+        if sender is not None and self.verifications.auth is not None:
+            self._senders[message_id] = sender
         self._enqueue(message_id, (self._clock.monotonic(), 1))
 
     async def run(self) -> None:
         """Run the workers and the sweeper until cancelled."""
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(self.settings.workers):
-                tg.create_task(self._worker())
-            tg.create_task(self._sweeper())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(self.settings.workers):
+                    tg.create_task(self._worker())
+                tg.create_task(self._sweeper())
+        finally:
+            for task in list(self._background):
+                task.cancel()  # their leases expire, as the workers' do
 
     async def release_leases(self) -> None:
         """Give back the leases this node holds (stopping), so another node need not wait for
@@ -249,6 +236,7 @@ class Pipeline:
         the row with it, or the sweeper claimed it. A lease that has aged in the queue is
         renewed first, and given up if it is no longer ours.
         """
+        sender = self._senders.pop(message_id, None)
         try:
             if claimed is None:
                 attempt = await claim_message(self._writer, message_id, self._node,
@@ -271,8 +259,33 @@ class Pipeline:
                              "finished (the process died while extracting)")
             self._notifier.wake(message_id)
             return
-        job = asyncio.create_task(self._extract_and_store(message_id, attempt))
+        freed = asyncio.Event()  # set when only the sender's verdict is missing
+        job = asyncio.create_task(self._extract_and_store(
+            message_id, attempt, freed, sender))
         renewer = asyncio.create_task(self._renew(message_id, job))
+        concluding = self._conclude(message_id, attempt, job, renewer)
+        waiter = asyncio.create_task(freed.wait())
+        try:
+            await asyncio.wait([job, waiter], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            job.cancel()
+            renewer.cancel()
+            concluding.close()
+            raise
+        finally:
+            waiter.cancel()
+        if job.done():
+            await concluding
+            return
+        # The job waits for the verdict alone (daemon.pipeline.verification): this worker
+        # takes the next message.
+        task = asyncio.create_task(concluding)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _conclude(self, message_id: str, attempt: int, job: asyncio.Task[None],
+                        renewer: asyncio.Task[None]) -> None:
+        """Wait for `job` and act on how it ended: log, fail, or release for a retry."""
         started = self._clock.monotonic()
         try:
             try:
@@ -358,7 +371,7 @@ class Pipeline:
             agents = message_agents(conn, message_id)
             now = self._clock.now()
             events = event_rows(agents, "message.failed", message_id, now, status=FAILED)
-            if _announcing(conn, message_id):  # failed before it was said to have come
+            if announcing(conn, message_id):  # failed before it was said to have come
                 events[:0] = received_events(agents, message_id, now, None)
             record_events(conn, events)
 
@@ -369,56 +382,59 @@ class Pipeline:
         except TransientError as e:
             log.warning("pipeline.fail_not_recorded", message_id=message_id, error=str(e))
 
-    async def _extract_and_store(self, message_id: str, attempt: int = 1) -> None:
+    async def _extract_and_store(self, message_id: str, attempt: int = 1,
+                                 freed: asyncio.Event | None = None,
+                                 sender: Sender | None = None) -> None:
         rkey = raw_key(message_id)
         # The worker reads the raw object from a file: the store's own when it is local, else
-        # a spool copy. The message's bytes never pass through this process (but for sender
-        # authentication, which reads them in a thread of its own while extraction runs).
+        # a spool copy. The message's bytes never pass through this process (nor through its
+        # sender verification, which reads the same file in the verifier process).
         source = self._store.local_path(rkey)
         copy = None
-        verifying: asyncio.Future[Authentication] | None = None
+        verifying: Verifying | None = None
+        authentication: dict[str, Any] | None = None
         try:
             if source is None:
                 source = copy = spool_name(self._store.spool_dir, "raw")
                 await self._store.get_file(rkey, copy)
-            verifying = await self._verification(message_id, source)
+            verifying = await self.verifications.begin(source, message_id, sender)
             result = await self._extraction.extract(source, self.settings.limits,
                                                     self._store.spool_dir)
-            authentication = None if verifying is None else (await verifying).to_json()
+            if copy is not None and verifying is not None:  # the copy is removed below
+                authentication = await self.verifications.settle(verifying, None)
         except (ObjectNotFound, FileNotFoundError) as e:
-            raise PermanentError(f"raw object missing: {rkey}") from e
-        finally:
-            if verifying is not None and not verifying.done():
+            if verifying is not None:
                 verifying.cancel()
+            raise PermanentError(f"raw object missing: {rkey}") from e
+        except BaseException:
+            if verifying is not None:
+                verifying.cancel()
+            raise
+        finally:
             if copy is not None:
                 copy.unlink(missing_ok=True)
         found = result.found
         try:
             found, outcome = await self._check_signature(found, attempt)
+            if verifying is not None and verifying.done() and authentication is None:
+                authentication = await verifying
             outcome = dataclasses.replace(outcome, authentication=authentication)
             to_store = sum(p.size for p in found.attachments if p.outcome != "rejected")
             if to_store > PENDING_FIRST_ABOVE:
-                # Storing will take a while: let agents see the attachments as pending first.
-                await self._record(message_id, found, final=False)
+                # Storing will take a while: let agents see the attachments as pending first
+                # (message.received waits for the verdict, if it is still to come).
+                await self._record(message_id, found, final=False, outcome=outcome,
+                                   hold=verifying is not None and authentication is None)
             await self._store.put_files([(object_key(message_id, slot), Path(path))
                                          for slot, path in result.files.items()])
+            if verifying is not None and authentication is None:
+                authentication = await self.verifications.settle(verifying, freed)
+                outcome = dataclasses.replace(outcome, authentication=authentication)
             await self._record(message_id, found, final=True, outcome=outcome)
         finally:
             remove_files(result.files)
-
-    async def _verification(self, message_id: str,
-                            source: Path) -> asyncio.Future[Authentication] | None:
-        """Sender authentication of the message in `source`, started (SPEC §13); None when it
-        is off or the message was verified already (an attempt before, a reprocess: the verdict
-        is the one of its arrival)."""
-        if self._auth is None:
-            return None
-        async with self._sessions() as session:
-            who = (await session.execute(_IDENTITY, {"message_id": message_id})).first()
-        if who is None or who.verdict is not None:
-            return None
-        return asyncio.ensure_future(self._auth.check(
-            source, client_ip=who.client_ip, helo=who.helo, mail_from=who.mail_from))
+            if verifying is not None and not verifying.done():
+                verifying.cancel()
 
     async def _check_signature(self, found: Extraction,
                                attempt: int) -> tuple[Extraction, Outcome]:
@@ -441,23 +457,22 @@ class Pipeline:
                                               self._store.spool_dir)
 
     async def _record(self, message_id: str, found: Extraction, final: bool,
-                      outcome: Outcome | None = None) -> None:
-        """Write the message's attachment rows and headers in one transaction.
-
-        Not `final`: every attachment `pending`. `final` (its bytes are stored): each one
-        terminal, and the message too, its lease released. Attachment ids survive retries.
-        """
+                      outcome: Outcome | None = None, hold: bool = False) -> None:
+        """Write the message's attachment rows and headers in one transaction. Not `final`:
+        every attachment `pending` (with `hold`, no message.received before the verdict).
+        `final` (its bytes are stored): each one terminal, and the message too, its lease
+        released. Attachment ids survive retries."""
         results = Results(message_id, found, final=final, now=self._clock.now(),
                           outcome=outcome)
         message = results.message
         c = ATTACHMENTS.c
         node = self._node
-        verdict = message.get("verdict")
+        verdict, checked = message.get("verdict"), self.verifications.auth is not None
 
         def record(conn: Connection) -> list[dict[str, Any]] | None:
             # The fence first: the row stays locked (PostgreSQL) until this commits, and a
             # node whose lease is gone changes nothing.
-            fenced = conn.execute(_fenced_update(tuple(message)), {
+            fenced = conn.execute(fenced_update(tuple(message)), {
                 "w_id": message_id, "w_owner": node,
                 **{f"v_{k}": v for k, v in message.items()}})
             if not fenced.rowcount:
@@ -466,8 +481,11 @@ class Pipeline:
                 _EARLIER_ATTACHMENTS, {"message_id": message_id}).all()}
             if earlier:
                 conn.execute(delete(ATTACHMENTS).where(c.message_id == message_id))
-            return results.write(conn, message_agents(conn, message_id), earlier,
-                                 verdict=verdict, announce=_announcing(conn, message_id))
+            said = verdict if verdict is not None or not checked else verdict_of(conn,
+                                                                                 message_id)
+            return results.write(conn, message_agents(conn, message_id), earlier, verdict=said,
+                                 announce=not (hold and said is None)
+                                 and announcing(conn, message_id))
 
         rows = await self._writer.write(record)
         if rows is None:

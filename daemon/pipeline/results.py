@@ -13,12 +13,21 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, update
 
 from daemon.events import event_rows, record_events
 from daemon.ids import new_attachment_id, thread_id_of
 from extractors import Extraction, Part
-from storage.models import FAILED, PARTIAL, PENDING, READY, RECEIVED, REJECTED, Attachment
+from storage.models import (
+    FAILED,
+    PARTIAL,
+    PENDING,
+    READY,
+    RECEIVED,
+    REJECTED,
+    Attachment,
+    Message,
+)
 from storage.objects import attachment_key, body_key
 
 log = structlog.get_logger("postroom.pipeline")
@@ -27,6 +36,22 @@ _ATTACHMENT_INSERT = Attachment.__table__.insert()  # type: ignore[attr-defined]
 
 # The object format of what postroom encrypts at rest (SPEC §8).
 AT_REST = {"algorithm": "openpgp", "format": "armored"}
+
+_MESSAGES = Message.__table__  # type: ignore[attr-defined]
+_UPDATES: dict[tuple[str, ...], Any] = {}
+
+
+def fenced_update(columns: tuple[str, ...]) -> Any:
+    """`UPDATE messages SET <columns> WHERE id = :w_id AND lease_owner = :w_owner`, built once
+    per column set (the values are `v_<column>`): building it per message cost more than
+    running it."""
+    statement = _UPDATES.get(columns)
+    if statement is None:
+        m = _MESSAGES
+        statement = _UPDATES[columns] = update(m).where(
+            m.c.id == bindparam("w_id"), m.c.lease_owner == bindparam("w_owner")
+        ).values({name: bindparam(f"v_{name}", type_=m.c[name].type) for name in columns})
+    return statement
 
 
 @dataclass(frozen=True)

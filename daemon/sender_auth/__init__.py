@@ -2,8 +2,9 @@
 
 `verify(raw, client_ip=…, helo=…, mail_from=…, authserv_id=…, resolver=…)` returns a frozen
 `Authentication` (`.to_json()` is the message's `authentication` object). It is synchronous and
-never raises; run it off the event loop, after the 250 (`SenderAuth.check` runs it in a bounded
-pool of threads). One `Resolver` per process holds the DNS cache. This package knows nothing of
+never raises; run it off the event loop, after the 250 (`SenderAuth.check` runs it in the
+verifier process, `python -m daemon.sender_auth.worker`, in a bounded pool of threads). One
+`Resolver` per process holds the DNS cache. This package knows nothing of
 SMTP sessions, the pipeline or the API.
 """
 
@@ -14,6 +15,7 @@ from daemon.sender_auth.records import (
     DkimResult,
     DmarcResult,
     Limits,
+    Settings,
     SpfResult,
     Verdict,
 )
@@ -24,7 +26,7 @@ from daemon.sender_auth.resolver import (
     Resolver,
     parse_nameserver,
 )
-from daemon.sender_auth.service import SenderAuth, local_submission
+from daemon.sender_auth.service import SenderAuth, Verifier, local_submission
 from daemon.sender_auth.verify import decide_verdict, verify
 
 __all__ = [
@@ -38,8 +40,10 @@ __all__ = [
     "Limits",
     "Resolver",
     "SenderAuth",
+    "Settings",
     "SpfResult",
     "Verdict",
+    "Verifier",
     "decide_verdict",
     "local_submission",
     "org_domain",

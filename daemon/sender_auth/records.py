@@ -44,6 +44,20 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Settings:
+    """What a verifier needs, from `[auth]` (`SenderAuth.of`); it crosses into the verifier
+    process."""
+
+    authserv_id: str
+    dns_servers: tuple[str, ...] = ()
+    dns_timeout: float = 2.0
+    trusted_authserv_ids: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    concurrency: int = 8
+    max_message_size: int = 4 * 1024**2
+
+
+@dataclass(frozen=True)
 class SpfResult:
     """RFC 7208 result for one identity (MAIL FROM, or HELO); `domain` is the one checked."""
 

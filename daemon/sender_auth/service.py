@@ -1,20 +1,23 @@
-"""Verification as a service of the daemon: `verify` in a bounded pool of threads, so a slow
-DNS answer holds one thread (at most `dns_budget`), never the event loop, and never more than
-`concurrency` messages' bytes are in memory for it at once.
+"""Verification as a service of the daemon: `verify` in the verifier process (`worker.py`,
+through `VerifierProcess`), or with `in_process` in a pool of threads of the daemon's own. Either
+way `concurrency` threads bound it: a slow DNS answer holds one (at most `dns_budget`), never
+the event loop, and never more than `concurrency` messages' bytes are in memory for it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from daemon.config import AuthConfig
-from daemon.sender_auth.records import Authentication, Limits
+from daemon.sender_auth.process import VerifierProcess
+from daemon.sender_auth.records import Authentication, Limits, Settings
 from daemon.sender_auth.resolver import Resolver
 from daemon.sender_auth.verify import verify
+
+if TYPE_CHECKING:  # the verifier process does without pydantic and the rest of the config
+    from daemon.config import AuthConfig
 
 
 def local_submission(authserv_id: str, mail_from: str) -> dict[str, Any]:
@@ -42,60 +45,81 @@ def header_of(start: bytes) -> bytes:
     return start[:end] + (b"\r\n\r\n" if start[end:end + 1] == b"\r" else b"\n\n")
 
 
-class SenderAuth:
-    """One node's verifier: its resolver (the DNS cache), settings and threads."""
+class Verifier:
+    """Verification in one process: its resolver (the DNS cache) and settings; thread-safe."""
 
-    @classmethod
-    def of(cls, config: AuthConfig, hostname: str) -> SenderAuth | None:
-        """The verifier `[auth]` asks for (its authserv-id defaults to `hostname`); None when
-        `auth.enabled` is false."""
-        if not config.enabled:
-            return None
-        return cls(Resolver(config.dns_servers, config.dns_timeout),
-                   config.authserv_id or hostname,
-                   trusted_authserv_ids=config.trusted_authserv_ids,
-                   limits=Limits(max_signatures=config.max_signatures),
-                   concurrency=config.concurrency, max_message_size=config.max_message_size)
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.resolver = Resolver(list(settings.dns_servers), settings.dns_timeout)
 
-    def __init__(self, resolver: Resolver, authserv_id: str, *,
-                 trusted_authserv_ids: Collection[str] = (), limits: Limits | None = None,
-                 concurrency: int = 8, max_message_size: int = 4 * 1024**2) -> None:
-        self._max_size = max_message_size
-        self.resolver = resolver
-        self.authserv_id = authserv_id
-        self._trusted = tuple(trusted_authserv_ids)
-        self._limits = limits or Limits()
-        self._threads = ThreadPoolExecutor(max_workers=concurrency,
-                                           thread_name_prefix="sender-auth")
-
-    async def check(self, source: Path | bytes, *, client_ip: str | None, helo: str | None,
-                    mail_from: str) -> Authentication:
-        """The verdicts on the message in `source` (its raw bytes, or a file holding them);
-        never raises for anything the message or DNS does (`verify`'s promise)."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._threads, self._verify, source, client_ip, helo, mail_from)
-
-    def _verify(self, source: Path | bytes, client_ip: str | None, helo: str | None,
-                mail_from: str) -> Authentication:
-        raw, whole = self._read(source)
+    def verify(self, source: Path | bytes | str, client_ip: str | None, helo: str | None,
+               mail_from: str) -> Authentication:
+        """The verdicts on the message in `source` (its bytes, or a file holding them)."""
+        raw, whole = self._read(Path(source) if isinstance(source, str) else source)
+        s = self.settings
         return verify(raw, client_ip=client_ip, helo=helo, mail_from=mail_from,
-                      authserv_id=self.authserv_id, resolver=self.resolver,
-                      trusted_authserv_ids=self._trusted, limits=self._limits,
+                      authserv_id=s.authserv_id, resolver=self.resolver,
+                      trusted_authserv_ids=s.trusted_authserv_ids, limits=s.limits,
                       body_read=whole)
 
     def _read(self, source: Path | bytes) -> tuple[bytes, bool]:
         """The message, or only its header when it is over `max_message_size` (its body
         would cost memory several times its size in dkimpy): (bytes, whole)."""
+        limit = self.settings.max_message_size
         if isinstance(source, bytes):
-            if len(source) <= self._max_size:
+            if len(source) <= limit:
                 return source, True
             return header_of(source[:MAX_HEADER_READ]), False
         with source.open("rb") as f:
-            if source.stat().st_size <= self._max_size:
+            if source.stat().st_size <= limit:
                 return f.read(), True
             return header_of(f.read(MAX_HEADER_READ)), False
 
-    def close(self) -> None:
-        """Stop taking work; verifications under way finish in their threads (each bounded by
-        its DNS budget), their results unused."""
-        self._threads.shutdown(wait=False, cancel_futures=True)
+
+class SenderAuth:
+    """One node's verification, in the verifier process or (`in_process`) in threads."""
+
+    @classmethod
+    def of(cls, config: AuthConfig, hostname: str, *,
+           in_process: bool = False) -> SenderAuth | None:
+        """The verification `[auth]` asks for (its authserv-id defaults to `hostname`); None
+        when `auth.enabled` is false."""
+        if not config.enabled:
+            return None
+        settings = Settings(config.authserv_id or hostname, tuple(config.dns_servers),
+                            config.dns_timeout, tuple(config.trusted_authserv_ids),
+                            Limits(max_signatures=config.max_signatures), config.concurrency,
+                            config.max_message_size)
+        return cls(settings, in_process=in_process)
+
+    def __init__(self, settings: Settings, *, in_process: bool = False) -> None:
+        self.settings = settings
+        self.authserv_id = settings.authserv_id
+        self._process = None if in_process else VerifierProcess(settings)
+        self._verifier = Verifier(settings) if in_process else None
+        self._threads = ThreadPoolExecutor(max_workers=settings.concurrency,
+                                           thread_name_prefix="sender-auth") if in_process else None
+
+    async def start(self) -> None:
+        """Start the verifier process now, so the first message does not wait for it."""
+        if self._process is not None:
+            await self._process.start()
+
+    async def check(self, source: Path | bytes, *, client_ip: str | None, helo: str | None,
+                    mail_from: str) -> Authentication:
+        """The verdicts on the message in `source` (its raw bytes, or a file holding them);
+        never raises for anything the message or DNS does (`verify`'s promise). A verifier
+        process that died under it raises TransientError (the job is retried)."""
+        if self._process is not None:
+            return await self._process.check(
+                str(source) if isinstance(source, Path) else source, client_ip, helo, mail_from)
+        assert self._verifier is not None
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, self._verifier.verify, source, client_ip, helo, mail_from)
+
+    async def close(self) -> None:
+        """Stop taking work; verifications under way are dropped, their results unused."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._process is not None:
+            await self._process.close()

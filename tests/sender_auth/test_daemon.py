@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.dnsserver import RunningDns, fq
-from tests.harness import Daemon, running_daemon
+from tests.harness import Daemon, process_tree, running_daemon
 from tests.sender_auth.conftest import Keys
 from tests.sender_auth.mail import message, sign
 
@@ -162,3 +164,68 @@ def test_an_agent_accepting_authenticated_mail_sees_the_rest_only_on_request(
     d.cli("agent", "set", name, "--accept", "all")
     with d.api(key) as api:
         assert forged in [m["id"] for m in api.get("/v1/messages").json()["messages"]]
+
+
+def test_accept_in_config_toml_is_set_at_every_start_and_kept_without_it(
+        fresh_root: Any) -> None:
+    key = "pr_" + "c" * 40
+    agent = '\n[[agents]]\nname = "cfg"\naddresses = ["cfg@agents.test"]\napi_key_env = "K"\n'
+
+    def accept(d: Daemon) -> str:
+        listed = json.loads(d.cli("agent", "list", "--json").stdout)
+        return str(next(a["accept"] for a in listed if a["name"] == "cfg"))
+
+    for declared, expected in (('accept = "authenticated"\n', "authenticated"),
+                               ('accept = "all"\n', "all"), ("", "all")):
+        with running_daemon(fresh_root, extra=agent + declared, env={"K": key}) as d:
+            assert accept(d) == expected
+            if not declared:  # without the key, the CLI's setting stays over restarts
+                d.cli("agent", "set", "cfg", "--accept", "authenticated")
+    with running_daemon(fresh_root, extra=agent, env={"K": key}) as d:
+        assert accept(d) == "authenticated"
+
+
+def test_mail_encrypted_at_rest_is_verified_while_its_plaintext_is_here(
+        d: Daemon, keys: Keys) -> None:
+    from tests.pgpkeys import make_key
+
+    address = f"k{os.urandom(4).hex()}@agents.test"
+    key_file = d.root / f"{address}.asc"
+    key_file.write_text(make_key(f"K <{address}>").public)
+    added = json.loads(d.cli("agent", "add", address.split("@")[0], "--address", address,
+                             "--pgp-key", str(key_file), "--json").stdout)
+    d.wait_for(lambda: d.rcpt_code(address) == 250, 5.0, f"RCPT of {address}")
+    good = _send(d, sign(message(), keys.rsa, "rsa"), address)
+    forged = _send(d, message(), address, mail_from="x@soft.test")
+    key = str(added["api_key"])
+    views = {m: d.wait_message(key, m) for m in (good, forged)}
+    assert all(v["encryption"]["recipients"] for v in views.values())  # stored as ciphertext
+    assert [views[m]["verdict"] for m in (good, forged)] == ["pass", "fail"]
+    assert views[good]["authentication"]["dkim"][0]["result"] == "pass"
+    received = {e["message_id"]: e["verdict"] for e in _events(d, key)
+                if e["type"] == "message.received"}
+    assert received == {good: "pass", forged: "fail"}
+
+
+def _verifier_pids(d: Daemon) -> list[int]:
+    def cmdline(pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return b""
+
+    return [p for p in process_tree(d.proc.pid) if b"daemon.sender_auth.worker" in cmdline(p)]
+
+
+def test_a_killed_verifier_costs_a_retry_and_the_next_one_verifies(
+        d: Daemon, keys: Keys) -> None:
+    rcpt, key = _agent(d)
+    before = _verifier_pids(d)
+    assert len(before) == 1  # one verifier process beside the daemon, at nice 10
+    assert int(Path(f"/proc/{before[0]}/stat").read_text().rsplit(")", 1)[1].split()[16]) == 10
+    os.kill(before[0], signal.SIGKILL)
+    message_id = _send(d, sign(message(), keys.rsa, "rsa"), rcpt)
+    view = d.wait_message(key, message_id, timeout=30)
+    assert view["verdict"] == "pass" and view["status"] == "ready"
+    after = _verifier_pids(d)
+    assert len(after) == 1 and after != before
