@@ -349,7 +349,8 @@ def macro_run(on: bool, rep: int, position: int, src: Path, dns: RunningDns, bod
         cmd = [*nice_prefix(args.nice), sys.executable, "-m", "bench.sender_auth", "load",
                "--bodies", str(bodies), "--json", "--uvloop", "--port", str(run.smtp_port),
                "--workload", "small", "-c", str(args.concurrency),
-               "--max-seconds", str(args.seconds), "--ids-out", str(ids_file)]
+               "--max-seconds", str(args.seconds), "--ids-out", str(ids_file),
+               "--rate", str(args.rate)]
         record["quiet_waited_s"], record["quiet_last_pct"] = wait_quiet(args.quiet_wait, 15.0)
         dns.zone.reset_counts()
         sampler = TreeSampler(run.pid)
@@ -366,7 +367,8 @@ def macro_run(on: bool, rep: int, position: int, src: Path, dns: RunningDns, bod
         ok = max(res["ok"], 1)
         record.update(
             {k: res[k] for k in ("msgs_per_s", "mb_per_s", "ok", "errors", "errors_by_code",
-                                 "error_samples", "p50_ms", "p99_ms", "elapsed_s",
+                                 "error_samples", "p50_ms", "p99_ms", "elapsed_s", "rate",
+                                 "late_p50_ms", "late_p99_ms",
                                  "message_bytes", "pool", "client_cpu_s")},
             cpu_ms_load=1e3 * cpu_load / ok, cpu_ms_drained=1e3 * cpu_drained / ok,
             drained=drained, target_cpu_pct=100 * cpu_load / res["elapsed_s"],
@@ -405,6 +407,8 @@ def macro_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                                   "cpu_ms_load": med(side, "cpu_ms_load"),
                                   "cpu_ms_drained": med(side, "cpu_ms_drained"),
                                   "ready_after_250_p50_ms": ready_p50(side),
+                                  "smtp_p50_ms": med(side, "p50_ms"),
+                                  "smtp_p99_ms": med(side, "p99_ms"),
                                   "runs": len(by[side])} for side in ("on", "off")}
     if pairs:
         out["msgs_ratio_on_off"] = spread([a["msgs_per_s"] / b["msgs_per_s"] for a, b in pairs])
@@ -418,11 +422,12 @@ def print_macro(runs: list[dict[str, Any]], s: dict[str, Any], args: argparse.Na
     print(f"\npostroom small c={args.concurrency}, {args.seconds:g} s per run, auth on/off "
           f"alternating; median (min–max) of {s['on']['runs']}/{s['off']['runs']} runs")
     print(f"{'auth':5} {'msgs/s':>22} {'CPU ms/msg (load)':>22} {'CPU ms/msg (drained)':>22} "
-          f"{'250→ready p50 ms':>22}")
+          f"{'250→ready p50 ms':>22} {'MAIL→250 p50 ms':>22} {'MAIL→250 p99 ms':>22}")
     for side in ("on", "off"):
         v = s[side]
         print(f"{side:5} {fmt(v['msgs_per_s'], 1):>22} {fmt(v['cpu_ms_load']):>22} "
-              f"{fmt(v['cpu_ms_drained']):>22} {fmt(v['ready_after_250_p50_ms'], 1):>22}")
+              f"{fmt(v['cpu_ms_drained']):>22} {fmt(v['ready_after_250_p50_ms'], 1):>22} "
+              f"{fmt(v['smtp_p50_ms'], 1):>22} {fmt(v['smtp_p99_ms'], 1):>22}")
     if "msgs_ratio_on_off" in s:
         print(f"paired by repeat: msgs/s on ÷ off {fmt(s['msgs_ratio_on_off'], 3)}; "
               f"CPU ms/msg on − off {fmt(s['cpu_ms_load_diff'])} during the load, "
@@ -453,6 +458,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="macro: runs per side")
     p.add_argument("--seconds", type=float, default=8.0, help="macro: load time per run")
     p.add_argument("-c", "--concurrency", type=int, default=16)
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="macro: offer this many msgs/s (open loop); 0 saturates (closed loop)")
     p.add_argument("--pool", type=int, default=smtp_load.WORKLOADS["small"].pool,
                    help="macro: distinct signed bodies (the small workload's pool)")
     p.add_argument("--quiet-wait", type=float, default=10.0,
@@ -498,6 +505,8 @@ def main(argv: list[str] | None = None) -> None:
                         runs.append(macro_run(on, rep, position, src, dns, bodies, args))
                         r = runs[-1]
                         print(f"rep {rep} auth {r['auth']:3}  {r['msgs_per_s']:7.1f} msgs/s  "
+                              f"250 p50/p99 {r['p50_ms']:.1f}/{r['p99_ms']:.1f} ms  "
+                              f"late p99 {r['late_p99_ms'] or 0:.0f} ms  "
                               f"{r['cpu_ms_load']:.2f} CPU ms/msg (load), "
                               f"{r['cpu_ms_drained']:.2f} (drained)  250→ready p50 "
                               f"{r['ready']['ready_after_250_p50_ms'] or float('nan'):.1f} ms  "
@@ -507,6 +516,7 @@ def main(argv: list[str] | None = None) -> None:
                                   f"{k} {v:.2f}" for k, v in r["cpu_ms_by_process"].items()),
                               flush=True)
                 record["macro"] = {"workload": "small", "concurrency": args.concurrency,
+                                   "rate": args.rate or None,
                                    "seconds": args.seconds, "pool": args.pool,
                                    "summary": macro_summary(runs), "runs": runs}
                 print_macro(runs, record["macro"]["summary"], args)

@@ -137,6 +137,7 @@ class Stats:
     samples: list[str] = field(default_factory=list)
     queued: list[tuple[str, float]] = field(default_factory=list)
     last_reply_wall: float = 0.0
+    late: list[float] = field(default_factory=list)  # --rate: seconds each started past its slot
 
     def error(self, key: str, detail: str) -> None:
         self.errors[key] += 1
@@ -155,6 +156,8 @@ class Plan:
     headers: list[bytes]
     deadline: float
     next_index: int = 0
+    rate: float = 0.0  # open loop: message i is due at t0 + i / rate (0: as fast as replies)
+    t0: float = 0.0
 
     def claim(self) -> int | None:
         if self.next_index >= len(self.headers) or time.perf_counter() >= self.deadline:
@@ -194,6 +197,11 @@ async def send_one(plan: Plan, stats: Stats, i: int, reader: asyncio.StreamReade
                    writer: asyncio.StreamWriter) -> None:
     """One transaction on an open connection; raises ReplyError on an unexpected reply."""
     b = i % len(plan.bodies)
+    if plan.rate:
+        due = plan.t0 + i / plan.rate - time.perf_counter()
+        if due > 0:
+            await asyncio.sleep(due)
+        stats.late.append(max(0.0, -due))
     t0 = time.perf_counter()
     writer.write(MAIL)
     await expect(reader, 250, "MAIL")
@@ -285,7 +293,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t_start_wall = time.time()
     t0 = time.perf_counter()
-    plan = Plan(args.host, args.port, bodies, sizes, headers, t0 + args.max_seconds)
+    plan = Plan(args.host, args.port, bodies, sizes, headers, t0 + args.max_seconds,
+                rate=args.rate, t0=t0)
 
     async def main() -> int:
         return await run_load(plan, stats, args.concurrency, args.grace)
@@ -319,6 +328,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "client_cpu_s": cpu, "client_cpu_pct": 100 * cpu / elapsed if elapsed else 0.0,
         "build_s": build_s, "t_start_wall": t_start_wall, "t_end_wall": time.time(),
         "t_last_250_wall": stats.last_reply_wall or None, "queued_count": len(stats.queued),
+        "rate": args.rate or None,
+        "late_p50_ms": ms(percentile(sorted(stats.late), 50)) if stats.late else None,
+        "late_p99_ms": ms(percentile(sorted(stats.late), 99)) if stats.late else None,
     }
     if args.ids_out:
         with open(args.ids_out, "w") as fh:
@@ -338,6 +350,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="sets -k, -s, --pool and the default -n")
     ap.add_argument("-n", type=int, default=0, help="at most this many messages")
     ap.add_argument("-c", "--concurrency", type=int, default=1)
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="open loop: offer this many msgs/s (0: each worker sends on its reply)")
     ap.add_argument("-k", "--attachments", type=int, default=1)
     ap.add_argument("-s", "--size", type=int, default=20_000, help="random bytes per attachment")
     ap.add_argument("--pool", type=int, default=0, help="distinct bodies (default: workload's)")
