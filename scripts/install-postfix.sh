@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian's Postfix for tests/smtp/test_postfix.py, which runs private instances of its own (own
-# config, queue and data directories, no listener on port 25) in front of postroom.
+# config, queue and data directories, no listener on port 25) in front of postroom, and OpenDKIM,
+# which tests/sender_auth/test_milter.py runs privately as such a Postfix's signing milter.
 # Installs only when missing, non-interactively ("No configuration": no /etc/postfix/main.cf),
 # and never leaves the system's Postfix running: a policy-rc.d that refuses every service start
 # is in place while the package installs, and a master the install started anyway is stopped.
@@ -10,10 +11,12 @@ set -euo pipefail
 have_postfix() {
     [ -x /usr/sbin/postfix ] && [ -x /usr/sbin/sendmail ] && [ -x /usr/sbin/postqueue ]
 }
-have_postfix && exit 0
+# OpenDKIM too: tests/sender_auth/test_milter.py signs through it as Postfix's milter.
+have_opendkim() { [ -x /usr/sbin/opendkim ]; }
+have_postfix && have_opendkim && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-postfix: Postfix is missing; run as root: sudo bash $0" >&2
+    echo "install-postfix: Postfix or OpenDKIM is missing; run as root: sudo bash $0" >&2
     exit 1
 fi
 
@@ -51,7 +54,8 @@ echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-se
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # No recommends: the tests use no SASL (so no libsasl2-modules) and no TLS certificates.
-apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=120 postfix >/dev/null
+apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=120 postfix opendkim \
+    >/dev/null
 
 if [ -z "$running_before" ] && pid=$(default_master); then
     echo "install-postfix: the install started the system Postfix (pid $pid); stopping it" >&2
@@ -62,3 +66,4 @@ if [ -z "$running_before" ] && pid=$(default_master); then
     done
 fi
 have_postfix || { echo "install-postfix: postfix installed but its commands are missing" >&2; exit 1; }
+have_opendkim || { echo "install-postfix: opendkim installed but its command is missing" >&2; exit 1; }
