@@ -300,8 +300,7 @@ class OutboundConfig(_Section):
     relay_tls: Literal["opportunistic", "required"] = "opportunistic"
     relay_username: str | None = None
     relay_password: str | None = Field(default=None, repr=False)
-    # VERP: the envelope sender of every message is bounces+<message id>@<its domain>; None:
-    # bounces@ the sending agent's own domain.
+    # VERP: the envelope sender is bounces+<message id>@<domain>; None: bounces@ the agent's.
     bounce_address: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
     max_age: PositiveDuration = 2 * 86400.0
     max_recipients: int = Field(default=100, ge=1, le=10000)
@@ -351,10 +350,11 @@ class AuthConfig(_Section):
     dns_timeout: PositiveDuration = 2.0
     trusted_authserv_ids: list[Annotated[str, Field(min_length=1, max_length=255)]] = []
     # Beyond SPEC §3: our Authentication-Results' authserv-id (default smtp.hostname);
-    # verifications at once per node; DKIM signatures checked per message (then permerror).
+    # verifications at once per node, the verifier's nice; DKIM signatures per message.
     authserv_id: str | None = Field(default=None, min_length=1, max_length=255,
                                     pattern=r"^[A-Za-z0-9.-]+$")
     concurrency: int = Field(default=8, ge=1, le=256)
+    nice: int = Field(default=10, ge=0, le=19)
     max_signatures: int = Field(default=10, ge=1, le=100)
     max_message_size: PositiveSize = 4 * 1024**2  # larger: DKIM `policy` (the body unread)
 

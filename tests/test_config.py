@@ -117,6 +117,7 @@ def test_dns_servers_take_an_address_and_an_optional_port(tmp_path: Path) -> Non
     ('[storage]\npresign_ttl = "soon"\n', "storage.presign_ttl"),
     ('[limits]\nmax_parts = 0\n', "limits.max_parts"),
     ('[[agents]]\nname = "x"\n', "agents.0.addresses"),
+    ('[auth]\nnice = 20\n', "auth.nice"),
     ('[[agents]]\nname = "x"\naddresses = ["x@y.test"]\naccept = "some"\n', "agents.0.accept"),
     ('[smtp]\ntimeout = 0\n', "smtp.timeout"),
     ('[smtp]\nmax_message_size = 0\n', "smtp.max_message_size"),

@@ -55,6 +55,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     concurrency: int = 8
     max_message_size: int = 4 * 1024**2
+    nice: int = 10  # the verifier process's: on a busy machine, mail comes first
 
 
 @dataclass(frozen=True)

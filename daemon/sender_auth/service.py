@@ -89,7 +89,7 @@ class SenderAuth:
         settings = Settings(config.authserv_id or hostname, tuple(config.dns_servers),
                             config.dns_timeout, tuple(config.trusted_authserv_ids),
                             Limits(max_signatures=config.max_signatures), config.concurrency,
-                            config.max_message_size)
+                            config.max_message_size, config.nice)
         return cls(settings, in_process=in_process)
 
     def __init__(self, settings: Settings, *, in_process: bool = False) -> None:

@@ -3,7 +3,7 @@
 Verification is CPU in Python (dkimpy's hashing, pyspf's parsing) and waits on DNS. In the
 daemon's process its threads took the GIL from the event loop, which then waited milliseconds
 for it at every hop: accepted mail fell to a third. Here it runs beside the daemon instead, as
-the extraction workers do, on a core of its own, at a lower CPU priority (`NICE`): a verdict
+the extraction workers do, on a core of its own, at a lower CPU priority (`auth.nice`): a verdict
 may come late, a 250 may not (`daemon.pipeline.verification`).
 
 The first frame on stdin is the `Settings`; each later one is `(tag, (source, client_ip, helo,
@@ -27,12 +27,9 @@ from daemon.sender_auth.dmarc_check import org_domain
 from daemon.sender_auth.records import Settings
 from daemon.sender_auth.service import Verifier
 
-NICE = 10  # below the daemon and the extraction workers: on a busy machine mail comes first
-
 
 def main() -> int:
     die_with_parent(int(sys.argv[1]))
-    os.nice(NICE)
     # systemd's SIGTERM reaches the whole unit at once: the daemon drains, and its verifier
     # must keep answering meanwhile. It ends when the daemon closes its stdin (or dies).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -43,6 +40,7 @@ def main() -> int:
         settings: Settings = read_frame(stdin)
     except EOFError:
         return 0
+    os.nice(settings.nice)  # below the daemon and the extraction workers: mail comes first
     verifier = Verifier(settings)
     org_domain("postroom.invalid")  # loads the public suffix list before the first message
     replies = threading.Lock()
