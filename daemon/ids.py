@@ -21,6 +21,16 @@ def _ulid() -> str:
     return "".join(reversed(out))
 
 
+def event_id_for(seq: int) -> str:
+    """An event's stable id (SPEC §14: the same in the feed and on every webhook retry): its
+    cursor, 13 Crockford base32 digits, so ids sort as the feed does."""
+    out = []
+    for _ in range(13):
+        out.append(_CROCKFORD[seq & 31])
+        seq >>= 5
+    return "evt_" + "".join(reversed(out))
+
+
 def new_message_id() -> str:
     return "msg_" + _ulid()
 

@@ -51,6 +51,9 @@ def test_changes_arrive_in_order_with_cursors(fresh_root: Path) -> None:
         assert events[1]["attachment_id"].startswith("att_")
         cursors = [int(e["cursor"]) for e in events]
         assert cursors == sorted(cursors) and len(set(cursors)) == 3
+        # Each has a stable id (SPEC §14) beside its cursor, ordered as the feed is.
+        ids = [e["id"] for e in events]
+        assert all(i.startswith("evt_") for i in ids) and ids == sorted(set(ids))
         # Nothing after the last cursor; the cursor stays where it was.
         tail = _events(d, alice["api_key"], events[-1]["cursor"])
         assert tail == {"events": [], "next_cursor": events[-1]["cursor"], "has_more": False}
@@ -114,6 +117,7 @@ def test_the_feed_survives_a_restart_without_loss_or_repeats(fresh_root: Path) -
             ("message.received", second), ("message.ready", second)]
         everything = _all_events(d, alice["api_key"], 4)
         assert [e["cursor"] for e in everything] == [e["cursor"] for e in before + after]
+        assert [e["id"] for e in everything] == [e["id"] for e in before + after]  # stable
     finally:
         assert d.stop() == 0
 

@@ -19,6 +19,7 @@ from daemon.api.deps import AppContext, Caller, cursor_after
 from daemon.api.errors import ANY_BODY, authed
 from daemon.api.views import JsonBody, iso
 from daemon.events import EVENTS
+from daemon.ids import event_id_for
 from storage.db import translated_errors
 from storage.models import OUTBOUND, Message
 
@@ -29,6 +30,7 @@ MESSAGES: Any = Message.__table__  # type: ignore[attr-defined]
 
 class EventView(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    id: str  # evt_…: stable, the webhook-id of its deliveries (SPEC §14)
     cursor: str
     type: str
     message_id: str | None
@@ -47,8 +49,9 @@ class EventList(BaseModel):
 
 
 def _view(row: Any) -> dict[str, Any]:
-    return {"cursor": str(row.seq), "type": row.type, "message_id": row.message_id,
-            "attachment_id": row.attachment_id, "index": row.index, "status": row.status,
+    return {"id": event_id_for(row.seq), "cursor": str(row.seq), "type": row.type,
+            "message_id": row.message_id, "attachment_id": row.attachment_id,
+            "index": row.index, "status": row.status,
             "verdict": row.verdict, "created_at": iso(row.created_at)}
 
 
