@@ -93,8 +93,6 @@ class SenderAuth:
         return cls(settings, in_process=in_process)
 
     def __init__(self, settings: Settings, *, in_process: bool = False) -> None:
-        self.settings = settings
-        self.authserv_id = settings.authserv_id
         self._process = None if in_process else VerifierProcess(settings)
         self._verifier = Verifier(settings) if in_process else None
         self._threads = ThreadPoolExecutor(max_workers=settings.concurrency,
