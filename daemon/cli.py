@@ -43,7 +43,7 @@ from daemon.openpgp import GpgUnavailable, gpg_version, read_public_key
 from daemon.operator import operator_list, operator_show
 from daemon.ops import GcReport, RepairError, collect, configure_logging, reprocess
 from daemon.outbound import DkimKeyError, Peer, add_peer, list_peers, load_key, remove_peer
-from daemon.server import StartupError, build_store, check_supported, prepare_database, serve
+from daemon.server import StartupError, build_store, prepare_database, serve
 from daemon.smtp import TlsError, load_tls
 from storage.db import make_engine, upgrade_schema
 from storage.errors import TransientError
@@ -108,7 +108,6 @@ async def _probe_store(config: Config) -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _config(args)
-    check_supported(config)
     if config.storage.backend == "s3":
         # A bucket that is missing or out of reach is a configuration error worth catching
         # before a relay gets 451s; the local store's directory is made on first start.

@@ -359,6 +359,21 @@ class AuthConfig(_Section):
     max_message_size: PositiveSize = 4 * 1024**2  # larger: DKIM `policy` (the body unread)
 
 
+class WebhooksConfig(_Section):
+    """Webhooks (SPEC §14)."""
+    timeout: PositiveDuration = 10.0
+    disable_after: PositiveDuration = 5 * 86400.0
+    allow_private_networks: bool = False
+    # Beyond SPEC §3: the pauses before each retry, POSTs at once per node and per endpoint,
+    # endpoints per agent, and how long the attempts log is kept.
+    retries: Annotated[list[Duration], Field(max_length=20)] = [
+        5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    concurrency: int = Field(default=64, ge=1, le=1024)
+    per_endpoint: int = Field(default=4, ge=1, le=64)
+    max_per_agent: int = Field(default=20, ge=1, le=1000)
+    log_for: PositiveDuration = 7 * 86400.0
+
+
 class LogConfig(_Section):
     format: Literal["console", "json"] | None = None
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -386,6 +401,7 @@ class Config(_Section):
     retention: RetentionConfig = RetentionConfig()
     outbound: OutboundConfig = OutboundConfig()
     auth: AuthConfig = AuthConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     log: LogConfig = LogConfig()
     agents: list[AgentSpec] = []
     base_dir: Path = Path(".")
@@ -394,14 +410,6 @@ class Config(_Section):
     @property
     def is_sqlite(self) -> bool:
         return self.database.url.startswith("sqlite")
-
-
-def unsupported(config: Config) -> list[str]:
-    """Settings this version cannot honour yet: refused at start rather than silently ignored.
-
-    None at the moment; kept so a setting added to the SPEC before its code is refused here.
-    """
-    return []
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -425,37 +433,25 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    def fix(section: str, key: str) -> None:
-        sec = data.get(section)
-        if isinstance(sec, dict) and isinstance(sec.get(key), str):
-            p = Path(sec[key]).expanduser()
-            sec[key] = str(p if p.is_absolute() else base / p)
+    def fix(table: object, key: str, default: str | None = None) -> None:
+        if isinstance(table, dict) and isinstance(value := table.get(key, default), str):
+            p = Path(value).expanduser()
+            table[key] = str(p if p.is_absolute() else base / p)
 
-    for section, key in [
-        ("storage", "path"), ("storage", "signing_key_file"), ("storage", "spool_path"),
-        ("encryption", "gnupg_home"),
-        ("smtp", "tls_cert"), ("smtp", "tls_key"),
-    ]:
-        data.setdefault(section, {})
-        if key not in data[section] and section in ("storage", "encryption"):
-            default = {"path": "var/objects", "signing_key_file": "var/signing.key",
-                       "spool_path": "var/spool", "gnupg_home": "var/gnupg"}.get(key)
-            if default:
-                data[section][key] = default
-        fix(section, key)
+    for section, key, default in [
+            ("storage", "path", "var/objects"), ("storage", "signing_key_file", "var/signing.key"),
+            ("storage", "spool_path", "var/spool"), ("encryption", "gnupg_home", "var/gnupg"),
+            ("smtp", "tls_cert", None), ("smtp", "tls_key", None)]:
+        fix(data.setdefault(section, {}), key, default)
     db = data.setdefault("database", {})
     url = db.get("url", DatabaseConfig().url)
     m = re.match(r"(sqlite(?:\+\w+)?:///)(.*)", url)
     if m and m.group(2) and not m.group(2).startswith((":memory:", "/")):
         db["url"] = m.group(1) + str(base / m.group(2))
     for spec in (data.get("outbound") or {}).get("dkim") or []:
-        if isinstance(spec, dict) and isinstance(spec.get("key_file"), str):
-            p = Path(spec["key_file"])
-            spec["key_file"] = str(p if p.is_absolute() else base / p)
+        fix(spec, "key_file")
     for agent in data.get("agents") or []:
-        if isinstance(agent, dict) and isinstance(agent.get("openpgp_public_key_file"), str):
-            p = Path(agent["openpgp_public_key_file"])
-            agent["openpgp_public_key_file"] = str(p if p.is_absolute() else base / p)
+        fix(agent, "openpgp_public_key_file")
 
 
 def _format_error(err: ValidationError) -> str:

@@ -6,6 +6,7 @@ that did not commit, nor misses one that did; `seq` is the cursor and survives r
 SQLite one writer commits at a time, so `seq` order is commit order; on PostgreSQL the writers
 of events take the commit-order lock first (`storage.db.commit_in_order`), to the same effect
 across every node. `Wakeups` lets a request waiting on this node hear of a change at once.
+`event_view` is an event as the feed and webhooks show it (SPEC §6, §14).
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
+from daemon.clock import iso
+from daemon.ids import event_id_for
 from storage.db import commit_in_order
 from storage.models import Event, Recipient
 
 EVENTS = Event.__table__  # type: ignore[attr-defined]
 RECIPIENTS = Recipient.__table__  # type: ignore[attr-defined]
 MAX_CURSOR = 2**63 - 1
+# Every type an event has (a webhook's `event_types` names some of them).
+EVENT_TYPES = ("message.received", "attachment.pending", "attachment.ready",
+               "attachment.rejected", "attachment.failed", "message.ready", "message.partial",
+               "message.failed", "upload.ready", "message.sent", "message.delivered",
+               "message.deferred", "message.bounced", "webhook.disabled")
 
 
 class Wakeups:
@@ -35,8 +43,10 @@ class Wakeups:
 
     def __init__(self) -> None:
         self._waiting: dict[Hashable, asyncio.Event] = {}
+        self.changes = 0  # wakes so far: a reader that saw it unchanged missed no wake
 
     def wake(self, key: Hashable = None) -> None:
+        self.changes += 1
         event = self._waiting.pop(key, None)
         if event is not None:
             event.set()
@@ -50,12 +60,22 @@ class Wakeups:
 
 def event_rows(agent_ids: Iterable[str], kind: str, message_id: str | None, now: datetime,
                attachment_id: str | None = None, index: int | None = None,
-               status: str | None = None, verdict: str | None = None) -> list[dict[str, Any]]:
+               status: str | None = None, verdict: str | None = None,
+               webhook_id: str | None = None) -> list[dict[str, Any]]:
     """The rows announcing one change to each agent that may see it (`verdict`: the sender
     authentication's, on message.received)."""
     return [{"agent_id": a, "type": kind, "message_id": message_id,
              "attachment_id": attachment_id, "index": index, "status": status,
-             "verdict": verdict, "created_at": now} for a in sorted(set(agent_ids))]
+             "verdict": verdict, "webhook_id": webhook_id, "created_at": now}
+            for a in sorted(set(agent_ids))]
+
+
+def event_view(row: Any) -> dict[str, Any]:
+    """An event row as the feed shows it and a webhook carries it as `data`."""
+    return {"id": event_id_for(row.seq), "cursor": str(row.seq), "type": row.type,
+            "message_id": row.message_id, "attachment_id": row.attachment_id,
+            "index": row.index, "status": row.status, "verdict": row.verdict,
+            "webhook_id": row.webhook_id, "created_at": iso(row.created_at)}
 
 
 # Built once: building and coercing a statement per call cost as much as running it.

@@ -43,6 +43,10 @@ def new_upload_id() -> str:
     return "upl_" + _ulid()
 
 
+def new_webhook_id() -> str:
+    return "wh_" + _ulid()
+
+
 def new_agent_id() -> str:
     return "agt_" + _ulid()
 

@@ -34,7 +34,7 @@ from daemon.api import (
     create_app,
     streamed_routes,
 )
-from daemon.config import Config, parse_listen, unsupported
+from daemon.config import Config, parse_listen
 from daemon.directory import Directory
 from daemon.events import Wakeups
 from daemon.openpgp import OpenPgp, read_public_key
@@ -64,9 +64,10 @@ from daemon.smtp import (
     load_tls,
     parse_networks,
 )
+from daemon.webhooks import Dispatcher, Endpoints, WebhookSettings, release_webhook_leases
 from extractors import Limits
-from storage.db import current_revision, head_revision, make_engine, make_sessions, migrate_in_child
-from storage.errors import TransientError
+from storage.db import open_database
+from storage.errors import SchemaMismatch, TransientError
 from storage.group_commit import GroupCommit
 from storage.local import LocalStore, load_or_create_secret
 from storage.objects import ObjectStore
@@ -91,13 +92,6 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def check_supported(config: Config) -> None:
-    """Refuse settings this version would otherwise silently ignore."""
-    missing = unsupported(config)
-    if missing:
-        raise StartupError("not available in this version: " + ", ".join(missing))
-
-
 async def build_store(config: Config) -> ObjectStore:
     """The object store the configuration names, ready to use (its client open)."""
     storage = config.storage
@@ -119,22 +113,11 @@ async def prepare_database(
     config: Config,
 ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
     """Engine and sessions, with the schema current (SQLite upgrades itself; others must be)."""
-    engine = make_engine(config.database.url, config.database.busy_timeout,
-                         config.database.pool_size)
-    if config.is_sqlite:
-        if await current_revision(engine) != head_revision():
-            status, said = await migrate_in_child(config.database.url,
-                                                  config.database.busy_timeout)
-            if status != 0 or await current_revision(engine) != head_revision():
-                await engine.dispose()
-                raise StartupError(f"database schema upgrade failed: {said.strip()[-400:]}")
-    else:
-        current, head = await current_revision(engine), head_revision()
-        if current != head:
-            await engine.dispose()
-            raise StartupError(f"database schema is at {current}, this version needs {head}: "
-                               "run `postroom db upgrade`")
-    return engine, make_sessions(engine)
+    try:
+        return await open_database(config.database.url, config.database.busy_timeout,
+                                   config.database.pool_size)
+    except SchemaMismatch as e:
+        raise StartupError(str(e)) from None
 
 
 async def ensure_config_agents(config: Config,
@@ -240,6 +223,7 @@ class Node:
         if config.is_sqlite:  # one node: every lease left is a dead run's
             await release_all_leases(self.sessions)
             await release_delivery_leases(self.sessions)
+            await release_webhook_leases(self.sessions)
 
         self.directory = Directory(self.sessions, p.directory_refresh)
         await self.directory.reload()
@@ -280,6 +264,7 @@ class Node:
                              events=self.event_feed, pgp=self.pgp, extract=self.pipeline.extract,
                              verifications=self.pipeline.verifications)
         self._open_outbound()
+        self._open_webhooks()
         self.smtp_socks = [_bind(listen) for listen in config.smtp.listen]
         self.http_socks = [_bind(listen) for listen in config.http.listen]
         self._open_smtp(tls)
@@ -307,6 +292,16 @@ class Node:
             OutboxSettings(self.config.smtp.max_message_size, out.max_recipients,
                            out.rate_per_agent, relay is not None, out.bounce_address, keys),
             self.sessions, self.store, self.directory, self.event_feed, self.deliverer.wake)
+
+    def _open_webhooks(self) -> None:
+        w = self.config.webhooks
+        settings = WebhookSettings(w.timeout, w.disable_after, w.allow_private_networks,
+                                   tuple(w.retries), w.concurrency, w.per_endpoint,
+                                   w.max_per_agent, w.log_for)
+        self.dispatcher = Dispatcher(settings, self.sessions, self.writer, self.event_feed,
+                                     self.node_id)
+        self._closers.append(self.dispatcher.close)
+        self.webhooks = Endpoints(settings, self.sessions, self.writer, self.dispatcher.wake)
 
     def _open_smtp(self, tls: TlsFiles | None) -> None:
         smtp = self.config.smtp
@@ -342,7 +337,8 @@ class Node:
                                     lookups=self.lookups,
                                     upload_max_bytes=config.uploads.max_bytes,
                                     events=self.event_feed, metrics=self.metrics,
-                                    outbox=self.outbox, spooler=self.spooler))
+                                    outbox=self.outbox, spooler=self.spooler,
+                                    webhooks=self.webhooks))
         # A message to send (postroom's route, the seeds') is up to the size it may have as mail.
         sends = [LargerBody("POST", path, 2 * config.smtp.max_message_size)
                  for path in ("/v1/messages", "/api/v1/inboxes/", "/inboxes/")]
@@ -368,6 +364,7 @@ class Node:
         self._run("directory", self.directory.run())
         self._run("group-commit", self.writer.run())
         self._run("delivery", self.deliverer.run())
+        self._run("webhooks", self.dispatcher.run())
         if self.systemd.watchdog_interval is not None:
             self._run("watchdog", self.systemd.watchdog())
         if self.config.retention.days > 0:
@@ -463,6 +460,10 @@ class Node:
         with contextlib.suppress(TimeoutError, TransientError):
             await asyncio.wait_for(release_delivery_leases(self.sessions, self.node_id), 5)
         await self.ingest.wait_idle(10)
+        # Webhook POSTs under way are dropped: at least once, they are made again.
+        await self._cancel("webhooks")
+        with contextlib.suppress(TimeoutError, TransientError):
+            await asyncio.wait_for(release_webhook_leases(self.sessions, self.node_id), 5)
         # 4. Extraction under way is dropped; its leases are given back for any node to take.
         await self._cancel("pipeline")
         with contextlib.suppress(TimeoutError):
@@ -483,7 +484,6 @@ class Node:
 
 async def serve(config: Config) -> int:
     """Run the daemon until SIGTERM or SIGINT; returns the exit status."""
-    check_supported(config)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

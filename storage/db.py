@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.errors import DatabaseError, DatabaseUnavailable
+from storage.errors import DatabaseError, DatabaseUnavailable, SchemaMismatch
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -233,6 +233,25 @@ async def migrate_in_child(url: str, busy_timeout: float) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
     return int(proc.returncode or 0), out.decode(errors="replace")[-2000:]
+
+
+async def open_database(url: str, busy_timeout: float = 5.0, pool_size: int = 10
+                        ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """Engine and sessions with the schema current: SQLite upgrades itself (in a child
+    process); any other database must be upgraded already (`postroom db upgrade`), else
+    `SchemaMismatch` says what to do."""
+    engine = make_engine(url, busy_timeout, pool_size)
+    current, head = await current_revision(engine), head_revision()
+    if current != head and url.startswith("sqlite"):
+        status, said = await migrate_in_child(url, busy_timeout)
+        if status != 0 or await current_revision(engine) != head:
+            await engine.dispose()
+            raise SchemaMismatch(f"database schema upgrade failed: {said.strip()[-400:]}")
+    elif current != head:
+        await engine.dispose()
+        raise SchemaMismatch(f"database schema is at {current}, this version needs {head}: "
+                             "run `postroom db upgrade`")
+    return engine, make_sessions(engine)
 
 
 def commit_in_order(conn: Connection) -> None:

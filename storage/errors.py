@@ -35,6 +35,10 @@ class PermanentError(StorageError):
     """The request itself is wrong (bad key, missing object); retrying will not help."""
 
 
+class SchemaMismatch(PermanentError):
+    """The database's schema is not the one this version needs, and could not be made so."""
+
+
 class ObjectNotFound(PermanentError):
     """No object under that key."""
 

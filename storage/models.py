@@ -1,5 +1,5 @@
 """SQL tables (SQLModel): agents, addresses, messages, recipients, attachments, uploads, events,
-outbound deliveries, idempotency keys and the directory of peers.
+outbound deliveries, idempotency keys, the directory of peers, and webhooks.
 
 Field names are the SPEC's, so rows map onto API objects without renaming. Schema changes go
 through versioned migrations in `storage/migrations/`, never `create_all` on a live database.
@@ -203,6 +203,7 @@ class Event(SQLModel, table=True):
     index: int | None = None
     status: str | None = Field(default=None, max_length=16)
     verdict: str | None = Field(default=None, max_length=16)  # message.received (SPEC §13)
+    webhook_id: str | None = Field(default=None, max_length=40)  # webhook.disabled (SPEC §14)
     created_at: datetime
 
 
@@ -256,3 +257,70 @@ class DirectoryEntry(SQLModel, table=True):
     pgp_fingerprint: str | None = Field(default=None, max_length=40)
     created_at: datetime
     updated_at: datetime
+
+
+# Webhook deliveries (SPEC §14): pending (due at next_attempt_at, claimed with a lease),
+# delivered, or failed after the last retry (replayable).
+WEBHOOK_PENDING, WEBHOOK_DELIVERED, WEBHOOK_FAILED = "pending", "delivered", "failed"
+
+
+class Webhook(SQLModel, table=True):
+    """An agent's endpoint (SPEC §14). `cursor` is the `seq` of the last event it was given
+    deliveries for: the event feed is the outbox, each endpoint reads it from its cursor."""
+
+    __tablename__ = "webhooks"
+
+    id: str = Field(primary_key=True, max_length=40)
+    agent_id: str = Field(max_length=40, index=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    event_types: str | None = Field(default=None, sa_column=Column(Text))  # JSON; None: all
+    description: str | None = Field(default=None, max_length=500)
+    enabled: bool = True
+    # The signing secret: the HMAC key itself, so it is kept as given (as Svix, Stripe do); the
+    # one it replaced signs too until `previous_until` (rotation without a gap).
+    secret: str = Field(max_length=100)
+    previous_secret: str | None = Field(default=None, max_length=100)
+    previous_until: datetime | None = None
+    cursor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    failing_since: datetime | None = None
+    disabled_reason: str | None = Field(default=None, max_length=32)
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint, claimed by a worker with a lease, as extraction claims
+    messages; `webhook-id` is the event's id on every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("webhook_id", "event_seq"),
+                      Index("ix_webhook_deliveries_due", "status", "next_attempt_at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: str = Field(max_length=40)
+    event_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One POST to an endpoint and how it went (`GET /v1/webhooks/{id}/deliveries`)."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_webhook", "webhook_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: str = Field(max_length=40)
+    event_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    attempt: int
+    status: str = Field(max_length=16)  # the delivery's status after this attempt
+    status_code: int | None = None  # None: no answer (refused, timed out, not allowed)
+    duration_ms: int
+    error: str | None = Field(default=None, max_length=300)
+    response: str | None = Field(default=None, sa_column=Column(Text))  # ≤ 1 kB of the body
+    attempted_at: datetime

@@ -17,7 +17,6 @@ from daemon.config import (
     parse_duration,
     parse_listen,
     parse_size,
-    unsupported,
 )
 from daemon.passwords import hash_password
 
@@ -180,7 +179,6 @@ proxy_protocol_timeout = "2s"
 relay = "{hash_password('pw', n=1024)}"
 """)
     c = load_config(cfg, env={})
-    assert unsupported(c) == []
     assert (c.smtp.tls_cert, c.smtp.tls_key) == (tmp_path / "c.pem", tmp_path / "k.pem")
     assert c.smtp.proxy_protocol_timeout == 2.0 and c.smtp.auth_users is not None
     assert "scrypt" not in repr(c)
@@ -216,7 +214,6 @@ def test_s3_needs_a_bucket_and_takes_a_clean_prefix(tmp_path: Path) -> None:
         c = load_config(cfg, env={})
         assert c.storage.key_prefix == key_prefix
         assert c.storage.spool_path == tmp_path / "var" / "spool"
-        assert unsupported(c) == []
     for prefix in ("../x", "/abs", "a//b", "a b"):
         cfg.write_text(f'[storage]\nbackend = "s3"\nbucket = "b1"\nprefix = "{prefix}"\n')
         with pytest.raises(ConfigError) as err:
@@ -224,9 +221,25 @@ def test_s3_needs_a_bucket_and_takes_a_clean_prefix(tmp_path: Path) -> None:
         assert _refused_keys(err.value) == {"storage.prefix"}
 
 
-def test_the_shipped_config_needs_nothing_unsupported() -> None:
+def test_the_shipped_config_loads_and_lets_webhooks_reach_local_agents() -> None:
     shipped = Path(__file__).resolve().parents[1] / "config.toml"
-    assert unsupported(load_config(shipped, env={})) == []
+    assert load_config(shipped, env={}).webhooks.allow_private_networks
+
+
+def test_webhook_settings_take_durations_and_bounds(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[webhooks]\ntimeout = "3s"\ndisable_after = "1h"\nretries = ["1s", "2m"]\n')
+    w = load_config(cfg, env={}).webhooks
+    assert (w.timeout, w.disable_after, w.retries, w.allow_private_networks) == (
+        3.0, 3600.0, [1.0, 120.0], False)
+    assert load_config(None, env={}).webhooks.retries == [
+        5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]  # SPEC §14's schedule
+    for bad, key in [('timeout = "0s"', "webhooks.timeout"), ("per_endpoint = 0",
+                     "webhooks.per_endpoint"), ('retries = ["soon"]', "webhooks.retries.0")]:
+        cfg.write_text(f"[webhooks]\n{bad}\n")
+        with pytest.raises(ConfigError) as err:
+            load_config(cfg, env={})
+        assert _refused_keys(err.value) == {key}
 
 
 def test_database_urls_get_their_async_driver(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ from daemon.api.deps import ApiContext
 from daemon.api.errors import ApiError
 from daemon.api.lookups import Lookups
 from daemon.api.upload_bodies import streamed_routes
-from daemon.api.views import JsonBody, attachment_view, iso, message_summary
+from daemon.api.views import JsonBody, attachment_view, message_summary
+from daemon.clock import iso
 
 __all__ = [
     "ApiContext",

@@ -28,6 +28,7 @@ from daemon.api.routes import (
     messages,
     objects,
     uploads,
+    webhooks,
 )
 from storage.errors import DatabaseError, StorageError
 
@@ -73,7 +74,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app.state.ctx = state = AppContext.of(ctx)
     routers = [health.router, messages.router, attachments.router, uploads.router,
-               events.router, directory.router, agentpost.router, agentsend.router]
+               events.router, webhooks.router, directory.router, agentpost.router,
+               agentsend.router]
     if state.metrics is not None:
         routers.insert(0, health.metrics_router)
     if state.store.url_signer is not None:  # the store's URLs are answered here (local store)

@@ -21,6 +21,7 @@ from daemon.api.lookups import Lookups
 from daemon.events import MAX_CURSOR, Wakeups
 from daemon.ops import Metrics
 from daemon.outbound import Outbox
+from daemon.webhooks import Endpoints
 from storage.objects import ObjectStore
 from storage.spool import Spooler
 
@@ -44,6 +45,7 @@ class ApiContext:
     metrics: Metrics | None = None  # None: no /metrics
     spooler: Spooler | None = None  # None: uploads spool in one made on the store's spool_dir
     outbox: Outbox | None = None  # None: POST /v1/messages answers 503
+    webhooks: Endpoints | None = None  # None: /v1/webhooks answers 503
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class AppContext:
     upload_max_bytes: int
     metrics: Metrics | None
     outbox: Outbox | None
+    webhooks: Endpoints | None
 
     @classmethod
     def of(cls, ctx: ApiContext) -> AppContext:
@@ -73,7 +76,8 @@ class AppContext:
             keys=KeyCache(lookups.agent_id_for_key_hash, ctx.key_cache_ttl),
             spooler=ctx.spooler or Spooler(ctx.store.spool_dir, UPLOAD_SPOOL_THRESHOLD),
             presign_ttl=ctx.presign_ttl, max_wait=ctx.max_wait,
-            upload_max_bytes=ctx.upload_max_bytes, metrics=ctx.metrics, outbox=ctx.outbox)
+            upload_max_bytes=ctx.upload_max_bytes, metrics=ctx.metrics, outbox=ctx.outbox,
+            webhooks=ctx.webhooks)
 
 
 # Every dependency is a coroutine: FastAPI runs a plain function in a thread, a hop per request.

@@ -12,7 +12,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.api.deps import AppContext
-from daemon.api.views import JsonBody, iso
+from daemon.api.views import JsonBody
+from daemon.clock import iso
 
 PGP_ENCRYPTED = "application/pgp-encrypted"
 ExpiresIn = Annotated[int | None, Field(ge=1, le=7 * 86400)]

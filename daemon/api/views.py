@@ -9,40 +9,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any, Literal, TypeAlias, overload
+from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 from starlette.responses import Response
 
+from daemon.clock import iso
 from storage.models import Attachment, Message, Recipient, Upload
 
 # A lookups row is a named tuple made at run time, so it cannot be named more precisely here.
 AttachmentRow: TypeAlias = Attachment | Any
 MessageRow: TypeAlias = Message | Any
 RecipientRow: TypeAlias = Recipient | Any
-
-
-@overload
-def iso(when: datetime | float) -> str: ...
-@overload
-def iso(when: None) -> None: ...
-@overload
-def iso(when: datetime | float | None) -> str | None: ...
-
-
-def iso(when: datetime | float | None) -> str | None:
-    """The one timestamp format of the API: RFC 3339 in UTC with milliseconds and a Z
-    (`2026-12-02T17:00:00.123Z`). `when` is a datetime (naive ones are UTC, as stored) or
-    POSIX seconds; None stays None."""
-    if when is None:
-        return None
-    if not isinstance(when, datetime):
-        when = datetime.fromtimestamp(when, UTC)
-    if when.tzinfo is not None:
-        when = when.astimezone(UTC).replace(tzinfo=None)
-    return when.isoformat(timespec="milliseconds") + "Z"
 
 
 def _json_list(text: str | None) -> list[Any]:

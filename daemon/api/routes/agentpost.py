@@ -30,7 +30,8 @@ from daemon.api.routes.messages import (
     send,
 )
 from daemon.api.routes.uploads import Bytes, ContentType, FileName, put_upload
-from daemon.api.views import JsonBody, MessageList, iso
+from daemon.api.views import JsonBody, MessageList
+from daemon.clock import iso
 from daemon.outbound import Mailbox, SendRequest
 
 router = APIRouter(tags=["agentpost"], responses=ANY_BODY)

@@ -24,7 +24,8 @@ from daemon.api.routes.agentpost import InboxId, InboxList, sender_of
 from daemon.api.routes.attachments import AttachmentId, attachment_by_id
 from daemon.api.routes.messages import Addresses, mailbox, message_page, send
 from daemon.api.routes.uploads import MULTIPART_BODY, direct_upload
-from daemon.api.views import JsonBody, iso, upload_view
+from daemon.api.views import JsonBody, upload_view
+from daemon.clock import iso
 from daemon.outbound import AttachmentRef, SendRequest
 from storage.db import translated_errors
 from storage.models import Message, Recipient

@@ -17,9 +17,8 @@ from sqlalchemy import or_, select
 
 from daemon.api.deps import AppContext, Caller, cursor_after
 from daemon.api.errors import ANY_BODY, authed
-from daemon.api.views import JsonBody, iso
-from daemon.events import EVENTS
-from daemon.ids import event_id_for
+from daemon.api.views import JsonBody
+from daemon.events import EVENTS, event_view
 from storage.db import translated_errors
 from storage.models import OUTBOUND, Message
 
@@ -38,6 +37,7 @@ class EventView(BaseModel):
     index: int | None
     status: str | None
     verdict: str | None  # message.received: the sender authentication's verdict (SPEC §13)
+    webhook_id: str | None  # webhook.disabled: the endpoint (SPEC §14)
     created_at: str
 
 
@@ -46,13 +46,6 @@ class EventList(BaseModel):
     events: list[EventView]
     next_cursor: str
     has_more: bool
-
-
-def _view(row: Any) -> dict[str, Any]:
-    return {"id": event_id_for(row.seq), "cursor": str(row.seq), "type": row.type,
-            "message_id": row.message_id, "attachment_id": row.attachment_id,
-            "index": row.index, "status": row.status,
-            "verdict": row.verdict, "created_at": iso(row.created_at)}
 
 
 async def _read(ctx: AppContext, agent_id: str, after: int, limit: int,
@@ -92,6 +85,6 @@ async def list_events(
         await ctx.events.wait(min(remaining, 1.0))
     has_more = len(rows) > limit
     rows = rows[:limit]
-    return JsonBody({"events": [_view(r) for r in rows],
+    return JsonBody({"events": [event_view(r) for r in rows],
                      "next_cursor": str(rows[-1].seq) if rows else str(after_seq),
                      "has_more": has_more})

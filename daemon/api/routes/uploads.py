@@ -23,7 +23,8 @@ from daemon.api.errors import ANY_BODY, ApiError, authed
 from daemon.api.multipart import MultipartError
 from daemon.api.upload_bodies import multipart_reader, spool_body, store_spooled
 from daemon.api.upload_records import own_upload, record_upload, upload_link
-from daemon.api.views import JsonBody, UploadObject, iso, upload_view
+from daemon.api.views import JsonBody, UploadObject, upload_view
+from daemon.clock import iso
 from extractors.filenames import extension_for, safe_file_name
 from storage.errors import InvalidKey
 from storage.models import READY, Upload

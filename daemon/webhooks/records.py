@@ -1,0 +1,115 @@
+"""What the webhook parts share: the settings, the tables, the event types an endpoint may
+want, and the one body every POST carries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from daemon.clock import iso
+from daemon.events import EVENT_TYPES, event_view
+from storage.models import (
+    INBOUND,
+    WEBHOOK_PENDING,
+    Agent,
+    Event,
+    Message,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+
+WEBHOOKS: Any = Webhook.__table__  # type: ignore[attr-defined]
+DELIVERIES: Any = WebhookDelivery.__table__  # type: ignore[attr-defined]
+ATTEMPTS: Any = WebhookAttempt.__table__  # type: ignore[attr-defined]
+EVENTS: Any = Event.__table__  # type: ignore[attr-defined]
+MESSAGES: Any = Message.__table__  # type: ignore[attr-defined]
+AGENTS: Any = Agent.__table__  # type: ignore[attr-defined]
+
+# SPEC §14's schedule: the pause before each retry; after the last one fails, `failed`.
+RETRIES = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+GONE, FAILING, MANUAL = "gone", "failing", "manual"  # why an endpoint is disabled
+SECRET_OVERLAP = 86400.0  # a rotated-out secret still signs for a day
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    timeout: float = 10.0
+    disable_after: float = 5 * 86400.0
+    allow_private_networks: bool = False
+    retries: tuple[float, ...] = RETRIES
+    concurrency: int = 64  # POSTs at once on this node
+    per_endpoint: int = 4  # of them, to one endpoint
+    max_per_agent: int = 20
+    log_for: float = 7 * 86400.0  # attempts and finished deliveries kept this long
+    poll_interval: float = 1.0
+    batch: int = 500  # events one endpoint takes per fan-out pass
+
+    @property
+    def lease(self) -> float:
+        """How long a claimed delivery is this node's: well past the one POST it makes (at
+        most `timeout`) and the write of its outcome. A node that dies holds its POSTs under
+        way this long; a delivery whose lease ran out is made again by any node."""
+        return max(10.0, 4 * self.timeout)
+
+
+def wanted_types(stored: str | None) -> frozenset[str] | None:
+    """An endpoint's `event_types` as stored (JSON; None: every type)."""
+    return None if stored is None else frozenset(json.loads(stored))
+
+
+def check_types(types: list[str] | None) -> str | None:
+    """`event_types` as given → as stored; ValueError names an unknown type."""
+    if types is None:
+        return None
+    unknown = sorted(set(types) - set(EVENT_TYPES))
+    if unknown:
+        raise ValueError(f"unknown event type {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}")
+    if not types:
+        raise ValueError("at least one event type, or leave event_types out for all")
+    return json.dumps(sorted(set(types)))
+
+
+def deliverable(rows: Sequence[Any], stored_types: str | None, webhook_id: str,
+                accept: str) -> list[int]:
+    """The events of `rows` (seq, type, webhook_id, and the message's direction and verdict)
+    an endpoint gets: the types it wants, never its own `webhook.disabled`, and for an agent
+    accepting only authenticated mail (SPEC §13) none of quarantined mail."""
+    types = wanted_types(stored_types)
+    quarantines = accept == "authenticated"
+    return [int(r.seq) for r in rows
+            if (types is None or r.type in types) and r.webhook_id != webhook_id
+            and not (quarantines and r.direction == INBOUND and r.verdict != "pass")]
+
+
+def feed_after(after: int) -> Any:
+    """The columns `deliverable` reads, of the events after `after` (add the agent and
+    the bounds)."""
+    e, m = EVENTS.c, MESSAGES.c
+    return (select(e.seq, e.type, e.webhook_id, m.direction, m.verdict)
+            .outerjoin(MESSAGES, m.id == e.message_id).where(e.seq > after).order_by(e.seq))
+
+
+def pending(webhook_id: str, seqs: Sequence[int], now: datetime) -> list[dict[str, Any]]:
+    """New delivery rows of `seqs`, due now."""
+    return [{"webhook_id": webhook_id, "event_seq": s, "status": WEBHOOK_PENDING,
+             "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
+            for s in seqs]
+
+
+def payload(event: Any) -> bytes:
+    """The body of a POST: `{"type", "timestamp", "data": <the feed's event object>}`."""
+    return json.dumps({"type": event.type, "timestamp": iso(event.created_at),
+                       "data": event_view(event)}, separators=(",", ":")).encode()
+
+
+def aware(value: datetime | None, like: datetime) -> datetime | None:
+    """A stored time as an aware one (SQLite gives them back naive, in UTC)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=like.tzinfo)

@@ -1,0 +1,81 @@
+"""Where a webhook may point (SPEC §14): http(s) URLs whose host resolves only to public
+addresses, unless `webhooks.allow_private_networks`.
+
+The check runs when an endpoint is created or changed, and again before every POST on the
+addresses that POST then connects to (`resolve`), so a name that resolves to a public address
+at creation and to 127.0.0.1 later (DNS rebinding) reaches nothing inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+MAX_URL_LENGTH = 2048
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class UnsafeUrl(Exception):
+    """The URL is not one postroom posts to; the message says why (never with the secret)."""
+
+
+class Target(NamedTuple):
+    scheme: str
+    host: str  # as written: the Host header and TLS's server name
+    port: int
+
+
+def parse_url(url: str) -> Target:
+    """The parts of an endpoint URL, or UnsafeUrl: http or https, a host, no credentials."""
+    if len(url) > MAX_URL_LENGTH or any(c.isspace() for c in url):
+        raise UnsafeUrl(f"a URL of at most {MAX_URL_LENGTH} characters, without spaces")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise UnsafeUrl(f"not a URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UnsafeUrl("an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeUrl("credentials do not belong in the URL (verify the signature instead)")
+    return Target(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
+
+
+def is_public(address: IpAddress) -> bool:
+    """Not loopback, private, link-local (cloud metadata at 169.254.169.254), shared (CGNAT),
+    multicast, reserved or unspecified; an IPv4-mapped IPv6 address counts as its IPv4."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+async def resolve(target: Target, allow_private: bool, within: float = 5.0) -> list[IpAddress]:
+    """The addresses to connect to for `target`, each allowed; UnsafeUrl when the name does
+    not resolve (within `within` seconds) or any of its addresses is not public (and private
+    ones are not allowed)."""
+    try:
+        literal: IpAddress | None = ipaddress.ip_address(target.host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        found = [literal]
+    else:
+        try:
+            async with asyncio.timeout(within):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    target.host, target.port, type=socket.SOCK_STREAM)
+        except TimeoutError:
+            raise UnsafeUrl(f"{target.host} did not resolve within {within:g} s") from None
+        except (OSError, UnicodeError) as e:
+            raise UnsafeUrl(f"{target.host} does not resolve ({e})") from None
+        found = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0])
+                                   for info in infos))
+    if not found:
+        raise UnsafeUrl(f"{target.host} does not resolve")
+    if not allow_private and not all(is_public(a) for a in found):
+        raise UnsafeUrl(f"{target.host} resolves to a loopback, private, link-local or "
+                        "metadata address (webhooks.allow_private_networks is false)")
+    return found
