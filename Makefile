@@ -26,7 +26,8 @@ lint: $(STAMP)
 # `make test-pg` runs every end-to-end suite that way.
 PG_SUITES := tests/smtp/test_delivery.py tests/api/test_events.py tests/client/test_client.py \
 	tests/api/test_api_keys.py tests/api/test_authz.py tests/smtp/test_hostile_smtp.py \
-	tests/outbound/test_send.py tests/outbound/test_directory.py tests/api/test_compat.py
+	tests/outbound/test_send.py tests/outbound/test_directory.py tests/api/test_compat.py \
+	tests/webhooks/test_webhooks.py
 
 # The last run prints the figures line of the whole suite (tests/figures.py).
 FIGURES := $(CURDIR)/.pytest_cache/figures.json

@@ -2,7 +2,8 @@
 process, that verifies each POST's signature with the `standardwebhooks` package (an
 implementation independent of ours) and records what arrived.
 
-It answers 204, or what `answer` says (a status to fail with, 410 to say Gone), can `hang`
+It answers 204, or what `answer` says (a status to fail with, 410 to say Gone, a redirect to
+`location`) with `answer_body`, can `hang`
 (answer after `hang_for` seconds, beyond the daemon's timeout), and `stop()` then `start()`
 on the same port model an endpoint that goes away and comes back.
 """
@@ -23,6 +24,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 class Arrival:
     webhook_id: str
     body: dict[str, Any]
+    raw: bytes
     headers: dict[str, str]
     verified: bool
     at: float  # time.monotonic() when it arrived
@@ -33,6 +35,8 @@ class Receiver:
         self.secrets: list[str] = []  # a POST verifies when any of them verifies it
         self.arrivals: list[Arrival] = []
         self.answer = 204
+        self.answer_body = b"ok"
+        self.location: str | None = None  # a Location header to answer with (a redirect)
         self.hang_for = 0.0
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -54,9 +58,11 @@ class Receiver:
                 if receiver.hang_for:
                     time.sleep(receiver.hang_for)
                 self.send_response(receiver.answer)
-                self.send_header("content-length", "2")
+                if receiver.location:
+                    self.send_header("location", receiver.location)
+                self.send_header("content-length", str(len(receiver.answer_body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(receiver.answer_body)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -82,7 +88,7 @@ class Receiver:
             except WebhookVerificationError:
                 continue
         with self.lock:
-            self.arrivals.append(Arrival(headers.get("webhook-id", ""), json.loads(body),
+            self.arrivals.append(Arrival(headers.get("webhook-id", ""), json.loads(body), body,
                                          headers, verified, time.monotonic()))
 
     def bodies(self, type_: str | None = None) -> list[dict[str, Any]]:

@@ -191,6 +191,23 @@ def test_a_hanging_endpoint_times_out_and_delays_no_other(fresh_root: Path) -> N
             assert rows[0]["status_code"] is None and rows[0]["error"]
 
 
+def test_redirects_are_not_followed_and_answers_are_read_up_to_4_kB(fresh_root: Path) -> None:
+    with running_daemon(fresh_root, extra=FAST) as d, _receiver() as rx, \
+            _receiver() as elsewhere:
+        a, alice = _agent(d, "alice")
+        with a:
+            rx.answer, rx.location = 307, elsewhere.url
+            rx.answer_body = b"x" * 5_000_000  # more than anyone should read
+            hook = _hook(a, rx, event_types=["message.received"])
+            elsewhere.secrets.append(hook["secret"])
+            d.send(_mail(alice), [alice])
+            rows = _wait(lambda: _attempts(a, hook["id"]), what="the redirected attempt")
+            assert rows[0]["status_code"] == 307 and rows[0]["status"] == "pending"
+            assert len(rows[0]["response"]) == 1024  # the log keeps 1 kB of the 4 read
+            _wait(lambda: len(_attempts(a, hook["id"])) >= 2, what="the retry")
+            assert elsewhere.arrivals == []
+
+
 def test_an_endpoint_that_goes_away_and_comes_back_gets_everything(fresh_root: Path) -> None:
     extra = FAST.replace('["0.2s", "0.2s", "0.2s"]', '["0.2s", "0.3s", "0.5s", "1s", "1s"]')
     with running_daemon(fresh_root, extra=extra) as d, _receiver() as rx:
