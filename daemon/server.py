@@ -244,7 +244,7 @@ class Node:
             smtp=self.counters, queue_depth=lambda: self.pipeline.depth,
             busy_workers=lambda: self.pipeline.busy,
             commits=lambda: (self.writer.batches, self.writer.writes, self.writer.failures),
-            errors=Errors()), self.sessions)
+            errors=Errors(), webhooks=lambda: self.dispatcher.outcomes), self.sessions)
         limits = config.limits
         if (sender_auth := SenderAuth.of(config.auth, config.smtp.hostname,
                                          in_process=p.extract_processes == 0)) is not None:

@@ -25,12 +25,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from daemon.agents import utcnow
 from storage.db import translated_errors
 from storage.errors import TransientError
-from storage.models import UNFINISHED, Attachment, Message
+from storage.models import UNFINISHED, Attachment, Message, WebhookDelivery
 
 log = structlog.get_logger("postroom.metrics")
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 ATTACHMENTS = Attachment.__table__  # type: ignore[attr-defined]
+WEBHOOK_DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _DB_EVERY = 5.0  # seconds between two reads of the status counts
 
@@ -59,6 +60,8 @@ class Sources:
     busy_workers: Callable[[], int]
     commits: Callable[[], tuple[int, int, int]]  # (batches, writes, failures) of the writer
     errors: Errors
+    # Webhook POSTs of this node by outcome: delivered, retry, failed (daemon.webhooks).
+    webhooks: Callable[[], dict[str, int]] = dict
 
 
 @dataclass
@@ -67,6 +70,7 @@ class _StatusCounts:
     attachments: dict[str, int] = field(default_factory=dict)
     oldest_unfinished: float = 0.0  # seconds since the oldest unfinished message arrived
     leased: int = 0
+    webhook_deliveries: dict[str, int] = field(default_factory=dict)
     at: float = -_DB_EVERY
 
 
@@ -93,7 +97,8 @@ class Metrics:
         try:
             async with self._sessions() as session, translated_errors():
                 for table, into in ((MESSAGES, counts.messages),
-                                    (ATTACHMENTS, counts.attachments)):
+                                    (ATTACHMENTS, counts.attachments),
+                                    (WEBHOOK_DELIVERIES, counts.webhook_deliveries)):
                     rows = await session.execute(select(table.c.status, func.count())
                                                  .group_by(table.c.status))
                     into.update({str(s): int(n) for s, n in rows.all()})
@@ -158,9 +163,17 @@ class _Collector(Collector):
             for op, n in sorted(by_op.items()):
                 errors.add_metric([op], n)
             yield errors
+        attempts = CounterMetricFamily("postroom_webhook_attempts",
+                                       "Webhook POSTs of this node, by outcome",
+                                       labels=["outcome"])
+        for outcome, n in sorted(s.webhooks().items()):
+            attempts.add_metric([outcome], n)
+        yield attempts
         counts = self._m._counts
         for name, by_status, what in (("messages", counts.messages, "Messages"),
-                                      ("attachments", counts.attachments, "Attachments")):
+                                      ("attachments", counts.attachments, "Attachments"),
+                                      ("webhook_deliveries", counts.webhook_deliveries,
+                                       "Webhook deliveries kept")):
             statuses = GaugeMetricFamily(f"postroom_{name}", f"{what} by status (every node)",
                                          labels=["status"])
             for status, n in sorted(by_status.items()):

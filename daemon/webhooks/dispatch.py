@@ -91,6 +91,8 @@ class Dispatcher:
         self._finished = asyncio.Event()  # a POST finished: a slot is free
         self._busy: Counter[str] = Counter()  # POSTs under way here, per endpoint
         self._posts: set[asyncio.Task[None]] = set()
+        self._enabled: tuple[bool, float] | None = None  # any endpoint enabled, and when read
+        self.outcomes: Counter[str] = Counter()  # POSTs by outcome (GET /metrics)
 
     @property
     def in_flight(self) -> int:
@@ -117,7 +119,7 @@ class Dispatcher:
         while True:
             seen = self._events.changes
             try:
-                queued = await self._writer.write(self._fan_out)
+                queued = await self._writer.write(self._fan_out) if await self._any() else 0
             except TransientError as e:
                 log.warning("webhooks.fan_out_failed", error=str(e))
                 queued = 0
@@ -126,6 +128,17 @@ class Dispatcher:
             if queued or self._events.changes != seen:
                 continue  # more may be waiting (an endpoint takes `batch` events per pass)
             await self._events.wait(self.settings.poll_interval)
+
+    async def _any(self) -> bool:
+        """Whether any endpoint is enabled (on any node), read again at most every
+        `poll_interval` or at once after a change here: with none, events cost no pass."""
+        now = self._clock.monotonic()
+        if self._enabled is None or now - self._enabled[1] >= self.settings.poll_interval:
+            async with self._sessions() as session, translated_errors():
+                found = (await session.execute(select(WEBHOOKS.c.id).where(
+                    WEBHOOKS.c.enabled).limit(1))).first()
+            self._enabled = (found is not None, now)
+        return self._enabled[0]
 
     def _fan_out(self, conn: Connection) -> int:
         """Queue the deliveries of every event after each endpoint's cursor (in the writer's
@@ -156,8 +169,11 @@ class Dispatcher:
     # Delivery ------------------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Deliveries were queued here (a replay): claim them now, not at the next poll."""
+        """An endpoint changed here (created, enabled, replayed): fan out and claim now, not
+        at the next poll."""
+        self._enabled = None
         self._queued.set()
+        self._events.wake()
 
     async def _deliver_forever(self) -> None:
         while True:
@@ -291,6 +307,8 @@ class Dispatcher:
             return status
 
         result = await self._writer.write(write)
+        if result is not None:
+            self.outcomes[{WEBHOOK_PENDING: "retry"}.get(result, result)] += 1
         if result == "disabled":
             self._events.wake()
             log.warning("webhooks.disabled", webhook_id=job.webhook_id,

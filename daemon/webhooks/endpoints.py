@@ -80,7 +80,7 @@ class Endpoints:
         self.settings = settings
         self._sessions = sessions
         self._writer = writer
-        self._wake = wake  # deliveries were queued (a replay)
+        self._wake = wake  # an endpoint was created or enabled, or deliveries queued
         self._clock = clock
 
     async def _checked_url(self, url: str) -> str:
@@ -122,6 +122,7 @@ class Endpoints:
         if row is None:
             raise WebhookRefused(409, "too_many_webhooks",
                                  f"an agent has at most {most} webhooks (webhooks.max_per_agent)")
+        self._wake()
         return webhook_view(row, secret)
 
     async def of_agent(self, agent_id: str) -> list[dict[str, Any]]:
@@ -164,6 +165,8 @@ class Endpoints:
             return conn.execute(select(WEBHOOKS).where(w.id == webhook_id)).one()
 
         found = await self._writer.write(write)
+        if found is not None and enabled:
+            self._wake()
         return None if found is None else webhook_view(found)
 
     async def delete(self, agent_id: str, webhook_id: str) -> bool | None:

@@ -22,6 +22,7 @@ import secrets
 import sqlite3
 import textwrap
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -33,11 +34,20 @@ import httpx
 import pytest
 
 from tests import figures
-from tests.harness import Daemon
+from tests.harness import Daemon, running_daemon
 
 FAKE_MESSAGE = "msg_" + "0" * 26
 FAKE_ATTACHMENT = "att_" + "0" * 26
 FAKE_UPLOAD = "upl_" + "0" * 26
+HOOK_URL = "http://127.0.0.1:9/authz"  # a closed port: deliveries are refused at once
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """This module's daemon, letting webhooks point at loopback (the matrix creates some)."""
+    with running_daemon(tmp_path_factory.mktemp("postroom"),
+                        extra="[webhooks]\nallow_private_networks = true\n") as d:
+        yield d
 
 
 def _counted() -> None:
@@ -69,6 +79,8 @@ class World:
     atts_b: list[dict[str, Any]]
     upload_a: dict[str, Any]  # direct upload, ready
     pending_a: dict[str, Any]  # presigned form, nothing sent yet
+    hook_a: dict[str, Any]  # ann's webhook (on a closed loopback port: nothing receives)
+    doomed_hook_a: dict[str, Any]  # ann's webhook the matrix deletes
     removed_key: str
     rotated_away_key: str
     rotated_new_key: str
@@ -108,6 +120,8 @@ def world(daemon: Daemon) -> World:
         pending_a = api.post("/v1/uploads/form", json={"file_name": "later.pdf",
                                                         "content_type": "application/pdf",
                                                         "max_bytes": 1000}).json()
+        hook_a, doomed_hook_a = (api.post("/v1/webhooks", json={"url": HOOK_URL}).json()
+                                 for _ in range(2))
     # Keys in use (so remembered by the daemon) that the CLI then takes away.
     for key in (rot["api_key"], gone["api_key"]):
         for _ in range(5):
@@ -117,8 +131,8 @@ def world(daemon: Daemon) -> World:
     for key in (rot["api_key"], gone["api_key"]):  # SPEC §7: within 5 s
         d.wait_for(functools.partial(_refused, d, key), 5.0, "a taken-away key refused")
     assert _status(d, rotated["api_key"]) == 200
-    return World(d, ann, ben, msg_a, msg_b, atts_a, atts_b, upload_a, pending_a,
-                 removed_key=gone["api_key"], rotated_away_key=rot["api_key"],
+    return World(d, ann, ben, msg_a, msg_b, atts_a, atts_b, upload_a, pending_a, hook_a,
+                 doomed_hook_a, removed_key=gone["api_key"], rotated_away_key=rot["api_key"],
                  rotated_new_key=rotated["api_key"],
                  keys=[ann["api_key"], ben["api_key"], rot["api_key"], gone["api_key"],
                        rotated["api_key"]])
@@ -131,6 +145,7 @@ Request = dict[str, Any]  # httpx.request keyword arguments: method, url, json, 
 
 def _operations(w: World) -> dict[tuple[str, str], list[Request]]:
     mid, att, upl = w.msg_a, w.atts_a[0]["id"], w.upload_a
+    hook = f"/v1/webhooks/{w.hook_a['id']}"
     return {
         ("GET", "/v1/messages"): [{"method": "GET", "url": "/v1/messages"}],
         ("GET", "/v1/messages/{message_id}"): [
@@ -169,6 +184,20 @@ def _operations(w: World) -> dict[tuple[str, str], list[Request]]:
              "json": {"to": ["ann@authz.test"], "text": "to myself"}}],
         ("GET", "/v1/directory/{address}"): [
             {"method": "GET", "url": "/v1/directory/ben@authz.test"}],
+        ("POST", "/v1/webhooks"): [
+            {"method": "POST", "url": "/v1/webhooks", "json": {"url": HOOK_URL}}],
+        ("GET", "/v1/webhooks"): [{"method": "GET", "url": "/v1/webhooks"}],
+        ("GET", "/v1/webhooks/{webhook_id}"): [{"method": "GET", "url": hook}],
+        ("PATCH", "/v1/webhooks/{webhook_id}"): [
+            {"method": "PATCH", "url": hook, "json": {"description": "changed"}}],
+        ("DELETE", "/v1/webhooks/{webhook_id}"): [
+            {"method": "DELETE", "url": f"/v1/webhooks/{w.doomed_hook_a['id']}"}],
+        ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): [
+            {"method": "POST", "url": f"{hook}/rotate-secret"}],
+        ("GET", "/v1/webhooks/{webhook_id}/deliveries"): [
+            {"method": "GET", "url": f"{hook}/deliveries"}],
+        ("POST", "/v1/webhooks/{webhook_id}/replay"): [
+            {"method": "POST", "url": f"{hook}/replay", "json": {"after": "0"}}],
     }
 
 
@@ -238,10 +267,12 @@ def test_every_operation_refuses_every_bad_credential_with_401(world: World) -> 
         for op, requests in _operations(world).items():
             for req in requests:
                 good = _send(client, req, {"Authorization": f"Bearer {world.ann['api_key']}"})
-                assert good.status_code in (200, 201, 202), (op, good.status_code, good.text)
+                assert good.status_code in (200, 201, 202, 204), (op, good.status_code, good.text)
                 also = _send(client, req, {"X-API-Key": world.ann["api_key"],
                                            "Authorization": f"bearer {world.ann['api_key']}"})
-                assert also.status_code in (200, 201, 202), (op, also.status_code, also.text)
+                gone = req["method"] == "DELETE" and also.status_code == 404  # deleted above
+                assert also.status_code in (200, 201, 202, 204) or gone, (
+                    op, also.status_code, also.text)
                 _counted()
                 for name, headers in creds.items():
                     r = _send(client, req, headers)
@@ -299,6 +330,20 @@ def test_another_agents_messages_and_attachments_answer_as_missing_ones(world: W
             assert ann.get(f"/v1/attachments/{att['id']}").status_code == 200
         assert ann.get(f"/v1/attachments/{world.upload_a['id']}").status_code == 200
     _counted()
+
+
+def test_another_agents_webhooks_answer_as_missing_ones(world: World) -> None:
+    theirs = world.hook_a["id"]
+    with world.as_ben() as ben:
+        for method, tail, body in [("GET", "", None), ("PATCH", "", {"description": "mine"}),
+                                   ("DELETE", "", None), ("POST", "/rotate-secret", None),
+                                   ("GET", "/deliveries", None),
+                                   ("POST", "/replay", {"after": "0"})]:
+            req = {"method": method, "url": f"/v1/webhooks/{theirs}{tail}", "json": body}
+            _same_as_missing(ben, req, {**req, "url": f"/v1/webhooks/wh_{'0' * 26}{tail}"})
+        assert theirs not in ben.get("/v1/webhooks").text
+    with world.as_ann() as ann:  # still there, unchanged
+        assert ann.get(f"/v1/webhooks/{theirs}").json()["description"] != "mine"
 
 
 def test_another_agents_upload_keys_are_403_whether_or_not_they_exist(world: World) -> None:

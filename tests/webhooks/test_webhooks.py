@@ -172,6 +172,17 @@ def test_a_failing_endpoint_is_retried_with_the_same_id_then_failed_then_replaye
             assert page["has_more"] and len(page["deliveries"]) + len(rest["deliveries"]) == 5
             assert a.post(f"/v1/webhooks/{hook['id']}/replay",
                           json={"after": "x"}).status_code == 400
+            metrics = _wait(lambda: (m := _metrics(d)).get(
+                'postroom_webhook_deliveries{status="delivered"}') and m, what="the counts")
+            assert metrics['postroom_webhook_attempts_total{outcome="retry"}'] == 3
+            assert metrics['postroom_webhook_attempts_total{outcome="failed"}'] == 1
+            assert metrics['postroom_webhook_attempts_total{outcome="delivered"}'] == 1
+
+
+def _metrics(d: Daemon) -> dict[str, float]:
+    text = httpx.get(f"{d.url}/metrics", timeout=10).text
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
 
 
 def test_a_hanging_endpoint_times_out_and_delays_no_other(fresh_root: Path) -> None:

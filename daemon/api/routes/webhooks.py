@@ -111,7 +111,7 @@ async def _call(work: Any) -> Any:
 
 
 @router.post("/v1/webhooks", status_code=201, response_model=WebhookObject,
-             responses=authed(409, 422))
+             responses=authed(400, 409, 422))
 async def create_webhook(caller: Caller, body: NewWebhook) -> Response:
     """A new endpoint for this agent's events (all types unless `event_types` names some).
     The answer's `secret` is shown this once: verify each POST's `webhook-signature` with it."""
@@ -132,7 +132,7 @@ async def get_webhook(caller: Caller, webhook_id: WebhookId) -> Response:
 
 
 @router.patch("/v1/webhooks/{webhook_id}", response_model=WebhookObject,
-              responses=authed(404, 422))
+              responses=authed(400, 404, 422))
 async def change_webhook(caller: Caller, webhook_id: WebhookId, body: WebhookChange
                          ) -> Response:
     """Change `url`, `event_types`, `description` or `enabled`. Disabling fails the pending
@@ -174,7 +174,7 @@ async def list_attempts(caller: Caller, webhook_id: WebhookId,
 
 
 @router.post("/v1/webhooks/{webhook_id}/replay", status_code=202, response_model=ReplayAnswer,
-             responses=authed(400, 404, 409))
+             responses=authed(400, 404, 409, 422))
 async def replay(caller: Caller, webhook_id: WebhookId, body: Replay) -> Response:
     """Deliver again the events after cursor `after` that this endpoint wants (at most
     10,000 a call: while `has_more`, call again with `after=<next_cursor>`)."""
