@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.clock import SYSTEM, Clock, iso
 from daemon.ids import event_id_for, new_webhook_id
-from daemon.webhooks.dispatch import disable
+from daemon.webhooks.outcomes import disable
 from daemon.webhooks.records import (
     AGENTS,
     ATTEMPTS,

@@ -38,6 +38,22 @@ SECRET_OVERLAP = 86400.0  # a rotated-out secret still signs for a day
 
 
 @dataclass(frozen=True)
+class Job:
+    """A delivery this node holds the lease of, with what its POST needs."""
+
+    id: int
+    webhook_id: str
+    attempt: int
+    event_seq: int
+    url: str
+    secrets: tuple[str, ...]  # the current secret, then one rotated out less than a day ago
+    event_id: str
+    body: bytes
+    failing: bool  # the endpoint's run of failures is on (a success ends it)
+    deadline: float  # monotonic: after it the lease may be another node's
+
+
+@dataclass(frozen=True)
 class WebhookSettings:
     timeout: float = 10.0
     disable_after: float = 5 * 86400.0
@@ -52,10 +68,17 @@ class WebhookSettings:
 
     @property
     def lease(self) -> float:
-        """How long a claimed delivery is this node's: well past the one POST it makes (at
-        most `timeout`) and the write of its outcome. A node that dies holds its POSTs under
-        way this long; a delivery whose lease ran out is made again by any node."""
-        return max(10.0, 4 * self.timeout)
+        """How long a claimed delivery is this node's: its wait in the endpoint's queue here
+        (a POST starts only with `timeout` and a margin left), the POST, and the write of its
+        outcome. A node that dies holds its deliveries this long; one whose lease ran out is
+        made again by any node."""
+        return max(10.0, 6 * self.timeout)
+
+    @property
+    def held_per_endpoint(self) -> int:
+        """Deliveries of one endpoint this node holds at once: POSTs under way, and the next
+        ones claimed already, so a slot never waits on the database between two POSTs."""
+        return 4 * self.per_endpoint
 
 
 def wanted_types(stored: str | None) -> frozenset[str] | None:
@@ -77,21 +100,24 @@ def check_types(types: list[str] | None) -> str | None:
 
 def deliverable(rows: Sequence[Any], stored_types: str | None, webhook_id: str,
                 accept: str) -> list[int]:
-    """The events of `rows` (seq, type, webhook_id, and the message's direction and verdict)
+    """The events of `rows` (seq, type, webhook_id, and its message's direction and verdict)
     an endpoint gets: the types it wants, never its own `webhook.disabled`, and for an agent
     accepting only authenticated mail (SPEC §13) none of quarantined mail."""
     types = wanted_types(stored_types)
     quarantines = accept == "authenticated"
     return [int(r.seq) for r in rows
             if (types is None or r.type in types) and r.webhook_id != webhook_id
-            and not (quarantines and r.direction == INBOUND and r.verdict != "pass")]
+            and not (quarantines and r.message_direction == INBOUND
+                     and r.message_verdict != "pass")]
 
 
-def feed_after(after: int) -> Any:
-    """The columns `deliverable` reads, of the events after `after` (add the agent and
-    the bounds)."""
+def feed_after(after: int, full: bool = False) -> Any:
+    """The columns `deliverable` reads (with `full`, every column of the event too), of the
+    events after `after`, in order (add the agent and the bounds)."""
     e, m = EVENTS.c, MESSAGES.c
-    return (select(e.seq, e.type, e.webhook_id, m.direction, m.verdict)
+    columns = [*EVENTS.c] if full else [e.seq, e.type, e.webhook_id]
+    return (select(*columns, m.direction.label("message_direction"),
+                   m.verdict.label("message_verdict"))
             .outerjoin(MESSAGES, m.id == e.message_id).where(e.seq > after).order_by(e.seq))
 
 
