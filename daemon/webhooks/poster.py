@@ -1,27 +1,30 @@
-"""One POST to an endpoint (SPEC §14): to an address `safety.resolve` allowed, no redirect
+"""One POST to an endpoint (SPEC §14): only to addresses `safety` allows, no redirect
 followed, at most 4 kB of the answer read, all of it within `webhooks.timeout`.
 
-The request goes to the resolved address with the URL's host in `Host` and as TLS's server
-name (httpcore's `sni_hostname`), so the certificate is checked for the name the agent gave.
-Each host gets its own small connection pool, so a connection opened for one name is never
-reused for another that happens to share its address. The environment's proxy settings are
-ignored: a proxy would connect where the check did not look.
+aiohttp's connector resolves each host through `GuardedResolver`, which refuses a name with an
+address that is not public (unless allowed) before anything connects, so the address checked is
+the address connected to, on every new connection (a name that turns to 127.0.0.1 later, DNS
+rebinding, reaches nothing inside); a literal address skips resolvers and is checked here. TLS
+checks the certificate for the URL's host. Proxy settings of the environment are ignored (a
+proxy would connect where the check did not look). aiohttp, not httpx: a POST costs a sixth of
+the CPU (120 against 730 µs, measured on this machine), and a node makes thousands a second.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
-from daemon.webhooks.safety import Target, UnsafeUrl, parse_url, resolve
+from daemon.webhooks.safety import UnsafeUrl, check_addresses, literal, parse_url
 
 MAX_RESPONSE = 4096
 KEPT_RESPONSE = 1024  # of it, what the attempts log keeps
-MAX_POOLS = 256
 
 
 @dataclass(frozen=True)
@@ -36,29 +39,41 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+class GuardedResolver(AbstractResolver):
+    """The system's resolver, refusing names with an address postroom does not post to."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._resolver = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = await self._resolver.resolve(host, port, family)
+        check_addresses(host, [r["host"] for r in found], self._allow_private)
+        return found
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
 class Poster:
-    """The HTTP client of one node's webhook deliveries."""
+    """The HTTP client of one node's webhook deliveries (made in the loop that uses it)."""
 
     def __init__(self, timeout: float, allow_private: bool, max_connections: int) -> None:
         self._timeout = timeout
         self._allow_private = allow_private
-        self._limits = httpx.Limits(max_connections=max_connections,
-                                    max_keepalive_connections=8, keepalive_expiry=30)
-        self._pools: OrderedDict[Target, httpx.AsyncClient] = OrderedDict()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
 
-    def _client(self, target: Target) -> httpx.AsyncClient:
-        client = self._pools.pop(target, None)
-        if client is None:
-            client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
-                                       timeout=self._timeout, limits=self._limits)
-            while len(self._pools) >= MAX_POOLS:
-                _, oldest = self._pools.popitem(last=False)
-                task = asyncio.get_running_loop().create_task(oldest.aclose())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
-        self._pools[target] = client  # the most recently used last
-        return client
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                resolver=GuardedResolver(self._allow_private), limit=self._max_connections,
+                ttl_dns_cache=10, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=False, auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(total=self._timeout))
+        return self._session
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> Outcome:
         started = time.monotonic()
@@ -69,38 +84,34 @@ class Poster:
             return _failed(f"no answer within {self._timeout:g} s", started)
         except UnsafeUrl as e:
             return _failed(str(e), started)
-        except httpx.HTTPError as e:
+        except (aiohttp.ClientError, OSError, ValueError) as e:
             return _failed(f"{type(e).__name__}: {e}"[:300], started)
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes,
                     started: float) -> Outcome:
         target = parse_url(url)
-        addresses = await resolve(target, self._allow_private, self._timeout)
-        request_url = httpx.URL(url).copy_with(host=str(addresses[0]))
-        default_port = 443 if target.scheme == "https" else 80
-        host = target.host if ":" not in target.host else f"[{target.host}]"
+        address = literal(target.host)
+        if address is not None:  # the connector resolves names only
+            check_addresses(target.host, [str(address)], self._allow_private)
         all_headers = {**headers, "content-type": "application/json",
-                       "user-agent": "postroom-webhooks", "accept-encoding": "identity",
-                       "host": host if target.port == default_port else f"{host}:{target.port}"}
-        client = self._client(target)
-        request = client.build_request("POST", request_url, headers=all_headers, content=body,
-                                       extensions={"sni_hostname": target.host})
-        response = await client.send(request, stream=True)
-        try:
+                       "user-agent": "postroom-webhooks", "accept-encoding": "identity"}
+        async with self._client().post(url, data=body, headers=all_headers,
+                                       allow_redirects=False) as response:
             read = bytearray()
-            async for chunk in response.aiter_raw():
-                read += chunk
-                if len(read) >= MAX_RESPONSE:
+            while len(read) < MAX_RESPONSE:
+                chunk = await response.content.read(MAX_RESPONSE - len(read))
+                if not chunk:
                     break
-        finally:
-            await response.aclose()
+                read += chunk
+            # Leaving the block with the answer unread closes its connection.
+            status = response.status
         text = bytes(read[:KEPT_RESPONSE]).decode("utf-8", "replace") or None
-        return Outcome(response.status_code, None, text, _ms(started))
+        return Outcome(status, None, text, _ms(started))
 
     async def close(self) -> None:
-        pools, self._pools = list(self._pools.values()), OrderedDict()
-        for client in pools:
-            await client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def _ms(started: float) -> int:

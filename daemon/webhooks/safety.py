@@ -1,9 +1,10 @@
 """Where a webhook may point (SPEC §14): http(s) URLs whose host resolves only to public
 addresses, unless `webhooks.allow_private_networks`.
 
-The check runs when an endpoint is created or changed, and again before every POST on the
-addresses that POST then connects to (`resolve`), so a name that resolves to a public address
-at creation and to 127.0.0.1 later (DNS rebinding) reaches nothing inside.
+The check runs when an endpoint is created or changed (`resolve`), and again on every
+connection a POST opens, on the addresses it then connects to (`check_addresses`, from the
+connector's resolver in poster.py), so a name that resolves to a public address at creation and
+to 127.0.0.1 later (DNS rebinding) reaches nothing inside.
 """
 
 from __future__ import annotations
@@ -52,16 +53,31 @@ def is_public(address: IpAddress) -> bool:
     return address.is_global and not address.is_multicast
 
 
+def literal(host: str) -> IpAddress | None:
+    """`host` as an address when it is one (a URL's `[::1]` comes without brackets)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def check_addresses(host: str, addresses: list[str], allow_private: bool) -> None:
+    """UnsafeUrl unless every address `host` resolved to may be posted to."""
+    found = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
+    if not found:
+        raise UnsafeUrl(f"{host} does not resolve")
+    if not allow_private and not all(is_public(a) for a in found):
+        raise UnsafeUrl(f"{host} resolves to a loopback, private, link-local or "
+                        "metadata address (webhooks.allow_private_networks is false)")
+
+
 async def resolve(target: Target, allow_private: bool, within: float = 5.0) -> list[IpAddress]:
     """The addresses to connect to for `target`, each allowed; UnsafeUrl when the name does
     not resolve (within `within` seconds) or any of its addresses is not public (and private
     ones are not allowed)."""
-    try:
-        literal: IpAddress | None = ipaddress.ip_address(target.host)
-    except ValueError:
-        literal = None
-    if literal is not None:
-        found = [literal]
+    address = literal(target.host)
+    if address is not None:
+        found = [str(address)]
     else:
         try:
             async with asyncio.timeout(within):
@@ -71,11 +87,6 @@ async def resolve(target: Target, allow_private: bool, within: float = 5.0) -> l
             raise UnsafeUrl(f"{target.host} did not resolve within {within:g} s") from None
         except (OSError, UnicodeError) as e:
             raise UnsafeUrl(f"{target.host} does not resolve ({e})") from None
-        found = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0])
-                                   for info in infos))
-    if not found:
-        raise UnsafeUrl(f"{target.host} does not resolve")
-    if not allow_private and not all(is_public(a) for a in found):
-        raise UnsafeUrl(f"{target.host} resolves to a loopback, private, link-local or "
-                        "metadata address (webhooks.allow_private_networks is false)")
-    return found
+        found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    check_addresses(target.host, found, allow_private)
+    return [ipaddress.ip_address(a.split("%")[0]) for a in found]

@@ -3,7 +3,7 @@ process, that verifies each POST's signature with the `standardwebhooks` package
 implementation independent of ours) and records what arrived.
 
 It answers 204, or what `answer` says (a status to fail with, 410 to say Gone, a redirect to
-`location`) with `answer_body`, can `hang`
+`location`) with `answer_body` (none with a 204), can `hang`
 (answer after `hang_for` seconds, beyond the daemon's timeout), and `stop()` then `start()`
 on the same port model an endpoint that goes away and comes back.
 """
@@ -57,12 +57,13 @@ class Receiver:
                 receiver._arrived(body, headers)
                 if receiver.hang_for:
                     time.sleep(receiver.hang_for)
+                body = b"" if receiver.answer in (204, 304) else receiver.answer_body
                 self.send_response(receiver.answer)
                 if receiver.location:
                     self.send_header("location", receiver.location)
-                self.send_header("content-length", str(len(receiver.answer_body)))
+                self.send_header("content-length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(receiver.answer_body)
+                self.wfile.write(body)
 
             def log_message(self, *args: Any) -> None:
                 pass
