@@ -34,7 +34,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from daemon.clock import SYSTEM, Clock
 from daemon.events import Wakeups
 from daemon.ids import event_id_for
-from daemon.webhooks.outcomes import DISABLED, prune, record
+from daemon.webhooks.outcomes import DISABLED, prune, record, record_delivered
 from daemon.webhooks.poster import Outcome, Poster
 from daemon.webhooks.records import (
     AGENTS,
@@ -79,6 +79,9 @@ class Dispatcher:
         self._posting: Counter[str] = Counter()  # POSTs under way, per endpoint
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()  # a POST ended or deliveries were queued: claim more
+        self._backlog = True  # due deliveries may wait unleased: claim as slots free up
+        self._delivered: list[tuple[Job, Outcome]] = []  # successes not yet written
+        self._flusher: asyncio.Task[None] | None = None
         self._enabled: tuple[bool, float] | None = None  # any endpoint enabled, and when read
         self.outcomes: Counter[str] = Counter()  # POSTs by outcome (GET /metrics)
 
@@ -101,6 +104,7 @@ class Dispatcher:
         """An endpoint changed here (created, enabled, replayed): fan out and claim now, not
         at the next poll."""
         self._enabled = None
+        self._backlog = True
         self._room.set()
         self._events.wake()
 
@@ -149,11 +153,31 @@ class Dispatcher:
             if self._posting[job.webhook_id] <= 0:
                 del self._posting[job.webhook_id]
             self._start()  # the slot's next POST, before this one's outcome is written
-            self._room.set()
+            if self._backlog and self._held(job.webhook_id) <= self.settings.per_endpoint:
+                self._room.set()  # claim the endpoint's next few at once, not one by one
+        log.info("webhooks.attempt", webhook_id=job.webhook_id, delivery=job.id,
+                 event_id=job.event_id, attempt=job.attempt, status_code=outcome.status_code,
+                 ok=outcome.ok, duration_ms=outcome.duration_ms)
+        if outcome.ok:  # written with the others that succeeded meanwhile
+            self._delivered.append((job, outcome))
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush())
+                self._tasks.add(self._flusher)
+                self._flusher.add_done_callback(self._tasks.discard)
+            return
         try:
             await self._record(job, outcome)
         except TransientError as e:  # the lease expires and the delivery is made again
             log.warning("webhooks.record_failed", webhook_id=job.webhook_id, error=str(e))
+
+    async def _flush(self) -> None:
+        while self._delivered:
+            done, self._delivered = self._delivered, []
+            try:
+                self.outcomes["delivered"] += await self._writer.write(functools.partial(
+                    record_delivered, done=done, owner=self._node, now=self._clock.now()))
+            except TransientError as e:  # the leases expire and those are made again
+                log.warning("webhooks.record_failed", deliveries=len(done), error=str(e))
 
     async def _record(self, job: Job, outcome: Outcome) -> None:
         result = await self._writer.write(functools.partial(
@@ -165,9 +189,6 @@ class Dispatcher:
             self._events.wake()
             log.warning("webhooks.disabled", webhook_id=job.webhook_id,
                         status_code=outcome.status_code)
-        log.info("webhooks.attempt", webhook_id=job.webhook_id, delivery=job.id,
-                 event_id=job.event_id, attempt=job.attempt, status_code=outcome.status_code,
-                 ok=outcome.ok, duration_ms=outcome.duration_ms)
 
     def _jobs(self, rows: list[tuple[int, int, Any, Any]], now: datetime) -> list[Job]:
         """Jobs of claimed deliveries: (id, attempt, endpoint row, event row) each."""
@@ -188,7 +209,7 @@ class Dispatcher:
     async def _fan_out_forever(self) -> None:
         while True:
             seen = self._events.changes
-            queued = 0
+            queued, leased = 0, list[tuple[int, int, Any, Any]]()
             try:
                 if await self._any():
                     now = self._clock.now()
@@ -197,8 +218,9 @@ class Dispatcher:
                     self._take(self._jobs(leased, now))
             except TransientError as e:
                 log.warning("webhooks.fan_out_failed", error=str(e))
-            if queued:
-                self._room.set()  # some may be left for the claims
+            if queued > len(leased):
+                self._backlog = True  # some are left for the claims
+                self._room.set()
             if queued or self._events.changes != seen:
                 continue  # more may be waiting (an endpoint takes `batch` events per pass)
             await self._events.wait(self.settings.poll_interval)
@@ -265,16 +287,18 @@ class Dispatcher:
             if total > 0:
                 try:
                     now = self._clock.now()
-                    self._take(self._jobs(await self._writer.write(functools.partial(
-                        self._claim, now=now, total=total, rooms=rooms, each=each)), now))
+                    rows, self._backlog = await self._writer.write(functools.partial(
+                        self._claim, now=now, total=total, rooms=rooms, each=each))
+                    self._take(self._jobs(rows, now))
                 except TransientError as e:
                     log.warning("webhooks.claim_failed", error=str(e))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._room.wait(), self.settings.poll_interval)
 
     def _claim(self, conn: Connection, now: datetime, total: int, rooms: dict[str, int],
-               each: int) -> list[tuple[int, int, Any, Any]]:
-        """Lease due deliveries to this node, within its room per endpoint and in all."""
+               each: int) -> tuple[list[tuple[int, int, Any, Any]], bool]:
+        """Lease due deliveries to this node, within its room per endpoint and in all; and
+        whether due ones may be left (room ran out before the candidates did)."""
         d, w = DELIVERIES.c, WEBHOOKS.c
         full = [hook for hook, n in rooms.items() if n <= 0]
         candidates = conn.execute(
@@ -289,8 +313,9 @@ class Dispatcher:
             if len(chosen) < total and taken[row.webhook_id] < rooms.get(row.webhook_id, each):
                 taken[row.webhook_id] += 1
                 chosen.append(row.id)
+        left = len(chosen) < len(candidates) or len(candidates) == total * 2 or bool(full)
         if not chosen:
-            return []
+            return [], left
         claimed = conn.execute(
             update(DELIVERIES).where(
                 d.id.in_(chosen), d.status == WEBHOOK_PENDING,
@@ -299,14 +324,14 @@ class Dispatcher:
                     lease_expires_at=now + timedelta(seconds=self.settings.lease))
             .returning(d.id, d.webhook_id, d.event_seq, d.attempts)).all()
         if not claimed:
-            return []
+            return [], left
         hooks = {r.id: r for r in conn.execute(select(*HOOK_COLUMNS).where(
             w.id.in_({c.webhook_id for c in claimed}))).all()}
         events = {r.seq: r for r in conn.execute(select(EVENTS).where(
             EVENTS.c.seq.in_({c.event_seq for c in claimed}))).all()}
         # An event that is gone (its agent deleted) has nothing to send: its lease expires.
         return [(int(c.id), int(c.attempts), hooks[c.webhook_id], events[c.event_seq])
-                for c in sorted(claimed, key=lambda c: int(c.id)) if c.event_seq in events]
+                for c in sorted(claimed, key=lambda c: int(c.id)) if c.event_seq in events], left
 
     # Housekeeping --------------------------------------------------------------------------
 
