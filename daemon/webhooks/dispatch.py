@@ -5,7 +5,8 @@ the newest event of its agent reads the events after its cursor, gets a delivery
 wants, and moves its cursor, in one transaction; the cursor moves only if no other node moved
 it first, so every node may fan out and an event is queued once per endpoint. The deliveries
 this node has room for are written already leased to it (as ingest commits a message leased
-to its node), so a first attempt costs no claim of its own.
+to its node), and their POSTs start at once, while that write is under way: a first attempt
+waits for no claim and no commit.
 
 Delivery: the rest, retries, and deliveries whose lease expired with another node are claimed
 with a lease in one conditional UPDATE. This node holds at most `held_per_endpoint` of one
@@ -139,7 +140,7 @@ class Dispatcher:
                 if self._clock.monotonic() > job.deadline - margin:
                     continue  # its lease may run out mid-POST: left to expire, claimed again
                 self._posting[hook] += 1
-                task = asyncio.create_task(self._post(job), name=f"webhook-{job.id}")
+                task = asyncio.create_task(self._post(job), name=f"webhook-{job.event_id}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             if not queue:
@@ -157,9 +158,9 @@ class Dispatcher:
             self._start()  # the slot's next POST, before this one's outcome is written
             if self._backlog and self._held(job.webhook_id) <= self.settings.per_endpoint:
                 self._room.set()  # claim the endpoint's next few at once, not one by one
-        log.info("webhooks.attempt", webhook_id=job.webhook_id, delivery=job.id,
-                 event_id=job.event_id, attempt=job.attempt, status_code=outcome.status_code,
-                 ok=outcome.ok, duration_ms=outcome.duration_ms)
+        log.info("webhooks.attempt", webhook_id=job.webhook_id, event_id=job.event_id,
+                 attempt=job.attempt, status_code=outcome.status_code, ok=outcome.ok,
+                 duration_ms=outcome.duration_ms)
         if outcome.ok:  # written with the others that succeeded meanwhile
             self._delivered.append((job, outcome))
             if self._flusher is None or self._flusher.done():
@@ -194,16 +195,16 @@ class Dispatcher:
             log.warning("webhooks.disabled", webhook_id=job.webhook_id,
                         status_code=outcome.status_code)
 
-    def _jobs(self, rows: list[tuple[int, int, Any, Any]], now: datetime) -> list[Job]:
-        """Jobs of claimed deliveries: (id, attempt, endpoint row, event row) each."""
+    def _jobs(self, rows: list[tuple[int, Any, Any]], now: datetime) -> list[Job]:
+        """Jobs of leased deliveries: (attempt, endpoint row, event row) each."""
         deadline = self._clock.monotonic() + self.settings.lease
         jobs = []
-        for delivery_id, attempt, hook, event in rows:
+        for attempt, hook, event in rows:
             secrets = [hook.secret]
             until = aware(hook.previous_until, now)
             if hook.previous_secret and until is not None and until > now:
                 secrets.append(hook.previous_secret)
-            jobs.append(Job(delivery_id, str(hook.id), attempt, int(event.seq), str(hook.url),
+            jobs.append(Job(str(hook.id), attempt, int(event.seq), str(hook.url),
                             tuple(secrets), event_id_for(int(event.seq)), payload(event),
                             hook.failing_since is not None, deadline))
         return jobs
@@ -213,18 +214,12 @@ class Dispatcher:
     async def _fan_out_forever(self) -> None:
         while True:
             seen = self._events.changes
-            queued, leased = 0, list[tuple[int, int, Any, Any]]()
+            queued = 0
             try:
                 if await self._any():
-                    now = self._clock.now()
-                    queued, leased = await self._writer.write(functools.partial(
-                        self._fan_out, now=now, room=self._room_for()))
-                    self._take(self._jobs(leased, now))
+                    queued = await self._fan_out()
             except TransientError as e:
                 log.warning("webhooks.fan_out_failed", error=str(e))
-            if queued > len(leased):
-                self._backlog = True  # some are left for the claims
-                self._room.set()
             if queued or self._events.changes != seen:
                 continue  # more may be waiting (an endpoint takes `batch` events per pass)
             await self._events.wait(self.settings.poll_interval)
@@ -240,47 +235,69 @@ class Dispatcher:
             self._enabled = (found is not None, now)
         return self._enabled[0]
 
-    def _fan_out(self, conn: Connection, now: datetime, room: tuple[int, dict[str, int], int]
-                 ) -> tuple[int, list[tuple[int, int, Any, Any]]]:
-        """Queue the deliveries of every event after each endpoint's cursor (in the writer's
-        transaction), those this node has room for leased to it; returns how many were
-        queued, and the leased ones."""
-        w, e = WEBHOOKS.c, EVENTS.c
-        total, rooms, each = room
-        expires = now + timedelta(seconds=self.settings.lease)
+    async def _fan_out(self) -> int:
+        """One pass: read the events after each endpoint's cursor, start the POSTs this node
+        has room for at once, and write their deliveries (leased here) and the rest while
+        they go, moving the cursors; returns how many deliveries were queued.
+
+        The POSTs do not wait for that write: if it fails, or the node dies first, the
+        cursors have not moved and the next pass sends the same events again (at least
+        once), with the same ids. An outcome is written after the pass's write (the writer
+        keeps order), fenced by the lease that write gave."""
+        w, e, now = WEBHOOKS.c, EVENTS.c, self._clock.now()
         newest = select(func.max(e.seq)).where(e.agent_id == w.agent_id).scalar_subquery()
-        behind = conn.execute(
-            select(*HOOK_COLUMNS, w.agent_id, w.event_types, w.cursor, AGENTS.c.accept)
-            .join(AGENTS, AGENTS.c.id == w.agent_id)
-            .where(w.enabled, w.cursor < newest)).all()
-        queued, leased = 0, []
-        for hook in behind:
-            rows = conn.execute(feed_after(hook.cursor, full=True)
-                                .where(e.agent_id == hook.agent_id)
-                                .limit(self.settings.batch)).all()
-            if not rows:
-                continue
-            moved = conn.execute(update(WEBHOOKS).where(w.id == hook.id, w.cursor == hook.cursor)
-                                 .values(cursor=rows[-1].seq))
-            if moved.rowcount != 1:  # another node fanned this endpoint out first
-                continue
-            seqs = deliverable(rows, hook.event_types, hook.id, hook.accept)
-            if not seqs:
-                continue
+        plan: list[tuple[Any, list[Any], list[int]]] = []
+        async with self._sessions() as session, translated_errors():
+            behind = (await session.execute(
+                select(*HOOK_COLUMNS, w.agent_id, w.event_types, w.cursor, AGENTS.c.accept)
+                .join(AGENTS, AGENTS.c.id == w.agent_id)
+                .where(w.enabled, w.cursor < newest))).all()
+            for hook in behind:
+                rows = list((await session.execute(
+                    feed_after(hook.cursor, full=True).where(e.agent_id == hook.agent_id)
+                    .limit(self.settings.batch))).all())
+                if rows:
+                    plan.append((hook, rows, deliverable(rows, hook.event_types, hook.id,
+                                                         hook.accept)))
+        if not plan:
+            return 0
+        total, rooms, each = self._room_for()
+        leased: list[tuple[Any, list[int], list[int]]] = []
+        jobs: list[tuple[int, Any, Any]] = []
+        for hook, rows, seqs in plan:
             mine = min(total, rooms.get(hook.id, each), len(seqs))
             total -= mine
+            leased.append((hook, seqs[:mine], seqs[mine:]))
+            by_seq = {r.seq: r for r in rows}
+            jobs += [(1, hook, by_seq[s]) for s in seqs[:mine]]
+        self._take(self._jobs(jobs, now))
+        cursors = {hook.id: (hook.cursor, rows[-1].seq) for hook, rows, _ in plan}
+        await self._writer.write(functools.partial(
+            self._write_fan_out, leased=leased, cursors=cursors, now=now))
+        if any(rest for _, _, rest in leased):
+            self._backlog = True  # some are left for the claims
+            self._room.set()
+        return sum(len(seqs) for _, _, seqs in plan) or len(plan)
+
+    def _write_fan_out(self, conn: Connection, leased: list[tuple[Any, list[int], list[int]]],
+                       cursors: dict[str, tuple[int, int]], now: datetime) -> None:
+        """The pass's deliveries and cursors (in the writer's transaction), for each
+        endpoint whose cursor no other node moved first and which is still enabled."""
+        w = WEBHOOKS.c
+        expires = now + timedelta(seconds=self.settings.lease)
+        for hook, mine, rest in leased:
+            old, new = cursors[hook.id]
+            moved = conn.execute(update(WEBHOOKS).where(w.id == hook.id, w.cursor == old,
+                                                        w.enabled).values(cursor=new))
+            if moved.rowcount != 1:  # its POSTs were sent twice; the other node's count
+                continue
             if mine:
-                ids = conn.execute(insert_ignoring_conflicts(conn, DELIVERIES).returning(
-                    DELIVERIES.c.id, DELIVERIES.c.event_seq), [
+                conn.execute(insert_ignoring_conflicts(conn, DELIVERIES), [
                     {**row, "lease_owner": self._node, "lease_expires_at": expires,
-                     "attempts": 1} for row in pending(hook.id, seqs[:mine], now)]).all()
-                by_seq = {r.seq: r for r in rows}
-                leased += [(int(i), 1, hook, by_seq[int(s)]) for i, s in ids]
-            if seqs[mine:]:
+                     "attempts": 1} for row in pending(hook.id, mine, now)])
+            if rest:
                 conn.execute(insert_ignoring_conflicts(conn, DELIVERIES),
-                             pending(hook.id, seqs[mine:], now))
-            queued += len(seqs)
-        return queued, leased
+                             pending(hook.id, rest, now))
 
     # Claims --------------------------------------------------------------------------------
 
@@ -300,7 +317,7 @@ class Dispatcher:
                 await asyncio.wait_for(self._room.wait(), self.settings.poll_interval)
 
     def _claim(self, conn: Connection, now: datetime, total: int, rooms: dict[str, int],
-               each: int) -> tuple[list[tuple[int, int, Any, Any]], bool]:
+               each: int) -> tuple[list[tuple[int, Any, Any]], bool]:
         """Lease due deliveries to this node, within its room per endpoint and in all; and
         whether due ones may be left (room ran out before the candidates did)."""
         d, w = DELIVERIES.c, WEBHOOKS.c
@@ -334,7 +351,7 @@ class Dispatcher:
         events = {r.seq: r for r in conn.execute(select(EVENTS).where(
             EVENTS.c.seq.in_({c.event_seq for c in claimed}))).all()}
         # An event that is gone (its agent deleted) has nothing to send: its lease expires.
-        return [(int(c.id), int(c.attempts), hooks[c.webhook_id], events[c.event_seq])
+        return [(int(c.attempts), hooks[c.webhook_id], events[c.event_seq])
                 for c in sorted(claimed, key=lambda c: int(c.id)) if c.event_seq in events], left
 
     # Housekeeping --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,12 +27,13 @@ from storage.models import WEBHOOK_DELIVERED, WEBHOOK_FAILED, WEBHOOK_PENDING
 DISABLED = "disabled"  # what `record` answers for the attempt that disabled its endpoint
 
 # Built once: deliveries come back by the hundred a second, each a statement or two.
+_KEY = tuple_(DELIVERIES.c.webhook_id, DELIVERIES.c.event_seq)
 _DELIVERED = (update(DELIVERIES)
-              .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+              .where(_KEY.in_(bindparam("keys", expanding=True)),
                      DELIVERIES.c.lease_owner == bindparam("owner"))
               .values(status=WEBHOOK_DELIVERED, lease_owner=None, lease_expires_at=None,
                       updated_at=bindparam("now"))
-              .returning(DELIVERIES.c.id))
+              .returning(DELIVERIES.c.webhook_id, DELIVERIES.c.event_seq))
 _ATTEMPT = ATTEMPTS.insert()
 _RECOVERED = (update(WEBHOOKS).where(WEBHOOKS.c.id.in_(bindparam("ids", expanding=True)))
               .values(failing_since=None, updated_at=bindparam("now")))
@@ -42,9 +43,10 @@ def record_delivered(conn: Connection, done: list[tuple[Job, Outcome]], owner: s
                      now: datetime) -> int:
     """Write many successful attempts at once (in the writer's transaction), each fenced by
     our lease as `record` does; returns how many were still ours."""
-    ours = {int(i) for i in conn.execute(_DELIVERED, {
-        "ids": [job.id for job, _ in done], "owner": owner, "now": now}).scalars()}
-    kept = [(job, outcome) for job, outcome in done if job.id in ours]
+    ours = {(str(h), int(s)) for h, s in conn.execute(_DELIVERED, {
+        "keys": [(job.webhook_id, job.event_seq) for job, _ in done], "owner": owner,
+        "now": now}).all()}
+    kept = [(job, outcome) for job, outcome in done if (job.webhook_id, job.event_seq) in ours]
     if kept:
         conn.execute(_ATTEMPT, [
             {"webhook_id": job.webhook_id, "event_seq": job.event_seq, "attempt": job.attempt,
@@ -71,8 +73,9 @@ def record(conn: Connection, job: Job, outcome: Outcome, owner: str, now: dateti
         values["next_attempt_at"] = now + timedelta(seconds=retries[job.attempt - 1])
     else:
         status = WEBHOOK_FAILED
-    written = conn.execute(update(DELIVERIES).where(d.id == job.id, d.lease_owner == owner)
-                           .values(status=status, **values))
+    written = conn.execute(update(DELIVERIES).where(
+        d.webhook_id == job.webhook_id, d.event_seq == job.event_seq, d.lease_owner == owner)
+        .values(status=status, **values))
     if written.rowcount != 1:
         return None
     conn.execute(ATTEMPTS.insert().values(

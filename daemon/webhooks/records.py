@@ -39,9 +39,9 @@ SECRET_OVERLAP = 86400.0  # a rotated-out secret still signs for a day
 
 @dataclass(frozen=True)
 class Job:
-    """A delivery this node holds the lease of, with what its POST needs."""
+    """A delivery this node holds the lease of (or is writing leased to itself), with what
+    its POST needs; (webhook_id, event_seq) is the delivery's key."""
 
-    id: int
     webhook_id: str
     attempt: int
     event_seq: int
