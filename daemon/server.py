@@ -294,10 +294,7 @@ class Node:
             self.sessions, self.store, self.directory, self.event_feed, self.deliverer.wake)
 
     def _open_webhooks(self) -> None:
-        w = self.config.webhooks
-        settings = WebhookSettings(w.timeout, w.disable_after, w.allow_private_networks,
-                                   tuple(w.retries), w.concurrency, w.per_endpoint,
-                                   w.max_per_agent, w.log_for)
+        settings = WebhookSettings.of(self.config.webhooks)
         self.dispatcher = Dispatcher(settings, self.sessions, self.writer, self.event_feed,
                                      self.node_id)
         self._closers.append(self.dispatcher.close)

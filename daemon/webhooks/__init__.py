@@ -4,15 +4,12 @@ with retries, from the event feed."""
 from daemon.webhooks.dispatch import Dispatcher
 from daemon.webhooks.endpoints import Endpoints, WebhookRefused
 from daemon.webhooks.outcomes import release_webhook_leases
-from daemon.webhooks.records import RETRIES, WebhookSettings
-from daemon.webhooks.signing import signature
+from daemon.webhooks.records import WebhookSettings
 
 __all__ = [
-    "RETRIES",
     "Dispatcher",
     "Endpoints",
     "WebhookRefused",
     "WebhookSettings",
     "release_webhook_leases",
-    "signature",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from daemon.clock import iso
+from daemon.config import WebhooksConfig
 from daemon.events import EVENT_TYPES, event_view
 from storage.models import (
     INBOUND,
@@ -31,8 +32,6 @@ EVENTS: Any = Event.__table__  # type: ignore[attr-defined]
 MESSAGES: Any = Message.__table__  # type: ignore[attr-defined]
 AGENTS: Any = Agent.__table__  # type: ignore[attr-defined]
 
-# SPEC §14's schedule: the pause before each retry; after the last one fails, `failed`.
-RETRIES = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 GONE, FAILING, MANUAL = "gone", "failing", "manual"  # why an endpoint is disabled
 SECRET_OVERLAP = 86400.0  # a rotated-out secret still signs for a day
 
@@ -55,16 +54,24 @@ class Job:
 
 @dataclass(frozen=True)
 class WebhookSettings:
-    timeout: float = 10.0
-    disable_after: float = 5 * 86400.0
-    allow_private_networks: bool = False
-    retries: tuple[float, ...] = RETRIES
-    concurrency: int = 64  # POSTs at once on this node
-    per_endpoint: int = 4  # of them, to one endpoint
-    max_per_agent: int = 20
-    log_for: float = 7 * 86400.0  # attempts and finished deliveries kept this long
+    """`[webhooks]` as the parts use it (defaults and meanings: daemon/config.py)."""
+
+    timeout: float
+    disable_after: float
+    allow_private_networks: bool
+    retries: tuple[float, ...]  # the pause before each retry; after the last, `failed`
+    concurrency: int  # POSTs at once on this node
+    per_endpoint: int  # of them, to one endpoint
+    max_per_agent: int
+    log_for: float  # attempts and finished deliveries are kept this long
     poll_interval: float = 1.0
     batch: int = 500  # events one endpoint takes per fan-out pass
+
+    @classmethod
+    def of(cls, config: WebhooksConfig) -> WebhookSettings:
+        return cls(config.timeout, config.disable_after, config.allow_private_networks,
+                   tuple(config.retries), config.concurrency, config.per_endpoint,
+                   config.max_per_agent, config.log_for)
 
     @property
     def lease(self) -> float:
