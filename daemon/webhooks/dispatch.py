@@ -86,6 +86,7 @@ class Dispatcher:
         self._delivered: list[tuple[Job, Outcome]] = []  # successes not yet written
         self._flusher: asyncio.Task[None] | None = None
         self._enabled: tuple[bool, float] | None = None  # any endpoint enabled, and when read
+        self._ahead: dict[str, int] = {}  # cursors that passes' writes under way will set
         self.outcomes: Counter[str] = Counter()  # POSTs by outcome (GET /metrics)
 
     async def run(self) -> None:
@@ -237,60 +238,83 @@ class Dispatcher:
 
     async def _fan_out(self) -> int:
         """One pass: read the events after each endpoint's cursor, start the POSTs this node
-        has room for at once, and write their deliveries (leased here) and the rest while
-        they go, moving the cursors; returns how many deliveries were queued.
+        has room for at once, and have their deliveries (leased here), the rest and the moved
+        cursors written while they go; returns how many events the pass took.
 
-        The POSTs do not wait for that write: if it fails, or the node dies first, the
-        cursors have not moved and the next pass sends the same events again (at least
-        once), with the same ids. An outcome is written after the pass's write (the writer
-        keeps order), fenced by the lease that write gave."""
+        Neither the POSTs nor the next pass wait for that write (the next reads on from the
+        cursors it will set, `_ahead`). If it fails, or the node dies first, the cursors have
+        not moved and the events are sent again (at least once), with the same ids. An
+        outcome is written after the pass's write (the writer keeps order), fenced by the
+        lease that write gave."""
         w, e, now = WEBHOOKS.c, EVENTS.c, self._clock.now()
         newest = select(func.max(e.seq)).where(e.agent_id == w.agent_id).scalar_subquery()
-        plan: list[tuple[Any, list[Any], list[int]]] = []
+        plan: list[tuple[Any, int, list[Any], list[int]]] = []
         async with self._sessions() as session, translated_errors():
             behind = (await session.execute(
                 select(*HOOK_COLUMNS, w.agent_id, w.event_types, w.cursor, AGENTS.c.accept)
                 .join(AGENTS, AGENTS.c.id == w.agent_id)
                 .where(w.enabled, w.cursor < newest))).all()
             for hook in behind:
+                if hook.cursor >= self._ahead.get(hook.id, 0):  # its writes are all in
+                    self._ahead.pop(hook.id, None)
+                start = max(hook.cursor, self._ahead.get(hook.id, 0))
                 rows = list((await session.execute(
-                    feed_after(hook.cursor, full=True).where(e.agent_id == hook.agent_id)
+                    feed_after(start, full=True).where(e.agent_id == hook.agent_id)
                     .limit(self.settings.batch))).all())
                 if rows:
-                    plan.append((hook, rows, deliverable(rows, hook.event_types, hook.id,
-                                                         hook.accept)))
+                    plan.append((hook, start, rows, deliverable(rows, hook.event_types,
+                                                                hook.id, hook.accept)))
         if not plan:
             return 0
         total, rooms, each = self._room_for()
         leased: list[tuple[Any, list[int], list[int]]] = []
         jobs: list[tuple[int, Any, Any]] = []
-        for hook, rows, seqs in plan:
+        for hook, _, rows, seqs in plan:
             mine = min(total, rooms.get(hook.id, each), len(seqs))
             total -= mine
             leased.append((hook, seqs[:mine], seqs[mine:]))
             by_seq = {r.seq: r for r in rows}
             jobs += [(1, hook, by_seq[s]) for s in seqs[:mine]]
+        cursors = {hook.id: (start, rows[-1].seq) for hook, start, rows, _ in plan}
+        self._ahead.update({hook: new for hook, (_, new) in cursors.items()})
+        # Made before the POSTs' tasks, so it is queued to the writer before any outcome is.
+        task = asyncio.create_task(self._write_pass(leased, cursors, now))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         self._take(self._jobs(jobs, now))
-        cursors = {hook.id: (hook.cursor, rows[-1].seq) for hook, rows, _ in plan}
-        await self._writer.write(functools.partial(
-            self._write_fan_out, leased=leased, cursors=cursors, now=now))
         if any(rest for _, _, rest in leased):
             self._backlog = True  # some are left for the claims
             self._room.set()
-        return sum(len(seqs) for _, _, seqs in plan) or len(plan)
+        return sum(len(rows) for _, _, rows, _ in plan)
+
+    async def _write_pass(self, leased: list[tuple[Any, list[int], list[int]]],
+                          cursors: dict[str, tuple[int, int]], now: datetime) -> None:
+        try:
+            moved = await self._writer.write(functools.partial(
+                self._write_fan_out, leased=leased, cursors=cursors, now=now))
+        except TransientError as e:
+            log.warning("webhooks.fan_out_failed", error=str(e))
+            moved = set()
+        for hook, (_, new) in cursors.items():
+            if hook not in moved and self._ahead.get(hook) == new:
+                # Read on from the database's cursor again (a pass planned on this one
+                # fails as this did, and comes here in turn).
+                self._ahead.pop(hook, None)
 
     def _write_fan_out(self, conn: Connection, leased: list[tuple[Any, list[int], list[int]]],
-                       cursors: dict[str, tuple[int, int]], now: datetime) -> None:
+                       cursors: dict[str, tuple[int, int]], now: datetime) -> set[str]:
         """The pass's deliveries and cursors (in the writer's transaction), for each
-        endpoint whose cursor no other node moved first and which is still enabled."""
+        endpoint whose cursor is where the pass read from (no other node, no failed write
+        moved it) and which is still enabled; returns those endpoints."""
         w = WEBHOOKS.c
         expires = now + timedelta(seconds=self.settings.lease)
+        moved: set[str] = set()
         for hook, mine, rest in leased:
             old, new = cursors[hook.id]
-            moved = conn.execute(update(WEBHOOKS).where(w.id == hook.id, w.cursor == old,
-                                                        w.enabled).values(cursor=new))
-            if moved.rowcount != 1:  # its POSTs were sent twice; the other node's count
-                continue
+            if conn.execute(update(WEBHOOKS).where(w.id == hook.id, w.cursor == old, w.enabled)
+                            .values(cursor=new)).rowcount != 1:
+                continue  # its POSTs were sent twice: another node's are the ones that count
+            moved.add(hook.id)
             if mine:
                 conn.execute(insert_ignoring_conflicts(conn, DELIVERIES), [
                     {**row, "lease_owner": self._node, "lease_expires_at": expires,
@@ -298,6 +322,7 @@ class Dispatcher:
             if rest:
                 conn.execute(insert_ignoring_conflicts(conn, DELIVERIES),
                              pending(hook.id, rest, now))
+        return moved
 
     # Claims --------------------------------------------------------------------------------
 

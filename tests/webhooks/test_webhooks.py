@@ -129,6 +129,7 @@ def test_each_event_arrives_signed_with_its_id_and_only_at_its_agents_endpoint(
             feed_b = _wait(lambda: settled(b, rx_b), what="bob's events at his endpoint")
             for rx, feed in ((rx_a, feed_a), (rx_b, feed_b)):
                 assert all(x.verified for x in rx.arrivals)  # standardwebhooks agrees
+                assert len(rx.arrivals) == len(rx.ids())  # nothing twice while all goes well
                 by_id = {x.webhook_id: x.body for x in rx.arrivals}
                 assert set(by_id) == {e["id"] for e in feed}  # nothing of the other agent's
                 for event in feed:
