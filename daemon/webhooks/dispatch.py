@@ -1,12 +1,13 @@
 """Webhook delivery (SPEC §14): the event feed is the outbox, each endpoint a cursor into it.
 
-Fan-out: after events commit (and at least every `poll_interval`), each enabled endpoint behind
-the newest event of its agent reads the events after its cursor, gets a delivery for each it
-wants, and moves its cursor, in one transaction; the cursor moves only if no other node moved
-it first, so every node may fan out and an event is queued once per endpoint. The deliveries
-this node has room for are written already leased to it (as ingest commits a message leased
-to its node), and their POSTs start at once, while that write is under way: a first attempt
-waits for no claim and no commit.
+Fan-out: after events commit (and at least every `poll_interval`), a pass reads the events
+after the cursor of each enabled endpoint behind the newest event of its agent and picks those
+it wants; one transaction then writes a delivery for each and moves the cursor, only if no
+other node moved it first, so every node may fan out and an event is queued once per endpoint.
+The deliveries this node has room for are written already leased to it (as ingest commits a
+message leased to its node), and their POSTs start at once, while that write is under way; the
+next pass does not wait for it either (it reads on from the cursors it will set): a first
+attempt waits for no claim and no commit.
 
 Delivery: the rest, retries, and deliveries whose lease expired with another node are claimed
 with a lease in one conditional UPDATE. This node holds at most `held_per_endpoint` of one
