@@ -41,6 +41,8 @@ def test_the_unit_has_what_operators_expect() -> None:
     assert s["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
     assert s["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
     assert s["ExecStart"][0].startswith("/opt/postroom/.venv/bin/postroom serve ")
+    # SIGTERM to the daemon only: it drains while its workers keep running (they end with it).
+    assert s["KillMode"] == ["mixed"]
 
 
 @needs_analyze
