@@ -296,9 +296,10 @@ class Node:
     def _open_webhooks(self) -> None:
         settings = WebhookSettings.of(self.config.webhooks)
         self.dispatcher = Dispatcher(settings, self.sessions, self.writer, self.event_feed,
-                                     self.node_id)
+                                     self.node_id, single_node=self.config.is_sqlite)
         self._closers.append(self.dispatcher.close)
-        self.webhooks = Endpoints(settings, self.sessions, self.writer, self.dispatcher.wake)
+        self.webhooks = Endpoints(settings, self.sessions, self.writer, self.dispatcher.wake,
+                                  self.dispatcher.forget)
 
     def _open_smtp(self, tls: TlsFiles | None) -> None:
         smtp = self.config.smtp

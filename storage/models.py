@@ -296,7 +296,9 @@ class WebhookDelivery(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("webhook_id", "event_seq"),
                       Index("ix_webhook_deliveries_due", "status", "next_attempt_at"))
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(  # thousands a second, pruned but never reused: 64 bits
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                       primary_key=True, autoincrement=True))
     webhook_id: str = Field(max_length=40)
     event_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
     status: str = Field(max_length=16)
@@ -314,7 +316,9 @@ class WebhookAttempt(SQLModel, table=True):
     __tablename__ = "webhook_attempts"
     __table_args__ = (Index("ix_webhook_attempts_webhook", "webhook_id", "id"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                       primary_key=True, autoincrement=True))
     webhook_id: str = Field(max_length=40)
     event_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
     attempt: int

@@ -52,8 +52,8 @@ from daemon.webhooks.records import (
     pending,
 )
 from daemon.webhooks.signing import signed_headers
-from storage.db import insert_ignoring_conflicts, translated_errors
-from storage.errors import TransientError
+from storage.db import Conflict, insert_ignoring_conflicts, translated_errors
+from storage.errors import StorageError, TransientError
 from storage.group_commit import GroupCommit
 from storage.models import WEBHOOK_PENDING
 
@@ -62,7 +62,7 @@ log = structlog.get_logger("postroom.webhooks")
 FLUSH_LINGER = 0.02  # seconds a success waits for others before its outcome is written
 
 HOOK_COLUMNS = (WEBHOOKS.c.id, WEBHOOKS.c.url, WEBHOOKS.c.secret, WEBHOOKS.c.previous_secret,
-                WEBHOOKS.c.previous_until, WEBHOOKS.c.failing_since)
+                WEBHOOKS.c.previous_until)
 
 
 class Dispatcher:
@@ -70,8 +70,11 @@ class Dispatcher:
 
     def __init__(self, settings: WebhookSettings, sessions: async_sessionmaker[AsyncSession],
                  writer: GroupCommit, events: Wakeups, node_id: str,
-                 clock: Clock = SYSTEM) -> None:
+                 clock: Clock = SYSTEM, single_node: bool = False) -> None:
         self.settings = settings
+        # The only node of its database (SQLite): a pass may POST before its write commits.
+        # With several, a node POSTs only what its cursor move won, or two would send each.
+        self._eager = single_node
         self._sessions = sessions
         self._writer = writer
         self._events = events
@@ -101,6 +104,18 @@ class Dispatcher:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Successes already made are written, so a restart does not send them again.
+            done, self._delivered = self._delivered, []
+            if done:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._writer.write(functools.partial(
+                        record_delivered, done=done, owner=self._node,
+                        now=self._clock.now())), 5)
+
+    def forget(self, webhook_id: str) -> None:
+        """Drop the deliveries of an endpoint held here and not yet POSTed (it was disabled,
+        deleted or moved): their leases expire and whoever claims them reads it afresh."""
+        self._queues.pop(webhook_id, None)
 
     async def close(self) -> None:
         await self._poster.close()
@@ -193,13 +208,15 @@ class Dispatcher:
         if result is not None:
             self.outcomes[{WEBHOOK_PENDING: "retry"}.get(result, result)] += 1
         if result == DISABLED:
+            self.forget(job.webhook_id)
             self._events.wake()
             log.warning("webhooks.disabled", webhook_id=job.webhook_id,
                         status_code=outcome.status_code)
 
-    def _jobs(self, rows: list[tuple[int, Any, Any]], now: datetime) -> list[Job]:
-        """Jobs of leased deliveries: (attempt, endpoint row, event row) each."""
-        deadline = self._clock.monotonic() + self.settings.lease
+    def _jobs(self, rows: list[tuple[int, Any, Any]], now: datetime, mono: float) -> list[Job]:
+        """Jobs of leased deliveries: (attempt, endpoint row, event row) each, their leases
+        written as running from `now` (`mono` on the monotonic clock)."""
+        deadline = mono + self.settings.lease
         jobs = []
         for attempt, hook, event in rows:
             secrets = [hook.secret]
@@ -208,7 +225,7 @@ class Dispatcher:
                 secrets.append(hook.previous_secret)
             jobs.append(Job(str(hook.id), attempt, int(event.seq), str(hook.url),
                             tuple(secrets), event_id_for(int(event.seq)), payload(event),
-                            hook.failing_since is not None, deadline))
+                            deadline))
         return jobs
 
     # Fan-out -------------------------------------------------------------------------------
@@ -220,7 +237,7 @@ class Dispatcher:
             try:
                 if await self._any():
                     queued = await self._fan_out()
-            except TransientError as e:
+            except (StorageError, Conflict) as e:
                 log.warning("webhooks.fan_out_failed", error=str(e))
             if queued or self._events.changes != seen:
                 continue  # more may be waiting (an endpoint takes `batch` events per pass)
@@ -247,7 +264,8 @@ class Dispatcher:
         not moved and the events are sent again (at least once), with the same ids. An
         outcome is written after the pass's write (the writer keeps order), fenced by the
         lease that write gave."""
-        w, e, now = WEBHOOKS.c, EVENTS.c, self._clock.now()
+        w, e = WEBHOOKS.c, EVENTS.c
+        now, mono = self._clock.now(), self._clock.monotonic()
         newest = select(func.max(e.seq)).where(e.agent_id == w.agent_id).scalar_subquery()
         plan: list[tuple[Any, int, list[Any], list[int]]] = []
         async with self._sessions() as session, translated_errors():
@@ -277,12 +295,17 @@ class Dispatcher:
             by_seq = {r.seq: r for r in rows}
             jobs += [(1, hook, by_seq[s]) for s in seqs[:mine]]
         cursors = {hook.id: (start, rows[-1].seq) for hook, start, rows, _ in plan}
-        self._ahead.update({hook: new for hook, (_, new) in cursors.items()})
-        # Made before the POSTs' tasks, so it is queued to the writer before any outcome is.
-        task = asyncio.create_task(self._write_pass(leased, cursors, now))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        self._take(self._jobs(jobs, now))
+        if self._eager:
+            self._ahead.update({hook: new for hook, (_, new) in cursors.items()})
+            # Made before the POSTs' tasks, so it is queued to the writer before any outcome.
+            task = asyncio.create_task(self._write_pass(leased, cursors, now))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            self._take(self._jobs(jobs, now, mono))
+        else:
+            moved = await self._writer.write(functools.partial(
+                self._write_fan_out, leased=leased, cursors=cursors, now=now))
+            self._take(self._jobs([j for j in jobs if j[1].id in moved], now, mono))
         if any(rest for _, _, rest in leased):
             self._backlog = True  # some are left for the claims
             self._room.set()
@@ -290,12 +313,16 @@ class Dispatcher:
 
     async def _write_pass(self, leased: list[tuple[Any, list[int], list[int]]],
                           cursors: dict[str, tuple[int, int]], now: datetime) -> None:
+        moved: set[str] = set()
         try:
             moved = await self._writer.write(functools.partial(
                 self._write_fan_out, leased=leased, cursors=cursors, now=now))
-        except TransientError as e:
+        except (StorageError, Conflict) as e:
             log.warning("webhooks.fan_out_failed", error=str(e))
-            moved = set()
+        finally:
+            self._settle_ahead(cursors, moved)
+
+    def _settle_ahead(self, cursors: dict[str, tuple[int, int]], moved: set[str]) -> None:
         for hook, (_, new) in cursors.items():
             if hook not in moved and self._ahead.get(hook) == new:
                 # Read on from the database's cursor again (a pass planned on this one
@@ -333,11 +360,11 @@ class Dispatcher:
             total, rooms, each = self._room_for()
             if total > 0:
                 try:
-                    now = self._clock.now()
+                    now, mono = self._clock.now(), self._clock.monotonic()
                     rows, self._backlog = await self._writer.write(functools.partial(
                         self._claim, now=now, total=total, rooms=rooms, each=each))
-                    self._take(self._jobs(rows, now))
-                except TransientError as e:
+                    self._take(self._jobs(rows, now, mono))
+                except (StorageError, Conflict) as e:
                     log.warning("webhooks.claim_failed", error=str(e))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._room.wait(), self.settings.poll_interval)

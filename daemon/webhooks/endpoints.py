@@ -76,11 +76,12 @@ class Endpoints:
 
     def __init__(self, settings: WebhookSettings, sessions: async_sessionmaker[AsyncSession],
                  writer: GroupCommit, wake: Callable[[], None] = lambda: None,
-                 clock: Clock = SYSTEM) -> None:
+                 forget: Callable[[str], None] = lambda _: None, clock: Clock = SYSTEM) -> None:
         self.settings = settings
         self._sessions = sessions
         self._writer = writer
-        self._wake = wake  # an endpoint was created or enabled, or deliveries queued
+        self._wake = wake  # an endpoint was created, enabled or disabled, or deliveries queued
+        self._forget = forget  # drop what this node holds of an endpoint (its URL is stale)
         self._clock = clock
 
     async def _checked_url(self, url: str) -> str:
@@ -160,13 +161,21 @@ class Endpoints:
             elif enabled is True and not row.enabled:  # from the next event on
                 values.update(enabled=True, disabled_reason=None, failing_since=None,
                               cursor=_newest(conn, agent_id))
+            if "url" in values and (enabled is None or enabled):  # claimed again, to it
+                d = DELIVERIES.c
+                conn.execute(update(DELIVERIES).where(
+                    d.webhook_id == webhook_id, d.status == WEBHOOK_PENDING)
+                    .values(lease_owner=None, lease_expires_at=None, updated_at=now))
             conn.execute(update(WEBHOOKS).where(w.id == webhook_id)
                          .values(updated_at=now, **values))
             return conn.execute(select(WEBHOOKS).where(w.id == webhook_id)).one()
 
         found = await self._writer.write(write)
-        if found is not None and enabled:
-            self._wake()
+        if found is not None:
+            if enabled is False or "url" in values:
+                self._forget(webhook_id)  # nothing claimed goes to the old URL, or at all
+            if enabled is not None:
+                self._wake()  # from the next event on; or its webhook.disabled event
         return None if found is None else webhook_view(found)
 
     async def delete(self, agent_id: str, webhook_id: str) -> bool | None:
@@ -179,7 +188,10 @@ class Endpoints:
                 conn.execute(delete(ATTEMPTS).where(ATTEMPTS.c.webhook_id == webhook_id))
             return gone
 
-        return True if await self._writer.write(write) else None
+        if not await self._writer.write(write):
+            return None
+        self._forget(webhook_id)
+        return True
 
     async def rotate_secret(self, agent_id: str, webhook_id: str) -> dict[str, Any] | None:
         """A new secret (shown once); the old one still signs, beside it, for 24 hours."""
@@ -233,7 +245,7 @@ class Endpoints:
                 conn.execute(update(DELIVERIES).where(d.webhook_id == webhook_id,
                                                       d.event_seq.in_(seqs))
                              .values(status=WEBHOOK_PENDING, attempts=0, next_attempt_at=now,
-                                     updated_at=now))
+                                     lease_owner=None, lease_expires_at=None, updated_at=now))
                 conn.execute(insert_ignoring_conflicts(conn, DELIVERIES),
                              pending(webhook_id, seqs, now))
             last = rows[-1].seq if rows else max(after, 0)

@@ -27,7 +27,9 @@ from storage.models import WEBHOOK_DELIVERED, WEBHOOK_FAILED, WEBHOOK_PENDING
 DISABLED = "disabled"  # what `record` answers for the attempt that disabled its endpoint
 
 # Built once: deliveries come back by the hundred a second, each a statement or two.
-_KEY = tuple_(DELIVERIES.c.webhook_id, DELIVERIES.c.event_seq)
+# An attempt is fenced by the lease's owner and by its number: an attempt of this node whose
+# lease ran out, claimed again since (here or elsewhere), or replayed, writes nothing.
+_KEY = tuple_(DELIVERIES.c.webhook_id, DELIVERIES.c.event_seq, DELIVERIES.c.attempts)
 _DELIVERED = (update(DELIVERIES)
               .where(_KEY.in_(bindparam("keys", expanding=True)),
                      DELIVERIES.c.lease_owner == bindparam("owner"))
@@ -35,7 +37,8 @@ _DELIVERED = (update(DELIVERIES)
                       updated_at=bindparam("now"))
               .returning(DELIVERIES.c.webhook_id, DELIVERIES.c.event_seq))
 _ATTEMPT = ATTEMPTS.insert()
-_RECOVERED = (update(WEBHOOKS).where(WEBHOOKS.c.id.in_(bindparam("ids", expanding=True)))
+_RECOVERED = (update(WEBHOOKS).where(WEBHOOKS.c.id.in_(bindparam("ids", expanding=True)),
+                                     WEBHOOKS.c.failing_since.is_not(None))
               .values(failing_since=None, updated_at=bindparam("now")))
 
 
@@ -44,7 +47,7 @@ def record_delivered(conn: Connection, done: list[tuple[Job, Outcome]], owner: s
     """Write many successful attempts at once (in the writer's transaction), each fenced by
     our lease as `record` does; returns how many were still ours."""
     ours = {(str(h), int(s)) for h, s in conn.execute(_DELIVERED, {
-        "keys": [(job.webhook_id, job.event_seq) for job, _ in done], "owner": owner,
+        "keys": [(job.webhook_id, job.event_seq, job.attempt) for job, _ in done], "owner": owner,
         "now": now}).all()}
     kept = [(job, outcome) for job, outcome in done if (job.webhook_id, job.event_seq) in ours]
     if kept:
@@ -53,7 +56,7 @@ def record_delivered(conn: Connection, done: list[tuple[Job, Outcome]], owner: s
              "status": WEBHOOK_DELIVERED, "status_code": outcome.status_code,
              "duration_ms": outcome.duration_ms, "error": None, "response": outcome.response,
              "attempted_at": now} for job, outcome in kept])
-    recovered = sorted({job.webhook_id for job, _ in kept if job.failing})
+    recovered = sorted({job.webhook_id for job, _ in kept})
     if recovered:
         conn.execute(_RECOVERED, {"ids": recovered, "now": now})
     return len(kept)
@@ -74,8 +77,8 @@ def record(conn: Connection, job: Job, outcome: Outcome, owner: str, now: dateti
     else:
         status = WEBHOOK_FAILED
     written = conn.execute(update(DELIVERIES).where(
-        d.webhook_id == job.webhook_id, d.event_seq == job.event_seq, d.lease_owner == owner)
-        .values(status=status, **values))
+        d.webhook_id == job.webhook_id, d.event_seq == job.event_seq, d.lease_owner == owner,
+        d.attempts == job.attempt).values(status=status, **values))
     if written.rowcount != 1:
         return None
     conn.execute(ATTEMPTS.insert().values(
@@ -83,9 +86,7 @@ def record(conn: Connection, job: Job, outcome: Outcome, owner: str, now: dateti
         status_code=outcome.status_code, duration_ms=outcome.duration_ms, error=outcome.error,
         response=outcome.response, attempted_at=now))
     if outcome.ok:
-        if job.failing:
-            conn.execute(update(WEBHOOKS).where(w.id == job.webhook_id)
-                         .values(failing_since=None, updated_at=now))
+        conn.execute(_RECOVERED, {"ids": [job.webhook_id], "now": now})
         return status
     hook = conn.execute(select(w.agent_id, w.failing_since, w.enabled).where(
         w.id == job.webhook_id)).one_or_none()

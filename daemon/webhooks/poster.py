@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
@@ -89,10 +90,11 @@ class Poster:
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes,
                     started: float) -> Outcome:
-        target = parse_url(url)
-        address = literal(target.host)
+        parse_url(url)
+        host = yarl.URL(url).raw_host or ""  # the host aiohttp connects to, as it parses it
+        address = literal(host)
         if address is not None:  # the connector resolves names only
-            check_addresses(target.host, [str(address)], self._allow_private)
+            check_addresses(host, [str(address)], self._allow_private)
         all_headers = {**headers, "content-type": "application/json",
                        "user-agent": "postroom-webhooks", "accept-encoding": "identity"}
         async with self._client().post(url, data=body, headers=all_headers,

@@ -48,7 +48,6 @@ class Job:
     secrets: tuple[str, ...]  # the current secret, then one rotated out less than a day ago
     event_id: str
     body: bytes
-    failing: bool  # the endpoint's run of failures is on (a success ends it)
     deadline: float  # monotonic: after it the lease may be another node's
 
 

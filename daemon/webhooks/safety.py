@@ -45,11 +45,34 @@ def parse_url(url: str) -> Target:
     return Target(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix: the last 32 bits are IPv4
+_NEVER = (ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64
+          ipaddress.ip_network("fec0::/10"))  # site-local, deprecated but routed by some
+
+
+def _embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries: mapped, 6to4, NAT64, IPv4-compatible or
+    IPv4-translated."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    value = int(address)
+    if address in _NAT64 or value >> 32 == 0 or value >> 32 == 0xFFFF0000:
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    return None
+
+
 def is_public(address: IpAddress) -> bool:
     """Not loopback, private, link-local (cloud metadata at 169.254.169.254), shared (CGNAT),
-    multicast, reserved or unspecified; an IPv4-mapped IPv6 address counts as its IPv4."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    multicast, reserved or unspecified; an IPv6 address that carries an IPv4 one (mapped,
+    6to4, NAT64, compatible, translated) counts as that IPv4 address as well."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in net for net in _NEVER):
+            return False
+        inner = _embedded_v4(address)
+        if inner is not None and not is_public(inner):
+            return False
     return address.is_global and not address.is_multicast
 
 

@@ -63,13 +63,16 @@ def test_event_types_are_checked() -> None:
 @pytest.mark.parametrize("address", [
     "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1",
     "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "fe80::1", "fc00::1", "fd00:ec2::254",
-    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::"])
+    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::",
+    # IPv6 forms that carry an inner IPv4 address: NAT64, 6to4, compatible, translated.
+    "64:ff9b::a00:1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::", "::7f00:1", "::ffff:0:7f00:1",
+    "64:ff9b:1::1", "fec0::1"])
 def test_inner_addresses_are_not_public(address: str) -> None:
     assert not is_public(ipaddress.ip_address(address))
 
 
 @pytest.mark.parametrize("address", ["93.184.215.14", "1.1.1.1", "2606:4700::1111",
-                                     "::ffff:8.8.8.8"])
+                                     "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"])
 def test_public_addresses_are(address: str) -> None:
     assert is_public(ipaddress.ip_address(address))
 

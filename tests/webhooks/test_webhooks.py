@@ -13,8 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.harness import Daemon, running_daemon, start_daemon, write_config
+from tests.harness import (
+    TEST_DATABASE,
+    Daemon,
+    running_daemon,
+    start_daemon,
+    write_config,
+)
 from tests.webhooks.receiver import Receiver
 
 FAST = ('[webhooks]\nallow_private_networks = true\ntimeout = "1s"\n'
@@ -347,3 +354,33 @@ def test_quarantined_mail_is_not_pushed_to_an_agent_that_accepts_only_authentica
             assert {b["type"] for b in rx.bodies()} == {"upload.ready"}
             all_events = a.get("/v1/events", params={"include": "quarantined"}).json()["events"]
             assert any(e["type"] == "message.received" for e in all_events)
+
+
+@pytest.mark.skipif(TEST_DATABASE != "postgresql", reason="several nodes share PostgreSQL")
+def test_two_nodes_on_one_database_deliver_each_event_once(tmp_path: Path) -> None:
+    # Both nodes fan out the same endpoint: its cursor moves once, and a node POSTs only what
+    # its own cursor move won, so nothing arrives twice while all goes well.
+    first, second = tmp_path / "a", tmp_path / "b"
+    for root in (first, second):
+        root.mkdir()
+    nodes = []
+    with _receiver() as rx:
+        try:
+            nodes.append(start_daemon(first, write_config(first, extra=FAST)))
+            (second / ".test-database-url").write_text(
+                (first / ".test-database-url").read_text())
+            nodes.append(start_daemon(second, write_config(second, extra=FAST)))
+            a, alice = _agent(nodes[0], "alice")
+            with a:
+                _hook(a, rx)
+                for n in range(12):
+                    nodes[n % 2].send(_mail(alice, f"mail {n}"), [alice])
+                _wait(lambda: len([e for e in _feed(a) if e["type"] == "message.ready"]) == 12,
+                      what="every message ready")
+                feed = {e["id"] for e in _feed(a)}
+                _wait(lambda: rx.ids() >= feed, what="every event at the endpoint")
+                time.sleep(0.5)  # a second copy, were one sent, would be on its way by now
+                assert len(rx.arrivals) == len(rx.ids()) == len(feed)
+        finally:
+            for d in nodes:
+                assert d.stop() == 0

@@ -36,7 +36,8 @@ def upgrade() -> None:
     op.create_index("ix_webhooks_agent_id", "webhooks", ["agent_id"])
     op.create_table(
         "webhook_deliveries",
-        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+                  autoincrement=True),
         sa.Column("webhook_id", sa.String(40), nullable=False),
         sa.Column("event_seq", sa.BigInteger(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
@@ -52,7 +53,8 @@ def upgrade() -> None:
                     ["status", "next_attempt_at"])
     op.create_table(
         "webhook_attempts",
-        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+                  autoincrement=True),
         sa.Column("webhook_id", sa.String(40), nullable=False),
         sa.Column("event_seq", sa.BigInteger(), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
