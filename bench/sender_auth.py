@@ -34,6 +34,7 @@ from bench.targets import (
     REPO,
     Running,
     TreeSampler,
+    append_record,
     busy_cpu_s,
     cleanup,
     nice_prefix,
@@ -523,9 +524,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             dns.stop()
     record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    append_record(args.out, record)
     print(f"\nappended to {args.out}")
 
 

@@ -377,3 +377,10 @@ def tool_versions() -> dict[str, Any]:
         if dpkg.returncode == 0:
             out["postfix"] = dpkg.stdout.strip()
     return out
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Add one run's record to a results file (JSON lines)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")

@@ -35,6 +35,7 @@ from bench.smtp_load import percentile
 from bench.targets import (
     REPO,
     TreeSampler,
+    append_record,
     cleanup,
     nice_prefix,
     start_postroom,
@@ -252,9 +253,7 @@ def main(argv: list[str] | None = None) -> None:
           f"(message.received) p50 {fmt(w['received_latency_p50_ms'])} ms, p99 "
           f"{fmt(w['received_latency_p99_ms'])} ms; CPU ms/msg with − without "
           f"{fmt(s['cpu_ms_diff'], 2)}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    append_record(args.out, record)
     print(f"appended to {args.out}")
 
 

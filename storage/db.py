@@ -288,3 +288,17 @@ def insert_ignoring_conflicts(conn: AsyncConnection | Connection, table: Table) 
     if conn.dialect.name == "postgresql":
         return postgresql_insert(table).on_conflict_do_nothing()
     return sqlite_insert(table).on_conflict_do_nothing()
+
+
+async def release_leases(sessions: async_sessionmaker[AsyncSession], table: Table,
+                         owner: str | None = None) -> int:
+    """Clear the `lease_owner`/`lease_expires_at` of `table`'s rows that `owner` holds (a
+    node stopping), or of every leased row (`None`: a SQLite node starting, whose leases can
+    only be a dead run's); returns how many."""
+    c = table.c
+    held = c.lease_owner.is_not(None) if owner is None else c.lease_owner == owner
+    async with sessions() as session, translated_errors():
+        result = await session.execute(
+            table.update().where(held).values(lease_owner=None, lease_expires_at=None))
+        await session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -188,14 +188,7 @@ class Daemon:
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0,
                  what: str = "condition") -> Any:
         """Poll `predicate` until it returns something truthy or `timeout` passes."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.05)
+        return wait_until(predicate, timeout, what)
 
     def wait_message(self, key: str, message_id: str, timeout: float = 20.0) -> dict[str, Any]:
         """Poll GET /v1/messages/{id} until its status is terminal."""
@@ -229,6 +222,19 @@ class Daemon:
                                      "a child outlived the daemon")
             if stream is not None:
                 stream.close()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0,
+               what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy (returned) or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 def queued_id(reply: bytes | str) -> str:

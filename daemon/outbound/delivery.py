@@ -29,7 +29,7 @@ from daemon.events import Wakeups, event_rows, record_events
 from daemon.outbound.relay import RecipientOutcome, RelaySettings, relay_message
 from daemon.pipeline import LOCAL, Ingest
 from daemon.pipeline import Delivery as InboundDelivery
-from storage.db import translated_errors
+from storage.db import release_leases, translated_errors
 from storage.errors import ObjectNotFound, TransientError
 from storage.group_commit import GroupCommit
 from storage.models import (
@@ -280,16 +280,10 @@ class Deliverer:
 async def release_delivery_leases(sessions: async_sessionmaker[AsyncSession],
                                   owner: str | None = None) -> int:
     """Give back the delivery leases `owner` holds (a node stopping), or every one (`None`: a
-    SQLite node starting, whose leases can only be a dead run's): those recipients are taken up
-    at once, not a lease later. A recipient whose relay said 250 after the cancel is sent again
-    (at least once, as an MTA's queue is)."""
-    c = DELIVERIES.c
-    held = c.lease_owner.is_not(None) if owner is None else c.lease_owner == owner
-    async with sessions() as session, translated_errors():
-        result = await session.execute(update(DELIVERIES).where(held)
-                                       .values(lease_owner=None, lease_expires_at=None))
-        await session.commit()
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    SQLite node starting): those recipients are taken up at once, not a lease later. A
+    recipient whose relay said 250 after the cancel is sent again (at least once, as an MTA's
+    queue is)."""
+    return await release_leases(sessions, DELIVERIES, owner)
 
 
 def settle(conn: Connection, message_id: str, changes: Sequence[str], now: datetime) -> None:

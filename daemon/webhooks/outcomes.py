@@ -21,7 +21,7 @@ from daemon.webhooks.records import (
     Job,
     aware,
 )
-from storage.db import translated_errors
+from storage.db import release_leases
 from storage.models import WEBHOOK_DELIVERED, WEBHOOK_FAILED, WEBHOOK_PENDING
 
 DISABLED = "disabled"  # what `record` answers for the attempt that disabled its endpoint
@@ -131,10 +131,4 @@ async def release_webhook_leases(sessions: async_sessionmaker[AsyncSession],
                                  owner: str | None = None) -> int:
     """Give back the delivery leases `owner` holds (a node stopping), or every one (`None`: a
     SQLite node starting, whose leases can only be a dead run's)."""
-    d = DELIVERIES.c
-    held = d.lease_owner.is_not(None) if owner is None else d.lease_owner == owner
-    async with sessions() as session, translated_errors():
-        result = await session.execute(update(DELIVERIES).where(held)
-                                       .values(lease_owner=None, lease_expires_at=None))
-        await session.commit()
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return await release_leases(sessions, DELIVERIES, owner)

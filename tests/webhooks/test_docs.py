@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.harness import running_daemon
+from tests.harness import running_daemon, wait_until
 from tests.webhooks.receiver import Receiver
-from tests.webhooks.test_webhooks import FAST, _agent, _mail, _wait
+from tests.webhooks.test_webhooks import FAST, _agent, _mail
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 
@@ -50,9 +50,9 @@ def test_the_pages_receivers_verify_what_postroom_pushes(fresh_root: Path) -> No
                 [sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
                 env={**os.environ, "POSTROOM_WEBHOOK_SECRET": made["secret"]})
             try:
-                _wait(lambda: _listening(port), what="the page's receiver")
+                wait_until(lambda: _listening(port), what="the page's receiver")
                 message_id = d.send(_mail(alice), [alice])
-                rows = _wait(lambda: [r for r in a.get(
+                rows = wait_until(lambda: [r for r in a.get(
                     f"/v1/webhooks/{made['id']}/deliveries").json()["deliveries"]
                     if r["status"] == "delivered"], what="a delivered attempt")
                 assert rows[0]["status_code"] == 204
@@ -66,7 +66,7 @@ def test_the_pages_receivers_verify_what_postroom_pushes(fresh_root: Path) -> No
             try:
                 a.patch(f"/v1/webhooks/{made['id']}", json={"url": rx.url})
                 d.send(_mail(alice, "another"), [alice])  # (the same bytes again: deduped)
-                arrival = _wait(lambda: rx.arrivals and rx.arrivals[0], what="a POST")
+                arrival = wait_until(lambda: rx.arrivals and rx.arrivals[0], what="a POST")
             finally:
                 rx.stop()
             names: dict[str, Any] = {}

@@ -20,22 +20,13 @@ from tests.harness import (
     Daemon,
     running_daemon,
     start_daemon,
+    wait_until,
     write_config,
 )
 from tests.webhooks.receiver import Receiver
 
 FAST = ('[webhooks]\nallow_private_networks = true\ntimeout = "1s"\n'
         'retries = ["0.2s", "0.2s", "0.2s"]\n')
-
-
-def _wait(predicate: Any, within: float = 20.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        found = predicate()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -132,8 +123,8 @@ def test_each_event_arrives_signed_with_its_id_and_only_at_its_agents_endpoint(
                 return feed if len(ready) == (2 if rx is rx_a else 1) and \
                     rx.ids() >= {e["id"] for e in feed} else None
 
-            feed_a = _wait(lambda: settled(a, rx_a), what="alice's events at her endpoint")
-            feed_b = _wait(lambda: settled(b, rx_b), what="bob's events at his endpoint")
+            feed_a = wait_until(lambda: settled(a, rx_a), what="alice's events at her endpoint")
+            feed_b = wait_until(lambda: settled(b, rx_b), what="bob's events at his endpoint")
             for rx, feed in ((rx_a, feed_a), (rx_b, feed_b)):
                 assert all(x.verified for x in rx.arrivals)  # standardwebhooks agrees
                 assert len(rx.arrivals) == len(rx.ids())  # nothing twice while all goes well
@@ -156,7 +147,7 @@ def test_a_failing_endpoint_is_retried_with_the_same_id_then_failed_then_replaye
             hook = _hook(a, rx, event_types=["message.received"])
             d.send(_mail(alice), [alice])
             # 1 + 3 retries, each 0.2 s apart, then failed.
-            rows = _wait(lambda: (r := _attempts(a, hook["id"])) and r[0]["status"] == "failed"
+            rows = wait_until(lambda: (r := _attempts(a, hook["id"])) and r[0]["status"] == "failed"
                          and r, what="the last attempt")
             assert [r["attempt"] for r in rows] == [4, 3, 2, 1]
             assert [r["status"] for r in rows] == ["failed", "pending", "pending", "pending"]
@@ -170,7 +161,7 @@ def test_a_failing_endpoint_is_retried_with_the_same_id_then_failed_then_replaye
             r = a.post(f"/v1/webhooks/{hook['id']}/replay", json={"after": "0"})
             assert r.status_code == 202, r.text
             assert r.json()["queued"] == 1
-            _wait(lambda: _attempts(a, hook["id"])[0]["status"] == "delivered",
+            wait_until(lambda: _attempts(a, hook["id"])[0]["status"] == "delivered",
                   what="the replayed delivery")
             assert len(rx.arrivals) == 5 and len(rx.ids()) == 1
             assert a.get(f"/v1/webhooks/{hook['id']}").json()["failing_since"] is None
@@ -180,7 +171,7 @@ def test_a_failing_endpoint_is_retried_with_the_same_id_then_failed_then_replaye
             assert page["has_more"] and len(page["deliveries"]) + len(rest["deliveries"]) == 5
             assert a.post(f"/v1/webhooks/{hook['id']}/replay",
                           json={"after": "x"}).status_code == 400
-            metrics = _wait(lambda: (m := _metrics(d)).get(
+            metrics = wait_until(lambda: (m := _metrics(d)).get(
                 'postroom_webhook_deliveries{status="delivered"}') and m, what="the counts")
             assert metrics['postroom_webhook_attempts_total{outcome="retry"}'] == 3
             assert metrics['postroom_webhook_attempts_total{outcome="failed"}'] == 1
@@ -203,10 +194,10 @@ def test_a_hanging_endpoint_times_out_and_delays_no_other(fresh_root: Path) -> N
             _hook(a, fast, event_types=["message.received"])
             for n in range(6):
                 d.send(_mail(alice, f"mail {n}"), [alice])
-            _wait(lambda: len(fast.ids()) == 6, what="every event at the fast endpoint")
+            wait_until(lambda: len(fast.ids()) == 6, what="every event at the fast endpoint")
             # By then the slow endpoint has had at most per_endpoint (4) POSTs at once.
             assert len(slow.arrivals) <= 4
-            rows = _wait(lambda: _attempts(a, slow_hook["id"]), what="a timed-out attempt")
+            rows = wait_until(lambda: _attempts(a, slow_hook["id"]), what="a timed-out attempt")
             assert rows[0]["status_code"] is None and rows[0]["error"]
 
 
@@ -220,10 +211,10 @@ def test_redirects_are_not_followed_and_answers_are_read_up_to_4_kB(fresh_root: 
             hook = _hook(a, rx, event_types=["message.received"])
             elsewhere.secrets.append(hook["secret"])
             d.send(_mail(alice), [alice])
-            rows = _wait(lambda: _attempts(a, hook["id"]), what="the redirected attempt")
+            rows = wait_until(lambda: _attempts(a, hook["id"]), what="the redirected attempt")
             assert rows[0]["status_code"] == 307 and rows[0]["status"] == "pending"
             assert len(rows[0]["response"]) == 1024  # the log keeps 1 kB of the 4 read
-            _wait(lambda: len(_attempts(a, hook["id"])) >= 2, what="the retry")
+            wait_until(lambda: len(_attempts(a, hook["id"])) >= 2, what="the retry")
             assert elsewhere.arrivals == []
 
 
@@ -236,10 +227,10 @@ def test_an_endpoint_that_goes_away_and_comes_back_gets_everything(fresh_root: P
             rx.stop()
             for n in range(3):
                 d.send(_mail(alice, f"mail {n}"), [alice])
-            _wait(lambda: len(_attempts(a, hook["id"])) >= 3, what="refused attempts")
+            wait_until(lambda: len(_attempts(a, hook["id"])) >= 3, what="refused attempts")
             assert all(r["status_code"] is None for r in _attempts(a, hook["id"]))
             rx.start()
-            _wait(lambda: len(rx.ids()) == 3, what="the deliveries after the endpoint is back")
+            wait_until(lambda: len(rx.ids()) == 3, what="the deliveries after the endpoint is back")
             assert all(x.verified for x in rx.arrivals)
 
 
@@ -255,7 +246,7 @@ def test_gone_disables_with_an_event_and_failing_too_long_disables(fresh_root: P
             failing_hook = _hook(a, failing, event_types=["message.received"])
             _hook(a, watcher, event_types=["webhook.disabled"])
             d.send(_mail(alice), [alice])
-            disabled = _wait(lambda: len(watcher.bodies("webhook.disabled")) == 2
+            disabled = wait_until(lambda: len(watcher.bodies("webhook.disabled")) == 2
                              and watcher.bodies("webhook.disabled"), what="two disabled events")
             reasons = {e["data"]["webhook_id"]: e["data"]["status"] for e in disabled}
             assert reasons == {gone_hook["id"]: "gone", failing_hook["id"]: "failing"}
@@ -271,12 +262,12 @@ def test_gone_disables_with_an_event_and_failing_too_long_disables(fresh_root: P
                           json={"after": "0"}).status_code == 409
             failing.answer = 204
             d.send(_mail(alice, "while disabled"), [alice])
-            _wait(lambda: len([e for e in _feed(a) if e["type"] == "message.received"]) == 2,
+            wait_until(lambda: len([e for e in _feed(a) if e["type"] == "message.received"]) == 2,
                   what="the second message.received")
             enabled = a.patch(f"/v1/webhooks/{failing_hook['id']}", json={"enabled": True})
             assert enabled.json()["enabled"] and enabled.json()["disabled_reason"] is None
             d.send(_mail(alice, "after"), [alice])
-            _wait(lambda: any(x.body["type"] == "message.received" and x.verified
+            wait_until(lambda: any(x.body["type"] == "message.received" and x.verified
                               for x in failing.arrivals[before:]), what="the next event")
             time.sleep(0.3)
             assert len(failing.arrivals) == before + 1  # not the one sent while disabled
@@ -299,7 +290,7 @@ def test_private_addresses_are_refused_at_creation_and_at_delivery(fresh_root: P
                 r = a.post("/v1/webhooks", json={"url": url})
                 assert r.status_code == 422, (url, r.text)
             d.send(_mail(alice), [alice])
-            rows = _wait(lambda: _attempts(a, hook["id"]), what="the refused attempt")
+            rows = wait_until(lambda: _attempts(a, hook["id"]), what="the refused attempt")
             assert rows[0]["status_code"] is None and rows[0]["error"]
             assert rx.arrivals == []
     finally:
@@ -321,7 +312,7 @@ def test_deliveries_pending_at_kill_9_are_all_made_after_restart(fresh_root: Pat
             rx.stop()  # deliveries pile up, pending
             for n in range(5):
                 d.send(_mail(alice, f"mail {n}"), [alice])
-            feed = _wait(lambda: (f := _feed(a)) and len(
+            feed = wait_until(lambda: (f := _feed(a)) and len(
                 [e for e in f if e["type"] == "message.ready"]) == 5
                 and f, what="five messages ready")
         d.proc.send_signal(signal.SIGKILL)
@@ -332,7 +323,8 @@ def test_deliveries_pending_at_kill_9_are_all_made_after_restart(fresh_root: Pat
         with d.api(key) as a:
             feed = _feed(a)
             # On PostgreSQL a POST the killed node had under way waits for its lease (10 s).
-            _wait(lambda: rx.ids() >= {e["id"] for e in feed}, 30, what="every event delivered")
+            wait_until(lambda: rx.ids() >= {e["id"] for e in feed}, 30,
+                       what="every event delivered")
             assert all(x.verified for x in rx.arrivals)
     finally:
         rx.stop()
@@ -350,7 +342,7 @@ def test_quarantined_mail_is_not_pushed_to_an_agent_that_accepts_only_authentica
             d.send(_mail(alice, "unauthenticated"), [alice])  # no SPF, no DKIM: not pass
             r = a.post("/v1/uploads", files={"file": ("n.txt", b"x", "text/plain")})
             assert r.status_code == 201, r.text
-            _wait(lambda: rx.bodies("upload.ready"), what="the upload's event")
+            wait_until(lambda: rx.bodies("upload.ready"), what="the upload's event")
             assert {b["type"] for b in rx.bodies()} == {"upload.ready"}
             all_events = a.get("/v1/events", params={"include": "quarantined"}).json()["events"]
             assert any(e["type"] == "message.received" for e in all_events)
@@ -375,10 +367,10 @@ def test_two_nodes_on_one_database_deliver_each_event_once(tmp_path: Path) -> No
                 _hook(a, rx)
                 for n in range(12):
                     nodes[n % 2].send(_mail(alice, f"mail {n}"), [alice])
-                _wait(lambda: len([e for e in _feed(a) if e["type"] == "message.ready"]) == 12,
+                wait_until(lambda: len([e for e in _feed(a) if e["type"] == "message.ready"]) == 12,
                       what="every message ready")
                 feed = {e["id"] for e in _feed(a)}
-                _wait(lambda: rx.ids() >= feed, what="every event at the endpoint")
+                wait_until(lambda: rx.ids() >= feed, what="every event at the endpoint")
                 time.sleep(0.5)  # a second copy, were one sent, would be on its way by now
                 assert len(rx.arrivals) == len(rx.ids()) == len(feed)
         finally:
