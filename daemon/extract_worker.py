@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,16 +57,45 @@ def read_frame(stream: IO[bytes]) -> Any:
 
 
 @dataclass(frozen=True)
+class ReadText:
+    """An attachment's text (`daemon.content.read_document`) in the spool file `file` (None
+    unless `status` is ready), `size` characters long; `head` is its start, for the index."""
+
+    status: str
+    truncated: bool = False
+    error: str | None = None
+    file: str | None = None
+    size: int = 0
+    head: str = ""
+
+
+@dataclass(frozen=True)
+class Readable:
+    """A message's text as an agent reads it (SPEC §15), beside its files: `preview`, the
+    sizes of the new part (file "extracted"; None when it is the text itself) and of a text
+    made from the HTML (file "text", when there was no text body), and the head of its text
+    for the search index."""
+
+    preview: str
+    extracted_size: int | None
+    text_from_html: int | None
+    words: str
+
+
+@dataclass(frozen=True)
 class Extracted:
     """What a worker found, with every body and attachment's bytes in a spool file of its own.
 
     `found` carries no bytes (parts' `data` and bodies' `text` are empty), so little crosses the
-    process boundary; `files` maps "text", "html" and each stored part's index (as a string) to
-    its file. The caller owns the files: it moves them into the store or removes them.
+    process boundary; `files` maps "text", "html", "extracted" and each stored part's index (as
+    a string) to its file; the content pool adds "t<index>", an attachment's text. The caller
+    owns the files: it moves them into the store or removes them.
     """
 
     found: Extraction
     files: dict[str, str]
+    readable: Readable | None = None
+    texts: dict[int, ReadText] = field(default_factory=dict)  # by attachment index
 
 
 def _write_file(directory: Path, data: bytes) -> str:
@@ -81,10 +110,17 @@ def _write_file(directory: Path, data: bytes) -> str:
     return str(path)
 
 
-def extract_to_files(source: bytes | str, limits: Limits, out_dir: str) -> Extracted:
-    """Extract the message in `source` (its bytes, or the path of a file holding them)."""
+def _encoded(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def extract_to_files(source: bytes | str, limits: Limits, out_dir: str,
+                     index_chars: int = 0) -> Extracted:
+    """Extract the message in `source` (its bytes, or the path of a file holding them), with
+    its text as an agent reads it (the head of which, `index_chars` long, for the index)."""
     # Imported here: the daemon imports this module for the job's name only, and the walker
     # (with its sniffer's magic table and the TNEF reader) belongs in the worker's memory.
+    from daemon.content import message_text
     from extractors.mime import extract_message
 
     raw = source if isinstance(source, bytes) else Path(source).read_bytes()
@@ -93,11 +129,22 @@ def extract_to_files(source: bytes | str, limits: Limits, out_dir: str) -> Extra
     directory = Path(out_dir)
     files: dict[str, str] = {}
     try:
+        said = message_text(found.text_body.text if found.text_body else None,
+                            found.html_body.text if found.html_body else None)
+        extracted = None  # the same as the text: no file of its own
+        if said.extracted != (said.text or "").replace("\r\n", "\n").strip():
+            files["extracted"] = _write_file(directory, _encoded(said.extracted))
+            extracted = len(_encoded(said.extracted))
+        made = None
+        if said.from_html and said.text:
+            files["text"] = _write_file(directory, _encoded(said.text))
+            made = len(_encoded(said.text))
+        readable = Readable(said.preview, extracted, made,
+                            (said.text or "")[:index_chars])
         bodies = []
         for body in (found.text_body, found.html_body):
             if body is not None:
-                files[body.kind] = _write_file(directory,
-                                               body.text.encode("utf-8", "surrogatepass"))
+                files[body.kind] = _write_file(directory, _encoded(body.text))
                 body = replace(body, text="")
             bodies.append(body)
         parts = []
@@ -109,7 +156,19 @@ def extract_to_files(source: bytes | str, limits: Limits, out_dir: str) -> Extra
         remove_files(files)
         raise
     return Extracted(replace(found, text_body=bodies[0], html_body=bodies[1],
-                             attachments=tuple(parts)), files)
+                             attachments=tuple(parts)), files, readable)
+
+
+def read_to_file(path: str, kind: str, limits: Any, out_dir: str, head: int) -> ReadText:
+    """Read the text of the attachment file at `path` (`daemon.content.read_document`) into a
+    spool file of its own. Run by the content pool's workers, which it may kill."""
+    from daemon.content import READY, read_document
+
+    found = read_document(path, kind, limits)
+    if found.status != READY:
+        return ReadText(found.status, error=found.error)
+    return ReadText(READY, found.truncated, None, _write_file(Path(out_dir), _encoded(found.text)),
+                    len(found.text), found.text[:head])
 
 
 def remove_files(files: dict[str, str]) -> None:
@@ -152,11 +211,25 @@ def warm() -> bool:
     return True
 
 
-JOBS: dict[str, Callable[..., Any]] = {"extract_to_files": extract_to_files, "warm": warm}
+JOBS: dict[str, Callable[..., Any]] = {"extract_to_files": extract_to_files, "warm": warm,
+                                       "read_to_file": read_to_file}
+
+
+def _confine(memory: int) -> None:
+    """A content worker: its address space capped at `memory` bytes (a reader that wants more
+    gets MemoryError, or dies), and the libraries' logging silenced (it would carry text of
+    the documents to the journal)."""
+    import logging
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    logging.disable(logging.CRITICAL)
 
 
 def main() -> int:
     die_with_parent(int(sys.argv[1]))
+    if len(sys.argv) > 2:
+        _confine(int(sys.argv[2]))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames may reach the daemon on stdout
     while True:

@@ -253,10 +253,12 @@ class Node:
         self.pipeline = Pipeline(
             PipelineSettings(p.workers, p.queue_size, p.lease, p.sweep_interval, p.max_attempts,
                              Limits(limits.max_attachment_size, limits.max_parts,
-                                    limits.max_depth), p.transient_retry_for, p.max_lag),
+                                    limits.max_depth), p.transient_retry_for, p.max_lag,
+                             config.content),
             self.sessions, self.writer, self.store, self.extraction, self.node_id,
             self.message_changes, self.event_feed, self.pgp, self.metrics,
             incoming=lambda: self.counters.in_data, sender_auth=sender_auth)
+        self._closers.append(self.pipeline.content.close)
         self.spooler = Spooler(self.store.spool_dir, config.smtp.spool_threshold)
         self._closers.append(self.spooler.close)
         self.ingest = Ingest(self.sessions, self.writer, self.store, self.spooler,

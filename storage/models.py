@@ -87,6 +87,13 @@ class Message(SQLModel, table=True):
     text_size: int | None = None
     html_key: str | None = Field(default=None, max_length=200)
     html_size: int | None = None
+    # What an agent reads (SPEC §15): the text's new part (the text's own key when it is all
+    # new), the first characters of it (null when encrypted at rest), and the subject without
+    # its Re:/Fwd: (hashed), to thread replies that lost their headers.
+    extracted_key: str | None = Field(default=None, max_length=200)
+    extracted_size: int | None = None
+    preview: str | None = Field(default=None, sa_column=Column(Text))
+    subject_key: str | None = Field(default=None, max_length=32, index=True)
     attachment_count: int = 0
     defects: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON list
     # What the message says of itself (SPEC §8): "encrypted", "signed" or None.
@@ -158,6 +165,13 @@ class Attachment(SQLModel, table=True):
     # What the store holds when it differs from the plaintext (encrypted at rest).
     stored_sha256: str | None = Field(default=None, max_length=64)
     stored_size: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # Its text (SPEC §15): ready, unsupported, too_large, failed or encrypted (null while the
+    # attachment is pending, or when it was never stored); `text_size` counts characters.
+    text_status: str | None = Field(default=None, max_length=16)
+    text_key: str | None = Field(default=None, max_length=200)
+    text_size: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    text_truncated: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    text_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class Upload(SQLModel, table=True):

@@ -137,9 +137,17 @@ def attachment_key(message_id: str, index: int) -> str:
     return f"inbound/{message_id}/{index}"
 
 
+def attachment_text_key(message_id: str, index: int) -> str:
+    """Key of the text read from one attachment (SPEC §15)."""
+    return f"inbound/{message_id}/{index}.txt"
+
+
+_BODIES = {"text": "body.txt", "html": "body.html", "extracted": "extracted.txt"}
+
+
 def body_key(message_id: str, kind: str) -> str:
-    """Key of the text or html body."""
-    return f"inbound/{message_id}/body.{'txt' if kind == 'text' else 'html'}"
+    """Key of the text or html body, or of the text's new part (`extracted`)."""
+    return f"inbound/{message_id}/{_BODIES[kind]}"
 
 
 def uploads_prefix(agent_id: str) -> str:

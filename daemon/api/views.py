@@ -45,6 +45,8 @@ def attachment_view(a: AttachmentRow) -> dict[str, Any]:
         "stored_sha256": a.stored_sha256, "stored_size": a.stored_size,
         "error": a.error, "defects": _json_list(a.defects),
         "created_at": iso(a.created_at), "ready_at": iso(a.ready_at),
+        "text_status": a.text_status, "text_size": a.text_size,
+        "text_truncated": bool(a.text_truncated), "text_error": a.text_error,
     }
 
 
@@ -73,7 +75,7 @@ def message_summary(m: MessageRow, mine: Sequence[RecipientRow],
         "from": m.from_, "to": m.to, "cc": m.cc, "subject": m.subject, "date": m.date,
         "message_id": m.message_id_header, "in_reply_to": m.in_reply_to,
         "references": m.references, "thread_id": m.thread_id, "verdict": m.verdict,
-        "size": m.size,
+        "preview": m.preview, "size": m.size,
         "has_attachments": m.attachment_count > 0, "attachment_count": m.attachment_count,
         "error": m.error,
         "deliveries": None if deliveries is None else [delivery_view(d) for d in deliveries],
@@ -91,15 +93,17 @@ def delivery_view(d: Any) -> dict[str, Any]:
 def message_view(m: MessageRow, mine: Sequence[RecipientRow],
                  attachments: Sequence[AttachmentRow],
                  text: str | None, html: str | None,
-                 deliveries: Sequence[Any] | None = None) -> dict[str, Any]:
-    """A message in full: the summary plus bodies, attachments and defects; for an outbound
-    one, `deliveries`, its recipients' statuses."""
+                 deliveries: Sequence[Any] | None = None,
+                 extracted: str | None = None) -> dict[str, Any]:
+    """A message in full: the summary plus bodies (and `extracted`, the text's new part),
+    attachments and defects; for an outbound one, `deliveries`, its recipients' statuses."""
     out = message_summary(m, mine, deliveries)
     recipients = _json_list(m.encrypted_to) if m.encrypted_to else None
     sealed = recipients is not None
     out.update({
-        # Encrypted at rest: `text` and `html` are the armored OpenPGP messages as stored.
-        "text": text, "html": html,
+        # Encrypted at rest: `text`, `html` and `extracted_text` are the armored OpenPGP
+        # messages as stored.
+        "text": text, "html": html, "extracted_text": extracted,
         "body": {
             "text": None if m.text_key is None else {"size": m.text_size, "encrypted": sealed},
             "html": None if m.html_key is None else {"size": m.html_size, "encrypted": sealed},
@@ -175,6 +179,11 @@ class AttachmentStatus(_View):
     defects: list[str]
     created_at: str
     ready_at: str | None
+    # SPEC §15: null while pending, or for an attachment never stored (rejected, failed).
+    text_status: Literal["ready", "unsupported", "too_large", "failed", "encrypted"] | None
+    text_size: int | None  # characters, when ready
+    text_truncated: bool  # cut at content.max_text_chars or content.max_pages
+    text_error: str | None
 
 
 class InboundAttachment(AttachmentStatus):
@@ -235,6 +244,7 @@ class MessageSummary(_View):
     in_reply_to: str | None
     references: str | None
     thread_id: str | None  # null until extraction has read the headers
+    preview: str | None  # SPEC §15; null until extracted, and for mail encrypted at rest
     verdict: Literal["pass", "fail", "none", "temperror"] | None  # SPEC §13; null: unverified
     size: int
     has_attachments: bool
@@ -270,6 +280,7 @@ class MessageView(MessageSummary):
 
     text: str | None
     html: str | None
+    extracted_text: str | None  # SPEC §15: the new part of `text`
     body: Bodies
     attachments: list[AttachmentStatus]
     defects: list[str]

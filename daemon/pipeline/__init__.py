@@ -4,6 +4,7 @@
 processes of `ExtractionPool`, until each message is terminal.
 """
 
+from daemon.pipeline.content_pool import ContentPool, ContentSettings
 from daemon.pipeline.ingest import LOCAL, Delivery, Ingest
 from daemon.pipeline.jobs import Pipeline, PipelineSettings
 from daemon.pipeline.leases import release_all_leases
@@ -11,6 +12,8 @@ from daemon.pipeline.pool import ExtractionPool
 
 __all__ = [
     "LOCAL",
+    "ContentPool",
+    "ContentSettings",
     "Delivery",
     "ExtractionPool",
     "Ingest",

@@ -308,7 +308,7 @@ class Ingest:
             plain.unlink(missing_ok=True)
         return _Written([key for key, _ in uploads], found, Outcome(
             stored=stored, encrypted_to=tuple(fingerprints), signature=signature,
-            authentication=authentication))
+            authentication=authentication, readable=result.readable, texts=result.texts))
 
     async def _record(self, delivery: Delivery, message_id: str, spooled: Spooled,
                       written: _Written) -> Accepted:

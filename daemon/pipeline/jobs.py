@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,13 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.clock import SYSTEM, Clock
+from daemon.config import ContentConfig
 from daemon.events import Wakeups, event_rows, message_agents, record_events
 from daemon.extract_worker import Extracted
 from daemon.openpgp import GpgUnavailable, OpenPgp
 from daemon.ops import Metrics
 from daemon.pipeline.backpressure import Backpressure
+from daemon.pipeline.content_pool import ContentPool, ContentSettings
 from daemon.pipeline.leases import (
     claim_batch,
     claim_message,
@@ -86,6 +88,7 @@ class PipelineSettings:
     limits: Limits
     retry_for: float = 5 * 86400.0
     max_lag: float = 0.5
+    content: ContentSettings | ContentConfig = field(default_factory=ContentSettings)
 
 
 _EARLIER_ATTACHMENTS = (select(ATTACHMENTS.c.index, ATTACHMENTS.c.id)
@@ -101,6 +104,8 @@ class Pipeline:
                  pgp: OpenPgp | None = None, metrics: Metrics | None = None,
                  incoming: Callable[[], int] = lambda: 0, clock: Clock = SYSTEM,
                  sender_auth: SenderAuth | None = None) -> None:
+        if isinstance(settings.content, ContentConfig):  # as configured: the pool's view
+            settings = dataclasses.replace(settings, content=ContentSettings.of(settings.content))
         self._clock = clock  # every reading of time here goes through it
         self.verifications = Verifications(sender_auth, writer)
         self._background: set[asyncio.Task[None]] = set()  # jobs waiting for their verdict
@@ -114,6 +119,8 @@ class Pipeline:
         self._writer = writer
         self._store = store
         self._extraction = extraction
+        assert isinstance(settings.content, ContentSettings)
+        self.content = ContentPool(settings.content)
         self._node = node_id
         self._notifier = notifier
         # (message id, when this node claimed it and the attempt it claimed, or None when a
@@ -398,8 +405,7 @@ class Pipeline:
                 source = copy = spool_name(self._store.spool_dir, "raw")
                 await self._store.get_file(rkey, copy)
             verifying = await self.verifications.begin(source, message_id, sender)
-            result = await self._extraction.extract(source, self.settings.limits,
-                                                    self._store.spool_dir)
+            result = await self.extract_message(source)
             if copy is not None and verifying is not None:  # the copy is removed below
                 authentication = await self.verifications.settle(verifying, None)
         except (ObjectNotFound, FileNotFoundError) as e:
@@ -425,6 +431,8 @@ class Pipeline:
                 # (message.received waits for the verdict, if it is still to come).
                 await self._record(message_id, found, final=False, outcome=outcome,
                                    hold=verifying is not None and authentication is None)
+            await self.content.texts(result, self._store.spool_dir)
+            outcome = self.readable(outcome, result)
             await self._store.put_files([(object_key(message_id, slot), Path(path))
                                          for slot, path in result.files.items()])
             if verifying is not None and authentication is None:
@@ -450,11 +458,28 @@ class Pipeline:
             return (dataclasses.replace(found, defects=(
                 *found.defects, f"signature: not checked: {str(e)[:200]}")), Outcome())
 
-    async def extract(self, source: bytes | Path) -> Extracted:
-        """Extract one message in a worker process, outside any job (ingest's, for mail it
-        encrypts before storing); the caller owns the files."""
+    async def extract_message(self, source: bytes | Path) -> Extracted:
+        """Extract one message in a worker process, with its text; the caller owns the
+        files."""
         return await self._extraction.extract(source, self.settings.limits,
-                                              self._store.spool_dir)
+                                              self._store.spool_dir,
+                                              self.settings.content.index_chars)
+
+    async def extract(self, source: bytes | Path) -> Extracted:
+        """Extract one message and read its attachments' text, outside any job (ingest's, for
+        mail it encrypts before storing); the caller owns the files."""
+        result = await self.extract_message(source)
+        try:
+            await self.content.texts(result, self._store.spool_dir)
+        except BaseException:
+            remove_files(result.files)
+            raise
+        return result
+
+    def readable(self, outcome: Outcome, result: Extracted) -> Outcome:
+        """`outcome` with what an agent reads of the message in `result` (SPEC §15)."""
+        return dataclasses.replace(outcome, readable=result.readable, texts=result.texts,
+                                   index_chars=self.settings.content.index_chars)
 
     async def _record(self, message_id: str, found: Extraction, final: bool,
                       outcome: Outcome | None = None, hold: bool = False) -> None:

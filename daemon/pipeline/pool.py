@@ -213,7 +213,7 @@ class ExtractionPool:
                                for _ in range(max(self._processes, 1))))
 
     async def extract(self, source: bytes | Path, limits: Limits,
-                      out_dir: Path) -> Extracted:
+                      out_dir: Path, index_chars: int = 0) -> Extracted:
         """Extract one message into spool files under `out_dir`.
 
         TransientError when the worker died under it or its spool files could not be
@@ -225,7 +225,7 @@ class ExtractionPool:
         arg = source if isinstance(source, bytes) else str(source)
         try:
             future: Future[Extracted] = executor.submit(extract_to_files, arg, limits,
-                                                        str(out_dir))
+                                                        str(out_dir), index_chars)
         except BrokenProcessPool as e:
             self._rebuild(executor)
             raise TransientError("the extraction process died") from e

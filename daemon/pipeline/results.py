@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection, bindparam, select, update
 
+from daemon.content import READY as TEXT_READY
+from daemon.content import is_reply_subject, subject_key
 from daemon.events import event_rows, record_events
+from daemon.extract_worker import Readable, ReadText
 from daemon.ids import new_attachment_id, thread_id_of
 from extractors import Extraction, Part
 from storage.models import (
@@ -27,8 +30,10 @@ from storage.models import (
     REJECTED,
     Attachment,
     Message,
+    Recipient,
 )
-from storage.objects import attachment_key, body_key
+from storage.objects import attachment_key, attachment_text_key, body_key
+from storage.search import index_message
 
 log = structlog.get_logger("postroom.pipeline")
 
@@ -38,6 +43,13 @@ _ATTACHMENT_INSERT = Attachment.__table__.insert()  # type: ignore[attr-defined]
 AT_REST = {"algorithm": "openpgp", "format": "armored"}
 
 _MESSAGES = Message.__table__  # type: ignore[attr-defined]
+_RECIPIENTS = Recipient.__table__  # type: ignore[attr-defined]
+_SAME_SUBJECT = (select(_MESSAGES.c.thread_id).where(
+    _MESSAGES.c.subject_key == bindparam("key"), _MESSAGES.c.id != bindparam("id"),
+    _MESSAGES.c.received_at >= bindparam("since"), _MESSAGES.c.thread_id.is_not(None),
+    _MESSAGES.c.seq.in_(select(_RECIPIENTS.c.message_seq).where(
+        _RECIPIENTS.c.agent_id.in_(bindparam("agents", expanding=True)))))
+    .order_by(_MESSAGES.c.seq.desc()).limit(1))
 _UPDATES: dict[tuple[str, ...], Any] = {}
 
 
@@ -74,14 +86,29 @@ class Outcome:
     signature: Mapping[str, Any] | None = None  # {"status", "fingerprint"} when checked
     # The sender authentication's object (SPEC §13), when this attempt verified the sender.
     authentication: Mapping[str, Any] | None = None
+    # What an agent reads (SPEC §15): the message's text, and each attachment's by index.
+    readable: Readable | None = None
+    texts: Mapping[int, ReadText] = field(default_factory=dict)
+    index_chars: int = 100_000  # of text the search index takes, body and attachments
+
+
+# Replies that lost their threading headers join the thread of the same subject within this.
+SUBJECT_THREAD_DAYS = 30
 
 
 def object_key(message_id: str, slot: str) -> str:
-    """Where the extracted file of `slot` ("text", "html" or an attachment's index) is stored
-    as extracted."""
-    if slot in ("text", "html"):
+    """Where the extracted file of `slot` ("text", "html", "extracted", an attachment's index,
+    or "t" and its index for its text) is stored as extracted."""
+    if slot in ("text", "html", "extracted"):
         return body_key(message_id, slot)
+    if slot.startswith("t"):
+        return attachment_text_key(message_id, int(slot[1:]))
     return attachment_key(message_id, int(slot))
+
+
+def _key(message_id: str, slot: str, outcome: Outcome) -> str:
+    stored = outcome.stored.get(slot)
+    return stored.key if stored else object_key(message_id, slot)
 
 
 def _part_state(part: Part) -> tuple[str, str | None]:
@@ -117,6 +144,7 @@ def _message_values(message_id: str, found: Extraction, final: bool, now: dateti
         "subject": h.subject, "date_header": h.date, "message_id_header": h.message_id,
         "in_reply_to": h.in_reply_to, "references_header": h.references,
         "thread_id": thread_id_of(h.references, h.in_reply_to, h.message_id or message_id),
+        "subject_key": subject_key(h.subject),
         "attachment_count": len(found.attachments),
         "defects": json.dumps(list(found.defects)),
         "pgp": found.pgp, "smime": found.smime,
@@ -134,11 +162,34 @@ def _message_values(message_id: str, found: Extraction, final: bool, now: dateti
             processed_at=now, lease_owner=None, lease_expires_at=None, error=None)
         for body in (found.text_body, found.html_body):
             if body is not None:
-                stored = outcome.stored.get(body.kind)
-                values[f"{body.kind}_key"] = stored.key if stored else body_key(message_id,
-                                                                                  body.kind)
+                values[f"{body.kind}_key"] = _key(message_id, body.kind, outcome)
                 values[f"{body.kind}_size"] = body.size
+        readable = outcome.readable
+        if readable is not None:
+            if readable.text_from_html is not None:  # made from the HTML
+                values.update(text_key=_key(message_id, "text", outcome),
+                              text_size=readable.text_from_html)
+            if readable.extracted_size is not None:
+                values.update(extracted_key=_key(message_id, "extracted", outcome),
+                              extracted_size=readable.extracted_size)
+            else:  # all of the text is new: it is its own new part
+                values.update(extracted_key=values.get("text_key"),
+                              extracted_size=values.get("text_size"))
+            values["preview"] = None if outcome.encrypted_to else readable.preview
     return values
+
+
+def _text_columns(message_id: str, index: int, outcome: Outcome) -> dict[str, Any]:
+    """An attachment's text columns (all null while it is pending)."""
+    found = outcome.texts.get(index)
+    if found is None:
+        return {"text_status": None, "text_key": None, "text_size": None,
+                "text_truncated": False, "text_error": None}
+    ready = found.status == TEXT_READY
+    return {"text_status": found.status,
+            "text_key": _key(message_id, f"t{index}", outcome) if ready else None,
+            "text_size": found.size if ready else None, "text_truncated": found.truncated,
+            "text_error": found.error[:500] if found.error else None}
 
 
 def _encryption(part: Part) -> str | None:
@@ -174,6 +225,8 @@ def _attachment_rows(message_id: str, found: Extraction, final: bool, now: datet
             "stored_sha256": stored.sha256 if stored else None,
             "stored_size": stored.size if stored else None,
             "created_at": now, "ready_at": now if status == READY else None,
+            **(_text_columns(message_id, p.index, outcome) if final
+               else _text_columns(message_id, p.index, Outcome())),
         })
     return rows
 
@@ -230,12 +283,46 @@ class Results:
                                 earlier or {}, self.outcome)
         if rows:
             conn.execute(_ATTACHMENT_INSERT, rows)
+        agents = sorted(set(agents))
+        if self.final:
+            self._thread_by_subject(conn, agents)
+            self._index(conn)
         events = _result_events(agents, self.message_id, self.found, rows, self.status,
                                 self.now)
         if announce:
             events[:0] = received_events(agents, self.message_id, self.now, verdict)
         record_events(conn, events)
         return rows
+
+    def _index(self, conn: Connection) -> None:
+        """The message in the search index: subject and addresses, and (unless it is
+        encrypted at rest) the head of its text and its attachments' text."""
+        m, outcome = self.message, self.outcome
+        body = ""
+        if not outcome.encrypted_to:
+            heads = [outcome.readable.words] if outcome.readable else []
+            heads += [t.head for _, t in sorted(outcome.texts.items()) if t.head]
+            body = "\n".join(heads)[:outcome.index_chars]
+        addresses = " ".join(filter(None, (m.get("from_header"), m.get("to_header"),
+                                           m.get("cc_header"))))
+        index_message(conn, self.message_id, str(m.get("subject") or ""), addresses, body)
+
+    def _thread_by_subject(self, conn: Connection, agents: Sequence[str]) -> None:
+        """A reply without In-Reply-To or References ("Re: …", as some clients and gateways
+        send them) joins the latest thread of its subject among its agents' mail of the last
+        SUBJECT_THREAD_DAYS days (SPEC §15: the subject as a last resort)."""
+        h = self.found.headers
+        key = self.message.get("subject_key")
+        if h.references or h.in_reply_to or key is None or not is_reply_subject(h.subject) \
+                or not agents:
+            return
+        earlier = conn.execute(_SAME_SUBJECT, {
+            "key": key, "id": self.message_id, "agents": list(agents),
+            "since": self.now - timedelta(days=SUBJECT_THREAD_DAYS)}).scalar()
+        if earlier is not None and earlier != self.message["thread_id"]:
+            conn.execute(update(_MESSAGES).where(_MESSAGES.c.id == self.message_id)
+                         .values(thread_id=earlier))
+            self.message["thread_id"] = earlier
 
     def log(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Log the states `write` recorded, once its transaction has committed."""

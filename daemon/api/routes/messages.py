@@ -112,20 +112,34 @@ async def get_message(caller: Caller, message_id: MessageId) -> Response:
     agent_id, ctx = caller.agent_id, caller.ctx
     mine, atts = await load_message(ctx, agent_id, message_id, with_attachments=True)
     msg = mine[0]
-    bodies: dict[str, str | None] = {"text": None, "html": None}
-    for kind, key, size in (("text", msg.text_key, msg.text_size),
-                            ("html", msg.html_key, msg.html_size)):
-        if key and (size or 0) <= INLINE_BODY_LIMIT:
-            try:
-                bodies[kind] = (await ctx.store.get(key)).decode("utf-8", "replace")
-            except ObjectNotFound:
-                bodies[kind] = None
+    bodies = await inline_bodies(ctx, msg)
     deliveries = None
     if msg.direction == OUTBOUND:
         async with ctx.sessions() as session, translated_errors():
             deliveries = list((await session.exec(select(Delivery).where(
                 Delivery.message_id == msg.id).order_by(col(Delivery.id)))).all())
-    return JsonBody(message_view(msg, mine, atts, bodies["text"], bodies["html"], deliveries))
+    return JsonBody(message_view(msg, mine, atts, bodies["text"], bodies["html"], deliveries,
+                                 bodies["extracted"]))
+
+
+async def inline_bodies(ctx: AppContext, msg: Any,
+                        kinds: Sequence[str] = ("text", "html", "extracted")
+                        ) -> dict[str, str | None]:
+    """A message's bodies as text (None when missing or over INLINE_BODY_LIMIT): "text",
+    "html" and "extracted" (the text's new part, the text itself when it is all new)."""
+    bodies: dict[str, str | None] = {}
+    read: dict[str, str | None] = {}
+    for kind in kinds:
+        key, size = getattr(msg, f"{kind}_key"), getattr(msg, f"{kind}_size")
+        bodies[kind] = None
+        if key and (size or 0) <= INLINE_BODY_LIMIT:
+            if key not in read:
+                try:
+                    read[key] = (await ctx.store.get(key)).decode("utf-8", "replace")
+                except ObjectNotFound:
+                    read[key] = None
+            bodies[kind] = read[key]
+    return bodies
 
 
 @router.post("/v1/messages/{message_id}/raw/download", response_model=DownloadResponse,

@@ -1,109 +1,34 @@
-"""The one typed configuration object, validated once at start (SPEC §3).
-
-Loaded from TOML, overridden by `POSTROOM_<SECTION>__<KEY>` environment variables, with relative
-paths resolved against the file's directory. Nothing else in the code reads the environment or the
-file: the validated `Config` is passed down explicitly.
-"""
+"""The sections of the configuration (SPEC §3), each a frozen model that refuses unknown keys."""
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
 import re
 import socket
-import tomllib
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from daemon.config.units import (
+    Duration,
+    PositiveDuration,
+    PositiveSize,
+    Size,
+    _listen_list,
+    parse_duration,
+    parse_size,
+)
 from daemon.passwords import parse_hash
-
-ENV_PREFIX = "POSTROOM_"
-CONFIG_ENV = "POSTROOM_CONFIG"
-
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "kb": 1000, "mb": 1000**2, "gb": 1000**3,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
-    "k": 1024, "m": 1024**2, "g": 1024**3,
-}
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; the message names the key."""
-
-
-def parse_size(value: object) -> int:
-    """Turn `"10MB"`, `"50MiB"` or an integer into a byte count."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 10MB, 50MiB or an integer")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a size cannot be negative")
-        return value
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
-        if m and m.group(2).lower() in _SIZE_UNITS:
-            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    raise ValueError(f"{value!r} is not a size such as 10MB, 50MiB or an integer")
-
-
-def parse_duration(value: object) -> float:
-    """Turn `"15m"`, `"30s"`, `"250ms"` or a number of seconds into seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s or 15m")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", value)
-        if m and m.group(2) in _DURATION_UNITS:
-            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    raise ValueError(f"{value!r} is not a duration such as 30s or 15m")
-
-
-Size = Annotated[int, BeforeValidator(parse_size)]
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-PositiveSize = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """Split `host:port` or `[v6]:port` into its parts."""
-    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", value.strip())
-    if not m:
-        raise ValueError(f"{value!r} is not host:port or [ipv6]:port")
-    host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4))
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range")
-    return host, port
-
-
-def _listen_list(value: object) -> list[str]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items:
-        raise ValueError("expected host:port or a list of them")
-    for item in items:
-        if not isinstance(item, str):
-            raise ValueError("expected host:port strings")
-        parse_listen(item)
-    return items
 
 
 class _Section(BaseModel):
@@ -374,6 +299,20 @@ class WebhooksConfig(_Section):
     log_for: PositiveDuration = 7 * 86400.0
 
 
+class ContentConfig(_Section):
+    """What an agent reads (SPEC §15). Beyond SPEC §3: the largest attachment read at all, the
+    address space of a reader's process, how far a zip container may unpack, how many
+    readers run at once, and how much text a message puts in the search index."""
+    max_text_chars: int = Field(default=1_000_000, ge=1)
+    max_pages: int = Field(default=500, ge=1)
+    timeout: PositiveDuration = 10.0
+    max_file_size: PositiveSize = 50 * 1024 * 1024
+    max_memory: Size = Field(default=1024**3, ge=256 * 1024**2)
+    max_unpacked: PositiveSize = 200 * 1024 * 1024
+    processes: int = Field(default=2, ge=1, le=64)
+    index_chars: int = Field(default=100_000, ge=0, le=10_000_000)
+
+
 class LogConfig(_Section):
     format: Literal["console", "json"] | None = None
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -402,6 +341,7 @@ class Config(_Section):
     outbound: OutboundConfig = OutboundConfig()
     auth: AuthConfig = AuthConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    content: ContentConfig = ContentConfig()
     log: LogConfig = LogConfig()
     agents: list[AgentSpec] = []
     base_dir: Path = Path(".")
@@ -410,87 +350,3 @@ class Config(_Section):
     @property
     def is_sqlite(self) -> bool:
         return self.database.url.startswith("sqlite")
-
-
-def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """`POSTROOM_SMTP__MAX_MESSAGE_SIZE=10MB` → {"smtp": {"max_message_size": "10MB"}}."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
-        value: Any = raw
-        # Lists and tables (trusted_networks, listen) may be given as JSON.
-        if raw[:1] in "[{":
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-        elif raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        out.setdefault(section, {})[key] = value
-    return out
-
-
-def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    def fix(table: object, key: str, default: str | None = None) -> None:
-        if isinstance(table, dict) and isinstance(value := table.get(key, default), str):
-            p = Path(value).expanduser()
-            table[key] = str(p if p.is_absolute() else base / p)
-
-    for section, key, default in [
-            ("storage", "path", "var/objects"), ("storage", "signing_key_file", "var/signing.key"),
-            ("storage", "spool_path", "var/spool"), ("encryption", "gnupg_home", "var/gnupg"),
-            ("smtp", "tls_cert", None), ("smtp", "tls_key", None)]:
-        fix(data.setdefault(section, {}), key, default)
-    db = data.setdefault("database", {})
-    url = db.get("url", DatabaseConfig().url)
-    m = re.match(r"(sqlite(?:\+\w+)?:///)(.*)", url)
-    if m and m.group(2) and not m.group(2).startswith((":memory:", "/")):
-        db["url"] = m.group(1) + str(base / m.group(2))
-    for spec in (data.get("outbound") or {}).get("dkim") or []:
-        fix(spec, "key_file")
-    for agent in data.get("agents") or []:
-        fix(agent, "openpgp_public_key_file")
-
-
-def _format_error(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        lines.append(f"{key}: {e['msg']}")
-    return "invalid configuration: " + "; ".join(lines)
-
-
-def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
-    """Read, merge and validate; raises ConfigError naming the offending key."""
-    env = dict(os.environ if env is None else env)
-    if path is None and env.get(CONFIG_ENV):
-        path = Path(env[CONFIG_ENV])
-    data: dict[str, Any] = {}
-    base = Path.cwd()
-    if path is not None:
-        path = path.expanduser().resolve()
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as e:
-            raise ConfigError(f"config file not found: {path}") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from e
-        base = path.parent
-    for section, values in _env_overrides(env).items():
-        target = data.setdefault(section, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"{section}: cannot override a non-table with environment variables")
-        target.update(values)
-    for reserved in ("base_dir", "agent_keys"):
-        if reserved in data:
-            raise ConfigError(f"{reserved}: unknown key")
-    _resolve_paths(data, base)
-    # Keep only the variables agents name, so no other secret of the environment is carried.
-    wanted = {a.get("api_key_env") for a in data.get("agents") or [] if isinstance(a, dict)}
-    agent_keys = {k: env[k] for k in wanted if isinstance(k, str) and k in env}
-    try:
-        return Config.model_validate({**data, "base_dir": base, "agent_keys": agent_keys})
-    except ValidationError as e:
-        raise ConfigError(_format_error(e)) from e
