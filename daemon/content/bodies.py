@@ -41,16 +41,28 @@ _HISTORY = re.compile(
 _SIGNATURE = re.compile(r"^-- ?$", re.MULTILINE)  # RFC 3676's delimiter, "-- "
 _SENT_FROM = re.compile(r"^[ \t]*(?:Sent from my |Get Outlook for |Von meinem |Envoyé de mon )"
                         r".{0,60}$", re.MULTILINE)
+# Attribution lines mail-parser-reply's patterns miss, followed by a quote.
+_ATTRIBUTION = re.compile(
+    r"^(?![ \t]*>)[^\n]{0,300}\b(?:wrote|escribió|escribio|schreef|schrieb|a écrit|ha scritto|"
+    r"scrisse|skrev|kirjoitti|napisał|написал|escreveu)\b[^\n]{0,200}:[ \t]*$"
+    r"(?=\n(?:[ \t]*\n)*[ \t]*>)", re.MULTILINE | re.IGNORECASE)
+# What a signature the parser finds may be (`_own_signature`).
+_SIGNATURE_LINES = 6
+_SIGN_OFF_CHARS = 40
+_SIGN_OFF_WORDS = 4
+_POSTSCRIPT = re.compile(r"P\.?\s?S\b", re.IGNORECASE)
 _QUOTED = re.compile(r"^[ \t]*>.*(?:\n|$)", re.MULTILINE)
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _SPACES = re.compile(r"\s+")
 
 # The quoting that clients put in HTML: removed before an HTML-only reply becomes its new part.
 _HTML_QUOTES = ("//blockquote", "//*[contains(concat(' ', @class, ' '), ' gmail_quote ')]",
-                "//*[contains(concat(' ', @class, ' '), ' moz-cite-prefix ')]",
                 "//*[@id='appendonsend']", "//*[@id='divRplyFwdMsg']",
                 "//*[contains(concat(' ', @class, ' '), ' yahoo_quoted ')]")
 _HTML_TAIL_FROM = ("appendonsend", "divRplyFwdMsg")  # Outlook: all that follows is history
+# Thunderbird's attribution ("On … wrote:") just before its quote; some users type their whole
+# reply in elements of that class, so only the one a blockquote follows goes.
+_HTML_CITE_PREFIX = "//*[contains(concat(' ', @class, ' '), ' moz-cite-prefix ')]"
 
 
 @dataclass(frozen=True)
@@ -68,11 +80,19 @@ class MessageText:
 
 
 @cache
-def _parser() -> Any:
-    from mailparser_reply import EmailReplyParser
+def _languages() -> tuple[str, ...]:
     from mailparser_reply.constants import MAIL_LANGUAGES
 
-    return EmailReplyParser(languages=sorted(MAIL_LANGUAGES))
+    return tuple(sorted(MAIL_LANGUAGES))
+
+
+def _replies(text: str) -> list[Any]:
+    """`text` split at its reply headers by mail-parser-reply (hyphen lists are not taken for
+    signatures: diffs and bullet lists start lines with "-")."""
+    from mailparser_reply import EmailMessage
+
+    message = EmailMessage(text=text, languages=list(_languages()), keep_hyphen_lists=True)
+    return list(message.read().replies)
 
 
 def _tidy(text: str) -> str:
@@ -86,9 +106,42 @@ def _cut_signature(text: str) -> str:
     return _SENT_FROM.sub("", text)
 
 
+def _own_signature(reply: Any) -> str:
+    """The reply's text without the signature the parser found, when that is a signature: a
+    short sign-off line ("Best,", "Kind regards, Bob") and a few short lines after it, no P.S.
+    Its signature words also start sentences ("Thanks, that works"), so anything longer is
+    the sender's own text and stays."""
+    body = str(reply.full_body)
+    signature = str(reply.signatures or "")
+    lines = [line.strip() for line in signature.splitlines() if line.strip()]
+    if (not lines or len(lines) > _SIGNATURE_LINES or len(lines[0]) > _SIGN_OFF_CHARS
+            or len(lines[0].split()) > _SIGN_OFF_WORDS
+            or any(_POSTSCRIPT.match(line) for line in lines)):
+        return body
+    return body.replace(signature, "")
+
+
+def _without_attributions(text: str) -> str:
+    """`text` without the attribution lines mail-parser-reply's patterns miss (Gmail's Spanish
+    "El …, <name> (<addr>) escribió:", Dutch "Op … schreef <name> <addr>:") where quoted
+    lines follow them (the quote itself goes with the other `>` lines)."""
+    return _ATTRIBUTION.sub("", text)
+
+
+def _quoted_next(text: str) -> bool:
+    """Whether the first line of `text` with something on it is quoted ("> …")."""
+    for line in text.splitlines():
+        if line.strip():
+            return line.lstrip().startswith(">")
+    return True
+
+
 def extracted_text(text: str) -> str:
     """The new part of a message's text: without quoted replies, the "On … wrote:" block and
-    what follows it, forwarded history and the signature."""
+    what follows it, forwarded history and the signature. An attribution followed by quoted
+    lines is dropped with them and what the sender wrote between and after them stays
+    (interleaved answers, bottom posting); one followed by unquoted history ends the new part.
+    """
     text = text.replace("\r\n", "\n")
     history = _HISTORY.search(text)
     if history is not None:
@@ -96,9 +149,16 @@ def extracted_text(text: str) -> str:
     head, rest = text[:REPLY_INPUT_CHARS], text[REPLY_INPUT_CHARS:]
     if _CANDIDATE.search(head) is None:
         return _tidy(_cut_signature(text))
-    replies = _parser().read(head).replies
-    new = replies[0].body if replies else head
-    if len(replies) < 2:
+    replies = _replies(head)
+    parts: list[str] = []
+    for reply in replies:
+        if reply.headers:
+            after = str(reply.content)[len(str(reply.headers)):]
+            if not _quoted_next(after):
+                break  # unquoted history follows the header: the new part has ended
+        parts.append(_own_signature(reply))
+    new = _without_attributions("\n\n".join(parts))
+    if not any(reply.headers for reply in replies):
         new += rest  # no quote header in the head: the rest is new too
     return _tidy(_QUOTED.sub("", _cut_signature(new)))
 
@@ -128,6 +188,10 @@ def html_to_text(html: str, without_quotes: bool = False) -> str:
             for start in tree.xpath(f"//*[@id='{tail_id}']"):
                 for later in list(start.itersiblings()):
                     later.drop_tree()
+        for prefix in tree.xpath(_HTML_CITE_PREFIX):
+            after = prefix.getnext()
+            if after is not None and after.tag == "blockquote":
+                prefix.drop_tree()
         for query in _HTML_QUOTES:
             for node in tree.xpath(query):
                 if node.getparent() is not None:

@@ -83,15 +83,16 @@ CORPUS_REPLIES = [
     CorpusReply("messages/rspamd/ham.eml",
                 "Thunderbird: 'On <date> <time>, <name> wrote:', '> ' lines, '-- ' signature; "
                 "HTML: moz-cite-prefix and <blockquote type=cite>",
-                history=ON_WROTE,
-                xfail_html="HTML-only: the whole new part is lost. This Thunderbird user typed "
-                           "the reply inside <div class=\"moz-cite-prefix\"> elements (the class "
-                           "Thunderbird gives the attribution line), and bodies.py drops every "
-                           "moz-cite-prefix element, so extracted is empty"),
+                # Its HTML reply is typed inside moz-cite-prefix elements (the class of
+                # the attribution line): only the one a blockquote follows is dropped.
+                history=ON_WROTE),
     CorpusReply("messages/spamassassin/t.rules__FORGED_MUA_OUTLOOK__fp-5496-2",
                 "Outlook Express: indented '----- Original Message -----' From/To/Cc/Sent/"
                 "Subject block",
-                history=r"^[ \t]*-+ ?Original Message ?-+"),
+                history=r"^[ \t]*-+ ?Original Message ?-+",
+                # The list's footer, appended after the history (and, in the HTML, after the
+                # quote): the list's words, neither the sender's nor the quoted author's.
+                ignore=r"^(?:\*{20,}|To access the Archives of this)"),
     CorpusReply("messages/spamscope_mail-parser/mail_test_7",
                 "Italian Outlook 'Da:/Inviato:/A:/Oggetto:' block, then Italian Apple Mail "
                 "'Inizio messaggio inoltrato:' forwards",
@@ -101,7 +102,9 @@ CORPUS_REPLIES = [
                 "space",
                 history=r"^At .+ wrote:[ \t]*$"),
     CorpusReply("messages/notmuch/indexing__PATCH-1-2-system_data_types.7-srcfix.txt_2_S",
-                "NeoMutt: 'At <date>, <name> wrote:' then interleaved quotes and answers"),
+                "NeoMutt: 'At <date>, <name> wrote:' then interleaved quotes and answers",
+                # The sign-off and name are the signature, which may go with the quotes.
+                ignore=r"^(?:Regards,|Branden)$"),
     CorpusReply("messages/notmuch/duplicate__msg-2-1_2_",
                 "Gnus: '<name> <addr> writes:' then '> ' quote, the answer below it"),
     CorpusReply("messages/notmuch/default__bar__baz__24_2_",
@@ -147,9 +150,12 @@ def _split(text: str, history: str | None, ignore: str | None) -> Split:
             in_history = True
         if not in_history and _SIGNATURE.match(line):
             in_signature = True
+        if ignore is not None and re.search(ignore, line.strip()):
+            neither.append(line)  # wherever it is: `ignore` lines are neither new nor quoted
+            continue
         if in_history or in_signature or _QUOTE_LINE.match(line):
             kind = "removed"
-        elif _ATTRIBUTION.search(line) or (ignore is not None and re.search(ignore, line)):
+        elif _ATTRIBUTION.search(line):
             neither.append(line)
             continue
         elif not line.strip():
