@@ -75,7 +75,13 @@ def event_view(row: Any) -> dict[str, Any]:
     return {"id": event_id_for(row.seq), "cursor": str(row.seq), "type": row.type,
             "message_id": row.message_id, "attachment_id": row.attachment_id,
             "index": row.index, "status": row.status, "verdict": row.verdict,
-            "webhook_id": row.webhook_id, "created_at": iso(row.created_at)}
+            "webhook_id": row.webhook_id,
+            # The message's, as it stands when the event is read (SPEC §15): null until
+            # extraction has read it (a message.received may come first), and the preview
+            # null for mail encrypted at rest.
+            "thread_id": getattr(row, "message_thread_id", None),
+            "preview": getattr(row, "message_preview", None),
+            "created_at": iso(row.created_at)}
 
 
 # Built once: building and coercing a statement per call cost as much as running it.

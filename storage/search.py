@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, DateTime, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 SQLITE_TABLE = ("CREATE VIRTUAL TABLE message_search USING fts5(subject, addresses, body, "
@@ -36,14 +37,25 @@ _POSTGRES_INDEX = text(
     "ON CONFLICT (seq) DO UPDATE SET document = EXCLUDED.document")
 _POSTGRES_FORGET = text("DELETE FROM message_search WHERE seq = :seq")
 _SEQ = text("SELECT seq FROM messages WHERE id = :id")
+# The latest thread of a subject among some agents' mail since a time.
+_SAME_SUBJECT = text(
+    "SELECT thread_id FROM messages WHERE subject_key = :key AND id != :id "
+    "AND received_at >= :since AND thread_id IS NOT NULL AND seq IN "
+    "(SELECT message_seq FROM recipients WHERE agent_id IN :agents) "
+    "ORDER BY seq DESC LIMIT 1").bindparams(bindparam("agents", expanding=True),
+                                            bindparam("since", type_=DateTime()))
 
-_SQLITE_SEARCH = text(
-    "SELECT rowid FROM message_search WHERE message_search MATCH :q AND rowid IN "
-    "(SELECT message_seq FROM recipients WHERE agent_id = :agent) "
+# The agent's messages (verdict and quarantine conditions are fixed fragments, values bound).
+_MINE = ("SELECT r.message_seq FROM recipients r JOIN messages m ON m.seq = r.message_seq "
+         "WHERE r.agent_id = :agent")
+_BY_VERDICT = " AND m.verdict = :verdict"
+_AUTHENTICATED = " AND (m.direction = 'outbound' OR m.verdict = 'pass')"
+_SQLITE_SEARCH = (
+    "SELECT rowid FROM message_search WHERE message_search MATCH :q AND rowid IN ({mine}) "
     "ORDER BY bm25(message_search, 10.0, 4.0, 1.0), rowid DESC LIMIT :limit OFFSET :offset")
-_POSTGRES_SEARCH = text(
+_POSTGRES_SEARCH = (
     "SELECT seq FROM message_search WHERE document @@ websearch_to_tsquery('simple', :q) "
-    "AND seq IN (SELECT message_seq FROM recipients WHERE agent_id = :agent) "
+    "AND seq IN ({mine}) "
     "ORDER BY ts_rank(document, websearch_to_tsquery('simple', :q)) DESC, seq DESC "
     "LIMIT :limit OFFSET :offset")
 
@@ -90,6 +102,17 @@ def index_message(conn: Connection, message_id: str, subject: str, addresses: st
         conn.execute(_SQLITE_INDEX, values)
 
 
+def thread_of_subject(conn: Connection, key: str, message_id: str, agents: Sequence[str],
+                      since: datetime) -> str | None:
+    """The thread of the latest message other than `message_id` whose subject key is `key`,
+    among `agents`' mail received since `since` (None when there is none)."""
+    if not agents:
+        return None
+    found = conn.execute(_SAME_SUBJECT, {"key": key, "id": message_id, "agents": list(agents),
+                                         "since": since}).scalar()
+    return None if found is None else str(found)
+
+
 def forget_messages(conn: Connection, seqs: Sequence[int]) -> None:
     """Remove messages from the index (purged)."""
     statement = _POSTGRES_FORGET if conn.dialect.name == "postgresql" else _SQLITE_FORGET
@@ -97,18 +120,25 @@ def forget_messages(conn: Connection, seqs: Sequence[int]) -> None:
         conn.execute(statement, [{"seq": s} for s in seqs])
 
 
-async def search(conn: AsyncConnection, agent_id: str, q: str, limit: int,
-                 offset: int) -> list[int]:
-    """The seqs of the agent's messages matching `q`, best first."""
+async def search(conn: AsyncConnection, agent_id: str, q: str, limit: int, offset: int,
+                 verdict: str | None = None, authenticated_only: bool = False) -> list[int]:
+    """The seqs of the agent's messages matching `q`, best first; `verdict` keeps those whose
+    sender authentication said so, `authenticated_only` inbound mail that passed (and all
+    outbound)."""
     if conn.dialect.name == "postgresql":
         if not _WORDS.search(q):
             return []
-        statement, query = _POSTGRES_SEARCH, q
+        template, query = _POSTGRES_SEARCH, q
     else:
         built = fts5_query(q)
         if built is None:
             return []
-        statement, query = _SQLITE_SEARCH, built
-    rows = await conn.execute(statement, {"q": query, "agent": agent_id, "limit": limit,
-                                          "offset": offset})
+        template, query = _SQLITE_SEARCH, built
+    mine = _MINE + (_BY_VERDICT if verdict is not None else "") + \
+        (_AUTHENTICATED if authenticated_only else "")
+    values: dict[str, object] = {"q": query, "agent": agent_id, "limit": limit,
+                                 "offset": offset}
+    if verdict is not None:
+        values["verdict"] = verdict
+    rows = await conn.execute(text(template.format(mine=mine)), values)
     return [int(r[0]) for r in rows.all()]

@@ -27,6 +27,7 @@ from daemon.api.routes import (
     health,
     messages,
     objects,
+    threads,
     uploads,
     webhooks,
 )
@@ -74,8 +75,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app.state.ctx = state = AppContext.of(ctx)
     routers = [health.router, messages.router, attachments.router, uploads.router,
-               events.router, webhooks.router, directory.router, agentpost.router,
-               agentsend.router]
+               threads.router, events.router, webhooks.router, directory.router,
+               agentpost.router, agentsend.router]
     if state.metrics is not None:
         routers.insert(0, health.metrics_router)
     if state.store.url_signer is not None:  # the store's URLs are answered here (local store)

@@ -16,6 +16,7 @@ from daemon.api.views import JsonBody
 from daemon.clock import iso
 
 PGP_ENCRYPTED = "application/pgp-encrypted"
+TEXT_PLAIN = "text/plain; charset=utf-8"  # what an attachment's text is served as
 ExpiresIn = Annotated[int | None, Field(ge=1, le=7 * 86400)]
 
 

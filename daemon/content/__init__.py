@@ -7,6 +7,7 @@ search are the database's (`storage.search`, `daemon.api`).
 """
 
 from daemon.content.bodies import (
+    INDEX_CHARS,
     PREVIEW_CHARS,
     MessageText,
     extracted_text,
@@ -26,13 +27,15 @@ from daemon.content.documents import (
     document_kind,
 )
 from daemon.content.formats import read_document
-from daemon.content.subjects import is_reply_subject, subject_key
+from daemon.content.subjects import SUBJECT_THREAD_DAYS, is_reply_subject, subject_key
 
 __all__ = [
     "ENCRYPTED",
     "FAILED",
+    "INDEX_CHARS",
     "PREVIEW_CHARS",
     "READY",
+    "SUBJECT_THREAD_DAYS",
     "TEXT_STATUSES",
     "TOO_LARGE",
     "UNSUPPORTED",

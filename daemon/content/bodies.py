@@ -16,6 +16,9 @@ from functools import cache
 from typing import Any
 
 PREVIEW_CHARS = 200
+# How much of a message's text (and of each attachment's) the search index holds by default
+# (config content.index_chars for inbound mail).
+INDEX_CHARS = 100_000
 # The reply parser reads at most this much of the top of a text (the new part is at the top);
 # a text whose head holds no quote header is new through to its end.
 REPLY_INPUT_CHARS = 200_000

@@ -12,6 +12,8 @@ _PREFIX = re.compile(
     r"réf|回复|转发|答复|返信|転送)\s*(?:\[\d+\]|\(\d+\))?\s*[:：]\s*)+",
     re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
+# A reply without In-Reply-To or References joins a thread of its subject this recent.
+SUBJECT_THREAD_DAYS = 30
 
 
 def is_reply_subject(subject: str | None) -> bool:

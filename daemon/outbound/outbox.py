@@ -8,6 +8,7 @@ Refusals are `SendRefused` with the API's status and code; nothing is stored for
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Callable
@@ -22,6 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.clock import SYSTEM, Clock
+from daemon.content import (
+    INDEX_CHARS,
+    SUBJECT_THREAD_DAYS,
+    MessageText,
+    is_reply_subject,
+    message_text,
+    subject_key,
+)
 from daemon.directory import Directory
 from daemon.events import Wakeups, event_rows, record_events
 from daemon.ids import new_message_id, thread_id_of
@@ -48,6 +57,7 @@ from storage.models import (
     Recipient,
 )
 from storage.objects import ObjectStore, body_key, raw_key
+from storage.search import index_message, thread_of_subject
 
 log = structlog.get_logger("postroom.outbound")
 
@@ -156,15 +166,17 @@ class Outbox:
             raise SendRefused(413, "too_large", "the message is over smtp.max_message_size")
         thread_id = thread_id_of(" ".join(threading[1]), threading[0], header_id)
         await self._store.put(raw_key(message_id), raw)
-        bodies = {kind: value.encode("utf-8") for kind, value in (("text", draft.text),
-                                                                   ("html", draft.html))
-                  if value is not None}
+        readable = await asyncio.to_thread(message_text, draft.text, draft.html)
+        bodies = {kind: value.encode("utf-8") for kind, value in (
+            ("text", readable.text), ("html", draft.html),
+            ("extracted", readable.extracted if readable.extracted != readable.text else None))
+            if value is not None}
         for kind, data in bodies.items():  # so the message reads as inbound mail does
             await self._store.put(body_key(message_id, kind), data)
         try:
             answer = await self._commit(req, message_id, header_id, thread_id, sender,
                                         recipients, raw, draft, now,
-                                        {k: len(v) for k, v in bodies.items()})
+                                        {k: len(v) for k, v in bodies.items()}, readable)
         except Conflict:
             # The same Idempotency-Key, committed by a concurrent request first: its answer.
             # (The objects written for this one are orphans, which `postroom gc` removes.)
@@ -244,7 +256,8 @@ class Outbox:
 
     async def _commit(self, req: SendRequest, message_id: str, header_id: str, thread_id: str,
                       sender: Mailbox, recipients: list[tuple[str, str]], raw: bytes,
-                      draft: Draft, now: datetime, bodies: dict[str, int]) -> dict[str, Any]:
+                      draft: Draft, now: datetime, bodies: dict[str, int],
+                      readable: MessageText) -> dict[str, Any]:
         local = {address: await self._directory.lookup(address) is not None
                  for address, _ in recipients}
         relay = self.settings.relay_configured
@@ -258,8 +271,16 @@ class Outbox:
                   "thread_id": thread_id, "message_id_header": header_id,
                   "recipients": [{"address": r["address"], "kind": r["kind"],
                                   "status": r["status"], "reason": r["reason"]} for r in rows]}
+        key = subject_key(draft.subject)
         async with self._sessions() as session, translated_errors():
             conn = await session.connection()
+            if draft.in_reply_to is None and key is not None and \
+                    is_reply_subject(draft.subject):  # SPEC §15: the subject, last
+                earlier = await conn.run_sync(thread_of_subject, key, message_id,
+                                              [req.agent_id],
+                                              now - timedelta(days=SUBJECT_THREAD_DAYS))
+                answer["thread_id"] = thread_id = earlier or thread_id
+            text_kind = "text" if "text" in bodies else None
             seq = (await conn.execute(MESSAGES.insert().values(
                 id=message_id, status=status, mail_from=envelope_sender(
                     message_id, sender.email, self.settings.bounce_address),
@@ -272,12 +293,19 @@ class Outbox:
                 references_header=" ".join(draft.references + ((draft.in_reply_to,)
                                            if draft.in_reply_to else ())) or None,
                 attachment_count=len(draft.attachments), defects="[]", direction=OUTBOUND,
-                thread_id=thread_id,
-                text_key=body_key(message_id, "text") if "text" in bodies else None,
+                thread_id=thread_id, subject_key=key, preview=readable.preview,
+                text_key=body_key(message_id, "text") if text_kind else None,
                 text_size=bodies.get("text"),
                 html_key=body_key(message_id, "html") if "html" in bodies else None,
                 html_size=bodies.get("html"),
+                extracted_key=body_key(message_id, "extracted" if "extracted" in bodies
+                                       else "text") if text_kind else None,
+                extracted_size=bodies.get("extracted", bodies.get("text")),
             ).returning(MESSAGES.c.seq))).scalar_one()
+            addresses = " ".join(filter(None, (_shown(sender), *map(_shown, req.to),
+                                               *map(_shown, req.cc))))
+            await conn.run_sync(index_message, message_id, draft.subject, addresses,
+                                (readable.text or "")[:INDEX_CHARS])
             await conn.execute(RECIPIENTS.insert().values(
                 message_seq=seq, message_id=message_id, agent_id=req.agent_id,
                 address=sender.email.lower(), tag=None))

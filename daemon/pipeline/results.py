@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, update
 
 from daemon.content import READY as TEXT_READY
-from daemon.content import is_reply_subject, subject_key
+from daemon.content import SUBJECT_THREAD_DAYS, is_reply_subject, subject_key
 from daemon.events import event_rows, record_events
 from daemon.extract_worker import Readable, ReadText
 from daemon.ids import new_attachment_id, thread_id_of
@@ -33,7 +33,7 @@ from storage.models import (
     Recipient,
 )
 from storage.objects import attachment_key, attachment_text_key, body_key
-from storage.search import index_message
+from storage.search import index_message, thread_of_subject
 
 log = structlog.get_logger("postroom.pipeline")
 
@@ -44,12 +44,6 @@ AT_REST = {"algorithm": "openpgp", "format": "armored"}
 
 _MESSAGES = Message.__table__  # type: ignore[attr-defined]
 _RECIPIENTS = Recipient.__table__  # type: ignore[attr-defined]
-_SAME_SUBJECT = (select(_MESSAGES.c.thread_id).where(
-    _MESSAGES.c.subject_key == bindparam("key"), _MESSAGES.c.id != bindparam("id"),
-    _MESSAGES.c.received_at >= bindparam("since"), _MESSAGES.c.thread_id.is_not(None),
-    _MESSAGES.c.seq.in_(select(_RECIPIENTS.c.message_seq).where(
-        _RECIPIENTS.c.agent_id.in_(bindparam("agents", expanding=True)))))
-    .order_by(_MESSAGES.c.seq.desc()).limit(1))
 _UPDATES: dict[tuple[str, ...], Any] = {}
 
 
@@ -90,10 +84,6 @@ class Outcome:
     readable: Readable | None = None
     texts: Mapping[int, ReadText] = field(default_factory=dict)
     index_chars: int = 100_000  # of text the search index takes, body and attachments
-
-
-# Replies that lost their threading headers join the thread of the same subject within this.
-SUBJECT_THREAD_DAYS = 30
 
 
 def object_key(message_id: str, slot: str) -> str:
@@ -316,9 +306,8 @@ class Results:
         if h.references or h.in_reply_to or key is None or not is_reply_subject(h.subject) \
                 or not agents:
             return
-        earlier = conn.execute(_SAME_SUBJECT, {
-            "key": key, "id": self.message_id, "agents": list(agents),
-            "since": self.now - timedelta(days=SUBJECT_THREAD_DAYS)}).scalar()
+        earlier = thread_of_subject(conn, key, self.message_id, agents,
+                                    self.now - timedelta(days=SUBJECT_THREAD_DAYS))
         if earlier is not None and earlier != self.message["thread_id"]:
             conn.execute(update(_MESSAGES).where(_MESSAGES.c.id == self.message_id)
                          .values(thread_id=earlier))

@@ -122,8 +122,10 @@ def feed_after(after: int, full: bool = False) -> Any:
     events after `after`, in order (add the agent and the bounds)."""
     e, m = EVENTS.c, MESSAGES.c
     columns = [*EVENTS.c] if full else [e.seq, e.type, e.webhook_id]
+    extra = [m.thread_id.label("message_thread_id"), m.preview.label("message_preview")] \
+        if full else []
     return (select(*columns, m.direction.label("message_direction"),
-                   m.verdict.label("message_verdict"))
+                   m.verdict.label("message_verdict"), *extra)
             .outerjoin(MESSAGES, m.id == e.message_id).where(e.seq > after).order_by(e.seq))
 
 

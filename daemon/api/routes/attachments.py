@@ -1,5 +1,6 @@
-"""Attachments (SPEC §6): an inbound attachment's status object (with a long poll until it is
-terminal), its presigned download, and any attachment the agent may see by id (or its upload).
+"""Attachments (SPEC §6, §15): an inbound attachment's status object (with a long poll until it
+is terminal), its presigned download, its text, and any attachment the agent may see by id (or
+its upload).
 
 An attachment of a message not addressed to the agent answers 404, exactly as a missing one, and
 a `?wait=` never waits on what is not the agent's.
@@ -17,6 +18,7 @@ from fastapi.responses import Response
 from daemon.api.deps import AppContext, Caller, Index, MessageId
 from daemon.api.downloads import (
     PGP_ENCRYPTED,
+    TEXT_PLAIN,
     DownloadRequest,
     DownloadResponse,
     lifetime,
@@ -32,6 +34,7 @@ from daemon.api.views import (
     attachment_view,
     upload_view,
 )
+from storage.errors import ObjectNotFound
 from storage.models import READY, TERMINAL_ATTACHMENT, UNFINISHED
 from storage.objects import PresignedGet
 from storage.presign import download_content_type
@@ -93,6 +96,37 @@ async def download_attachment(caller: Caller, message_id: MessageId, index: Inde
     return await presigned_download(ctx, att.object_key, expires_in, att.file_name,
                                     download_content_type(att.content_type), att.size,
                                     att.sha256)
+
+
+@router.get("/v1/messages/{message_id}/attachments/{index}/text",
+            response_class=Response, responses={
+                **authed(404, 409, 422),
+                200: {"content": {TEXT_PLAIN: {}}, "description": "the attachment's text"}})
+async def get_attachment_text(
+    caller: Caller, message_id: MessageId, index: Index,
+    wait: Annotated[float, Query(ge=0, le=30)] = 0,
+) -> Response:
+    """The attachment's text (SPEC §15), `text/plain; charset=utf-8`, when its `text_status`
+    is `ready`; 409 otherwise (`not_ready` while it is pending, `no_text` with the status
+    and why). `X-Text-Truncated: true` when it was cut at `content.max_text_chars` or
+    `content.max_pages`. For an agent whose mail is encrypted at rest, the text is the
+    armored OpenPGP message (`X-Encrypted: openpgp`). `?wait=` holds until the attachment is
+    terminal (≤ 30 s)."""
+    agent_id, ctx = caller.agent_id, caller.ctx
+    att = await load_attachment(ctx, agent_id, message_id, index, wait)
+    if att.status not in TERMINAL_ATTACHMENT:
+        raise ApiError(409, "not_ready", f"attachment is {att.status}: retry or use ?wait=")
+    if att.text_status != READY or not att.text_key:
+        why = f": {att.text_error}" if att.text_error else ""
+        raise ApiError(409, "no_text", f"the attachment's text is {att.text_status}{why}")
+    try:
+        data = await ctx.store.get(att.text_key)
+    except ObjectNotFound:  # purged past retention
+        raise ApiError(409, "no_text", "the attachment's text is gone (retention)") from None
+    headers = {"X-Text-Truncated": "true" if att.text_truncated else "false"}
+    if att.stored_sha256 is not None:
+        headers["X-Encrypted"] = "openpgp"
+    return Response(data, media_type=TEXT_PLAIN, headers=headers)
 
 
 @router.get("/v1/attachments/{attachment_id}", response_model=InboundAttachment | UploadObject,

@@ -38,6 +38,8 @@ class EventView(BaseModel):
     status: str | None
     verdict: str | None  # message.received: the sender authentication's verdict (SPEC §13)
     webhook_id: str | None  # webhook.disabled: the endpoint (SPEC §14)
+    thread_id: str | None  # the message's (SPEC §15); null until extracted
+    preview: str | None  # the message's; null until extracted and when encrypted at rest
     created_at: str
 
 
@@ -50,12 +52,14 @@ class EventList(BaseModel):
 
 async def _read(ctx: AppContext, agent_id: str, after: int, limit: int,
                 hide_quarantined: bool = False) -> list[Any]:
-    c = EVENTS.c
-    stmt = select(EVENTS).where(c.agent_id == agent_id, c.seq > after)
+    c, m = EVENTS.c, MESSAGES.c
+    stmt = (select(EVENTS, m.thread_id.label("message_thread_id"),
+                   m.preview.label("message_preview"))
+            .outerjoin(MESSAGES, m.id == c.message_id)
+            .where(c.agent_id == agent_id, c.seq > after))
     if hide_quarantined:  # events of no message (uploads), of sent mail, or of passing mail
-        m = MESSAGES.c
-        stmt = stmt.outerjoin(MESSAGES, m.id == c.message_id).where(or_(
-            c.message_id.is_(None), m.direction == OUTBOUND, m.verdict == "pass"))
+        stmt = stmt.where(or_(c.message_id.is_(None), m.direction == OUTBOUND,
+                              m.verdict == "pass"))
     async with ctx.sessions() as session, translated_errors():
         result = await session.execute(stmt.order_by(c.seq).limit(limit + 1))
         return list(result.all())

@@ -29,11 +29,13 @@ from daemon.outbound import AttachmentRef, Mailbox, SendRefused, SendRequest
 from storage.db import translated_errors
 from storage.errors import ObjectNotFound
 from storage.models import OUTBOUND, PURGED, Delivery, Message, Recipient
+from storage.search import search
 
 router = APIRouter(tags=["messages"], responses=ANY_BODY)
 
 Verdict = Literal["pass", "fail", "none", "temperror"]  # SPEC §13's verdicts
 INLINE_BODY_LIMIT = 1 << 20  # bodies above this are not inlined in GET /v1/messages/{id}
+MAX_SEARCH_OFFSET = 10_000  # a search pages through its best 10,000 matches
 
 
 async def load_message(ctx: AppContext, agent_id: str, message_id: str,
@@ -53,13 +55,46 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     verdict: Verdict | None = None,
     include: Literal["quarantined"] | None = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=500)] = None,
 ) -> Response:
     """The agent's messages, oldest first (newest last), from a cursor; `verdict` keeps those
     whose sender authentication said so (SPEC §13). An agent accepting only authenticated
-    mail sees inbound mail whose verdict is not `pass` only with `include=quarantined`."""
+    mail sees inbound mail whose verdict is not `pass` only with `include=quarantined`.
+    `q` searches instead (SPEC §15): subject, addresses, text and attachment text, best match
+    first; words must all match, "quoted phrases" match as written, `-word` excludes, `OR`
+    offers alternatives; its `next_cursor` pages on through the ranking."""
+    quarantined = include == "quarantined"
+    if q is not None:
+        return JsonBody(await search_page(caller.ctx, caller.agent_id, q, after, limit,
+                                          verdict, quarantined))
     return JsonBody(await message_page(caller.ctx, caller.agent_id, after, limit,
-                                       verdict=verdict,
-                                       quarantined=include == "quarantined"))
+                                       verdict=verdict, quarantined=quarantined))
+
+
+def _search_offset(after: str | None) -> int:
+    """The rank a search's `after` names ("r<offset>"); 400 for anything else."""
+    if after is None:
+        return 0
+    digits = after[1:]
+    if not (after.startswith("r") and digits.isascii() and digits.isdigit()
+            and int(digits) <= MAX_SEARCH_OFFSET):
+        raise ApiError(400, "invalid_cursor", "after is not a cursor of this search")
+    return int(digits)
+
+
+async def search_page(ctx: AppContext, agent_id: str, q: str, after: str | None, limit: int,
+                      verdict: str | None, quarantined: bool) -> dict[str, Any]:
+    """A page of the agent's messages matching `q`, best first."""
+    offset = _search_offset(after)
+    hide = not quarantined and await ctx.lookups.quarantines(agent_id)
+    async with ctx.sessions() as session, translated_errors():
+        seqs = await search(await session.connection(), agent_id, q, limit + 1, offset,
+                            verdict=verdict, authenticated_only=hide)
+        has_more = len(seqs) > limit
+        seqs = seqs[:limit]
+        items = await summaries(session, agent_id, seqs)
+    return {"messages": items, "next_cursor": f"r{offset + len(seqs)}" if has_more else None,
+            "has_more": has_more}
 
 
 async def message_page(ctx: AppContext, agent_id: str, after: str | None, limit: int,
@@ -86,23 +121,28 @@ async def message_page(ctx: AppContext, agent_id: str, after: str | None, limit:
             page.order_by(col(Recipient.message_seq)).limit(limit + 1))).all())
         has_more = len(seqs) > limit
         seqs = seqs[:limit]
-        by_seq: dict[int, list[Recipient]] = {}
-        for r in (await session.exec(select(Recipient).where(
-                Recipient.agent_id == agent_id, col(Recipient.message_seq).in_(seqs)))).all():
-            by_seq.setdefault(r.message_seq, []).append(r)
-        msgs = {m.seq: m for m in (await session.exec(
-            select(Message).where(col(Message.seq).in_(seqs)))).all()}
-        outbound = [m.id for m in msgs.values() if m.direction == OUTBOUND]
-        sent: dict[str, list[Delivery]] = {}
-        if outbound:  # one more statement, only for a page that holds outbound mail
-            for d in (await session.exec(select(Delivery).where(
-                    col(Delivery.message_id).in_(outbound)).order_by(col(Delivery.id)))).all():
-                sent.setdefault(d.message_id, []).append(d)
-    items = [message_summary(msgs[s], by_seq[s], sent.get(msgs[s].id, [])
-                             if msgs[s].direction == OUTBOUND else None)
-             for s in seqs if s in msgs]
+        items = await summaries(session, agent_id, seqs)
     return {"messages": items, "next_cursor": str(seqs[-1]) if seqs else after,
             "has_more": has_more}
+
+
+async def summaries(session: Any, agent_id: str, seqs: Sequence[int]) -> list[dict[str, Any]]:
+    """The agent's summaries of the messages `seqs`, in that order."""
+    by_seq: dict[int, list[Recipient]] = {}
+    for r in (await session.exec(select(Recipient).where(
+            Recipient.agent_id == agent_id, col(Recipient.message_seq).in_(seqs)))).all():
+        by_seq.setdefault(r.message_seq, []).append(r)
+    msgs = {m.seq: m for m in (await session.exec(
+        select(Message).where(col(Message.seq).in_(seqs)))).all()}
+    outbound = [m.id for m in msgs.values() if m.direction == OUTBOUND]
+    sent: dict[str, list[Delivery]] = {}
+    if outbound:  # one more statement, only for a page that holds outbound mail
+        for d in (await session.exec(select(Delivery).where(
+                col(Delivery.message_id).in_(outbound)).order_by(col(Delivery.id)))).all():
+            sent.setdefault(d.message_id, []).append(d)
+    return [message_summary(msgs[s], by_seq.get(s, []), sent.get(msgs[s].id, [])
+                            if msgs[s].direction == OUTBOUND else None)
+            for s in seqs if s in msgs]
 
 
 @router.get("/v1/messages/{message_id}", response_model=MessageView,
