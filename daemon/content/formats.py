@@ -83,14 +83,15 @@ def _table(sink: TextSink, rows: Any) -> None:
 def read_xlsx(path: str, sink: TextSink, limits: ContentLimits) -> None:
     import openpyxl  # reads through defusedxml when it is installed (it is a dependency)
 
-    book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    try:
-        for sheet in book.worksheets:
-            sink.line(f"# {sheet.title}")
-            _table(sink, sheet.iter_rows(values_only=True))
-            sink.line("")
-    finally:
-        book.close()
+    with open(path, "rb") as f:  # a file object: openpyxl refuses paths without .xlsx
+        book = openpyxl.load_workbook(f, read_only=True, data_only=True)
+        try:
+            for sheet in book.worksheets:
+                sink.line(f"# {sheet.title}")
+                _table(sink, sheet.iter_rows(values_only=True))
+                sink.line("")
+        finally:
+            book.close()
 
 
 def read_pptx(path: str, sink: TextSink, limits: ContentLimits) -> None:
@@ -112,9 +113,7 @@ def read_pptx(path: str, sink: TextSink, limits: ContentLimits) -> None:
 
 
 def read_odf(path: str, sink: TextSink, limits: ContentLimits) -> None:
-    import defusedxml
-
-    defusedxml.defuse_stdlib()  # odfpy parses with xml.sax: no entities, no external DTDs
+    # odfpy (1.4) parses every part with defusedxml.sax: no entities, no external DTDs.
     from odf import teletype
     from odf.namespaces import TEXTNS
     from odf.opendocument import load
@@ -166,8 +165,8 @@ def read_calendar(path: str, sink: TextSink, limits: ContentLimits) -> None:
     a cancellation, a reply)."""
     import icalendar
 
-    data, more = _read_bytes(path, limits)
-    calendar = icalendar.Calendar.from_ical(data)
+    with open(path, "rb") as f:  # whole: a calendar cut short does not parse
+        calendar = icalendar.Calendar.from_ical(f.read())
     method = calendar.get("METHOD")
     if method:
         sink.line(f"Method: {method}")
@@ -191,8 +190,6 @@ def read_calendar(path: str, sink: TextSink, limits: ContentLimits) -> None:
         if description:
             sink.line(str(description))
         sink.line("")
-    if more:
-        raise Truncated
 
 
 def read_eml(path: str, sink: TextSink, limits: ContentLimits) -> None:
@@ -242,4 +239,4 @@ def read_document(path: str, kind: str, limits: ContentLimits) -> DocumentText:
     except Exception as e:  # a damaged file: every reader has its own exceptions
         return DocumentText(FAILED, error=f"could not read the {kind} file: "
                             f"{type(e).__name__}: {str(e)[:200]}")
-    return DocumentText(READY, sink.text(), truncated or sink.size >= sink.limit)
+    return DocumentText(READY, sink.text(), truncated)

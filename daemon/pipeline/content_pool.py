@@ -32,6 +32,7 @@ __all__ = ["ContentPool", "ContentSettings", "ReadText"]
 log = structlog.get_logger("postroom.content")
 
 _HEADER = struct.Struct(">Q")
+STARTUP_TIMEOUT = 30.0  # for a new worker to load its libraries (a loaded machine is slow)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class _Worker:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(frame(job))
         await self.proc.stdin.drain()
+        return await self.answer()
+
+    async def answer(self) -> tuple[bool, Any]:
+        assert self.proc.stdout is not None
         head = await self.proc.stdout.readexactly(_HEADER.size)
         (size,) = _HEADER.unpack(head)
         answer: tuple[bool, Any] = pickle.loads(await self.proc.stdout.readexactly(size))
@@ -87,7 +92,14 @@ class ContentPool:
             sys.executable, "-m", "daemon.extract_worker", str(os.getpid()),
             str(self.settings.max_memory),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, close_fds=True)
-        return _Worker(proc)
+        worker = _Worker(proc)
+        try:  # its libraries loaded: from here on, only reading counts against the timeout
+            await asyncio.wait_for(worker.answer(), STARTUP_TIMEOUT)
+        except BaseException:
+            worker.kill()
+            await proc.wait()
+            raise
+        return worker
 
     async def read(self, path: str, kind: str, out_dir: Path, size: int) -> ReadText:
         """The text of the attachment file at `path` (`size` bytes), read by `kind`'s reader;
@@ -96,7 +108,15 @@ class ContentPool:
         if size > settings.max_file_size:
             return ReadText(TOO_LARGE, error="the file is over content.max_file_size")
         async with self._slots:
-            worker = self._idle.pop() if self._idle else await self._spawn()
+            if self._idle:
+                worker = self._idle.pop()
+            else:
+                try:
+                    worker = await self._spawn()
+                except (TimeoutError, EOFError, asyncio.IncompleteReadError, OSError) as e:
+                    log.error("content.worker_start_failed", error=type(e).__name__)
+                    return ReadText(FAILED, error="the content worker did not start "
+                                    "(is content.max_memory too small?)")
             job = ("read_to_file", (path, kind, settings.limits, str(out_dir),
                                     settings.index_chars))
             try:

@@ -175,7 +175,7 @@ def zip_bomb_docx(unpacked: int = 201 * 1024 * 1024) -> bytes:
 def huge_xml_docx(words: Sequence[str], unpacked: int = 150 * 1024 * 1024) -> bytes:
     """A valid docx (python-docx's, then rewritten) whose word/document.xml, about `unpacked`
     bytes, is `words` as paragraphs followed by one-letter paragraphs up to that size."""
-    source = _docx_document(list(words) + ["x"])
+    source = _docx_document([*words, "x"])
     with zipfile.ZipFile(io.BytesIO(source)) as z:
         xml = z.read("word/document.xml")
     head, tail = xml.split(b"</w:body>")
@@ -250,7 +250,7 @@ def pptx(words: Sequence[str]) -> bytes:
         slide = deck.slides.add_slide(layout)
         assert slide.shapes.title is not None
         slide.shapes.title.text = title
-        frame = slide.placeholders[1].text_frame  # type: ignore[attr-defined]
+        frame = slide.placeholders[1].text_frame
         frame.text = lines[0] if lines else "nothing"
         for line in lines[1:]:
             frame.add_paragraph().text = line
