@@ -327,9 +327,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_reprocess(args: argparse.Namespace) -> int:
     config = _config(args)
-    if bool(args.message_ids) == args.failed:
-        raise AgentError("name message ids, or --failed")
-    ids = _run(_with_sessions(config, lambda s: reprocess(s, args.message_ids, args.failed)))
+    if bool(args.message_ids) + args.failed + args.content != 1:
+        raise AgentError("name message ids, or --failed, or --content")
+    ids = _run(_with_sessions(config, lambda s: reprocess(s, args.message_ids, args.failed,
+                                                          args.content)))
     if args.json:
         print(json.dumps({"reprocess": ids}))
     else:
@@ -389,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="extract messages again from their raw objects")
     reproc.add_argument("message_ids", nargs="*", metavar="MESSAGE_ID")
     reproc.add_argument("--failed", action="store_true", help="every failed message")
+    reproc.add_argument("--content", action="store_true",
+                        help="every message received before text extraction existed (no "
+                             "preview yet): its text, attachment text and search index")
     reproc.set_defaults(fn=cmd_reprocess)
     messages = sub.add_parser("messages", help="messages, for operators").add_subparsers(
         dest="messages_command", required=True)

@@ -24,8 +24,18 @@ from daemon.agents import utcnow
 from daemon.ops.orphans import remove_orphans
 from storage.db import translated_errors
 from storage.errors import TransientError
-from storage.models import FAILED, OUTBOUND, PURGED, RECEIVED, Attachment, Message
+from storage.models import (
+    FAILED,
+    OUTBOUND,
+    PARTIAL,
+    PURGED,
+    READY,
+    RECEIVED,
+    Attachment,
+    Message,
+)
 from storage.objects import ObjectStore
+from storage.search import forget_messages
 
 log = structlog.get_logger("postroom.retention")
 
@@ -48,25 +58,27 @@ async def purge_expired(store: ObjectStore, sessions: async_sessionmaker[AsyncSe
     while True:
         async with sessions() as session, translated_errors():
             rows = (await session.execute(
-                select(MESSAGES.c.id, MESSAGES.c.raw_key, MESSAGES.c.text_key,
-                       MESSAGES.c.html_key)
+                select(MESSAGES.c.seq, MESSAGES.c.id, MESSAGES.c.raw_key, MESSAGES.c.text_key,
+                       MESSAGES.c.html_key, MESSAGES.c.extracted_key)
                 .where(MESSAGES.c.received_at < cutoff, MESSAGES.c.status != PURGED)
                 .order_by(MESSAGES.c.seq).limit(PAGE))).all()
             if not rows:
                 return purged
-            ids = [str(r[0]) for r in rows]
-            keys = [str(k) for r in rows for k in r[1:] if k]
-            keys += [str(k) for (k,) in (await session.execute(
-                select(ATTACHMENTS.c.object_key).where(
-                    ATTACHMENTS.c.message_id.in_(ids),
-                    ATTACHMENTS.c.object_key.is_not(None)))).all()]
+            seqs = [int(r[0]) for r in rows]
+            ids = [str(r[1]) for r in rows]
+            keys = sorted({str(k) for r in rows for k in r[2:] if k})
+            keys += [str(k) for row in (await session.execute(
+                select(ATTACHMENTS.c.object_key, ATTACHMENTS.c.text_key).where(
+                    ATTACHMENTS.c.message_id.in_(ids)))).all() for k in row if k]
         for key in keys:  # absent objects are no error: a purge cut short is re-run
             await store.delete(key)
         async with sessions() as session, translated_errors():
             await session.execute(update(ATTACHMENTS).where(ATTACHMENTS.c.message_id.in_(ids))
-                                  .values(status=PURGED, object_key=None))
+                                  .values(status=PURGED, object_key=None, text_key=None))
             await session.execute(update(MESSAGES).where(MESSAGES.c.id.in_(ids)).values(
-                status=PURGED, lease_owner=None, lease_expires_at=None, dedupe_key=None))
+                status=PURGED, lease_owner=None, lease_expires_at=None, dedupe_key=None,
+                preview=None))  # what it said goes with its bytes
+            await (await session.connection()).run_sync(forget_messages, seqs)
             await session.commit()
         for message_id in ids:
             log.info("message.state", message_id=message_id, status=PURGED)
@@ -109,14 +121,21 @@ async def run_periodically(store: ObjectStore, sessions: async_sessionmaker[Asyn
 
 
 async def reprocess(sessions: async_sessionmaker[AsyncSession], message_ids: list[str] | None,
-                    failed: bool = False) -> list[str]:
-    """Hand messages back to the pipeline: those named, or every `failed` one. Refused for a
-    purged message (no raw object) and for one encrypted at rest (no plaintext to read)."""
+                    failed: bool = False, content: bool = False) -> list[str]:
+    """Hand messages back to the pipeline: those named, every `failed` one, or (`content`)
+    every one extracted before postroom read text (SPEC §15: inbound, ready or partial, not
+    encrypted at rest, no `preview`). Refused for a purged message (no raw object) and for one
+    encrypted at rest (no plaintext to read)."""
     async with sessions() as session, translated_errors():
         query = select(MESSAGES.c.id, MESSAGES.c.status, MESSAGES.c.encrypted_to,
                        MESSAGES.c.direction)
         if failed:
             query = query.where(MESSAGES.c.status == FAILED)
+        elif content:
+            query = query.where(MESSAGES.c.direction != OUTBOUND,
+                                MESSAGES.c.status.in_((READY, PARTIAL)),
+                                MESSAGES.c.encrypted_to.is_(None),
+                                MESSAGES.c.preview.is_(None))
         else:
             query = query.where(MESSAGES.c.id.in_(message_ids or []))
         rows = (await session.execute(query)).all()

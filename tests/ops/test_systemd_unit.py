@@ -108,13 +108,14 @@ def _group(name: str, seen: set[str] | None = None) -> set[str]:
 
 
 @needs_analyze
-def test_the_system_call_filter_lets_the_verifier_lower_its_priority() -> None:
-    # The sender verifier calls nice(2) (auth.nice): a filtered call kills it with SIGSYS.
+def test_the_system_call_filter_lets_the_workers_confine_themselves() -> None:
+    # The sender verifier calls nice(2) (auth.nice), a content worker setrlimit(2)
+    # (content.max_memory): a filtered call kills it with SIGSYS.
     allowed: set[str] = set()
     for entry in _settings()["SystemCallFilter"]:
         deny = entry.startswith("~")
         names = entry.lstrip("~").split()
         calls = set().union(*(_group(n) if n.startswith("@") else {n} for n in names))
         allowed = allowed - calls if deny else allowed | calls
-    assert "setpriority" in allowed
+    assert {"setpriority", "setrlimit", "prlimit64"} <= allowed
     assert not allowed & _group("@privileged")  # and the rest of the lockdown holds
