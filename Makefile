@@ -27,7 +27,7 @@ lint: $(STAMP)
 PG_SUITES := tests/smtp/test_delivery.py tests/api/test_events.py tests/client/test_client.py \
 	tests/api/test_api_keys.py tests/api/test_authz.py tests/smtp/test_hostile_smtp.py \
 	tests/outbound/test_send.py tests/outbound/test_directory.py tests/api/test_compat.py \
-	tests/webhooks/test_webhooks.py
+	tests/webhooks/test_webhooks.py tests/content/test_content_daemon.py
 
 # The last run prints the figures line of the whole suite (tests/figures.py).
 FIGURES := $(CURDIR)/.pytest_cache/figures.json

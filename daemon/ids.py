@@ -82,6 +82,19 @@ def thread_id_of(references: str | None, in_reply_to: str | None, own: str) -> s
     return thread_id_for(own)
 
 
+def message_ids_in(*headers: str | None, limit: int = 50) -> list[str]:
+    """The Message-IDs named in headers such as In-Reply-To and References, in order, at most
+    `limit` (References of a long thread grows by one a message)."""
+    found: list[str] = []
+    for header in headers:
+        for match in _MSG_ID.finditer(header or ""):
+            if match.group(0) not in found:
+                found.append(match.group(0))
+                if len(found) >= limit:
+                    return found
+    return found
+
+
 def inbox_id_for(address: str) -> str:
     """The id of an inbox, one address of an agent (SPEC §17): derived from the address, so it
     is the same on every node and needs no row; another agent's answers 404 all the same."""

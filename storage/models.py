@@ -109,6 +109,9 @@ class Message(SQLModel, table=True):
     direction: str = Field(default=INBOUND, max_length=16)
     # The conversation (daemon.ids.thread_id_of): set with the headers, inbound and outbound.
     thread_id: str | None = Field(default=None, max_length=40, index=True)
+    # The thread its own Message-ID names (daemon.ids.thread_id_for): a reply to it finds the
+    # thread it is in through this, when that differs (it joined one by subject).
+    own_thread: str | None = Field(default=None, max_length=40, index=True)
     # SPEC §13: who SPF asks about (the SMTP client, or the one a trusted relay forwarded with
     # XFORWARD or PROXY) and its HELO name; what verification found (JSON) and its verdict.
     client_ip: str | None = Field(default=None, max_length=64)

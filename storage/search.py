@@ -1,4 +1,5 @@
-"""Full-text search over messages with the database's own index (SPEC §15).
+"""Full-text search over messages with the database's own index (SPEC §15), and the two
+lookups of threading beyond the headers (a parent's thread, a subject's).
 
 SQLite: an FTS5 table `message_search` (subject, addresses, body; rowid = the message's seq),
 ranked by bm25 with the subject weighing most. PostgreSQL: a table of one `tsvector` per
@@ -37,13 +38,18 @@ _POSTGRES_INDEX = text(
     "ON CONFLICT (seq) DO UPDATE SET document = EXCLUDED.document")
 _POSTGRES_FORGET = text("DELETE FROM message_search WHERE seq = :seq")
 _SEQ = text("SELECT seq FROM messages WHERE id = :id")
+_PARENT = text(
+    "SELECT thread_id FROM messages WHERE own_thread IN :parents AND thread_id != :thread "
+    "AND seq IN (SELECT message_seq FROM recipients WHERE agent_id IN :agents) "
+    "ORDER BY seq DESC LIMIT 1").bindparams(bindparam("parents", expanding=True),
+                                            bindparam("agents", expanding=True))
 # The latest thread of a subject among some agents' mail since a time.
 _SAME_SUBJECT = text(
     "SELECT thread_id FROM messages WHERE subject_key = :key AND id != :id "
     "AND received_at >= :since AND thread_id IS NOT NULL AND seq IN "
     "(SELECT message_seq FROM recipients WHERE agent_id IN :agents) "
     "ORDER BY seq DESC LIMIT 1").bindparams(bindparam("agents", expanding=True),
-                                            bindparam("since", type_=DateTime()))
+                                            bindparam("since", type_=DateTime(timezone=True)))
 
 # The agent's messages (verdict and quarantine conditions are fixed fragments, values bound).
 _MINE = ("SELECT r.message_seq FROM recipients r JOIN messages m ON m.seq = r.message_seq "
@@ -58,6 +64,13 @@ _POSTGRES_SEARCH = (
     "AND seq IN ({mine}) "
     "ORDER BY ts_rank(document, websearch_to_tsquery('simple', :q)) DESC, seq DESC "
     "LIMIT :limit OFFSET :offset")
+
+
+def outside_the_models(obj: object, name: str | None, type_: str, reflected: bool,
+                       compare_to: object) -> bool:
+    """Alembic's `include_object`: False for the search tables (FTS5's shadow tables too),
+    which this module keeps, not the models."""
+    return not (type_ == "table" and (name or "").startswith("message_search"))
 
 
 def _phrase(words: str) -> str | None:
@@ -110,6 +123,18 @@ def thread_of_subject(conn: Connection, key: str, message_id: str, agents: Seque
         return None
     found = conn.execute(_SAME_SUBJECT, {"key": key, "id": message_id, "agents": list(agents),
                                          "since": since}).scalar()
+    return None if found is None else str(found)
+
+
+def thread_of_parents(conn: Connection, parents: Sequence[str], agents: Sequence[str],
+                      thread_id: str) -> str | None:
+    """The thread of the latest of `agents`' messages whose own Message-ID names one of
+    `parents` (their `own_thread`), when that is not `thread_id`: the thread a reply joins
+    when its parent joined another one than its headers name."""
+    if not parents or not agents:
+        return None
+    found = conn.execute(_PARENT, {"parents": list(parents), "agents": list(agents),
+                                   "thread": thread_id}).scalar()
     return None if found is None else str(found)
 
 

@@ -33,7 +33,7 @@ from daemon.content import (
 )
 from daemon.directory import Directory
 from daemon.events import Wakeups, event_rows, record_events
-from daemon.ids import new_message_id, thread_id_of
+from daemon.ids import new_message_id, thread_id_for, thread_id_of
 from daemon.outbound.compose import CompositionError, Draft, Mailbox, check_address, compose
 from daemon.outbound.dkim import DkimKey, sign
 from daemon.outbound.refs import (
@@ -164,7 +164,10 @@ class Outbox:
         raw = sign(raw, sender.email.rpartition("@")[2], self.settings.dkim)
         if len(raw) > self.settings.max_message_size:
             raise SendRefused(413, "too_large", "the message is over smtp.max_message_size")
-        thread_id = thread_id_of(" ".join(threading[1]), threading[0], header_id)
+        # The thread of the message answered, as it has it (it may have joined one by
+        # subject); else the one the headers name.
+        thread_id = threading[2] or thread_id_of(" ".join(threading[1]), threading[0],
+                                                 header_id)
         await self._store.put(raw_key(message_id), raw)
         readable = await asyncio.to_thread(message_text, draft.text, draft.html)
         bodies = {kind: value.encode("utf-8") for kind, value in (
@@ -240,19 +243,19 @@ class Outbox:
         return list(seen.items())
 
     async def _threading(self, conn: AsyncConnection, req: SendRequest
-                         ) -> tuple[str | None, tuple[str, ...]]:
-        """(In-Reply-To, References before it) from the message answered."""
+                         ) -> tuple[str | None, tuple[str, ...], str | None]:
+        """(In-Reply-To, References before it, thread) from the message answered."""
         if req.in_reply_to is None:
-            return None, ()
+            return None, (), None
         try:
             original = await visible_message(conn, req.agent_id, req.in_reply_to)
         except NotVisible:
             raise SendRefused(404, "not_found", f"no message {req.in_reply_to}") from None
         header = (original.message_id_header or "").strip()
         if not header:
-            return None, ()
+            return None, (), original.thread_id
         refs = tuple((original.references_header or "").split())
-        return header, refs
+        return header, refs, original.thread_id
 
     async def _commit(self, req: SendRequest, message_id: str, header_id: str, thread_id: str,
                       sender: Mailbox, recipients: list[tuple[str, str]], raw: bytes,
@@ -274,7 +277,7 @@ class Outbox:
         key = subject_key(draft.subject)
         async with self._sessions() as session, translated_errors():
             conn = await session.connection()
-            if draft.in_reply_to is None and key is not None and \
+            if req.in_reply_to is None and key is not None and \
                     is_reply_subject(draft.subject):  # SPEC §15: the subject, last
                 earlier = await conn.run_sync(thread_of_subject, key, message_id,
                                               [req.agent_id],
@@ -293,7 +296,8 @@ class Outbox:
                 references_header=" ".join(draft.references + ((draft.in_reply_to,)
                                            if draft.in_reply_to else ())) or None,
                 attachment_count=len(draft.attachments), defects="[]", direction=OUTBOUND,
-                thread_id=thread_id, subject_key=key, preview=readable.preview,
+                thread_id=thread_id, own_thread=thread_id_for(header_id), subject_key=key,
+                preview=readable.preview,
                 text_key=body_key(message_id, "text") if text_kind else None,
                 text_size=bodies.get("text"),
                 html_key=body_key(message_id, "html") if "html" in bodies else None,

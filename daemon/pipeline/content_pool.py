@@ -143,10 +143,20 @@ class ContentPool:
         assert isinstance(value, ReadText)
         return value
 
-    async def texts(self, extracted: Extracted, out_dir: Path) -> None:
+    async def texts(self, extracted: Extracted, out_dir: Path,
+                    discard_on_error: bool = False) -> None:
         """Every stored attachment's text into `extracted.texts` (index → what reading it
         came to), the files of those read into `extracted.files` as "t<index>". An attachment
-        that arrived encrypted is `encrypted`; one no reader knows, `unsupported`."""
+        that arrived encrypted is `encrypted`; one no reader knows, `unsupported`. With
+        `discard_on_error`, `extracted`'s files are removed if this raises (cancelled)."""
+        try:
+            await self._texts(extracted, out_dir)
+        except BaseException:
+            if discard_on_error:
+                remove_files(extracted.files)
+            raise
+
+    async def _texts(self, extracted: Extracted, out_dir: Path) -> None:
         found: dict[int, ReadText] = {}
         jobs: dict[int, asyncio.Task[ReadText]] = {}
         for part in extracted.found.attachments:
@@ -157,7 +167,8 @@ class ContentPool:
             if part.encrypted:
                 found[part.index] = ReadText(ENCRYPTED, error="the attachment is encrypted")
             elif kind is None:
-                found[part.index] = ReadText(UNSUPPORTED)
+                found[part.index] = ReadText(UNSUPPORTED, error=f"no reader for "
+                                             f"{part.content_type.split(';')[0][:100]}")
             else:
                 jobs[part.index] = asyncio.ensure_future(self.read(path, kind, out_dir, part.size))
         try:

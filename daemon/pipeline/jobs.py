@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, delete, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -41,25 +41,33 @@ from daemon.pipeline.leases import (
     renew_lease,
 )
 from daemon.pipeline.pool import ExtractionPool, remove_files
-from daemon.pipeline.results import Outcome, Results, fenced_update, object_key, received_events
-from daemon.pipeline.verification import Sender, Verifications, Verifying, announcing, verdict_of
+from daemon.pipeline.results import (
+    EARLIER_ATTACHMENTS,
+    Outcome,
+    Results,
+    fenced_update,
+    object_key,
+    received_events,
+)
+from daemon.pipeline.verification import (
+    Sender,
+    Verifications,
+    Verifying,
+    announcing,
+    check_signature,
+    verdict_of,
+)
 from daemon.sender_auth import SenderAuth
 from extractors import Extraction, Limits
 from storage.errors import DatabaseError, ObjectNotFound, PermanentError, TransientError
 from storage.group_commit import GroupCommit
-from storage.models import (
-    FAILED,
-    PENDING,
-    Attachment,
-    Message,
-)
+from storage.models import FAILED, PENDING, Attachment, Message
 from storage.objects import ObjectStore, raw_key
 from storage.spool import spool_name
 
 log = structlog.get_logger("postroom.pipeline")
 
-# Attachments totalling more than this are recorded `pending` before their bytes are stored;
-# smaller ones go straight to their final state in one write.
+# Attachments totalling more than this are recorded `pending` before their bytes are stored.
 PENDING_FIRST_ABOVE = 8 * 1024 * 1024
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
@@ -91,10 +99,6 @@ class PipelineSettings:
     content: ContentSettings | ContentConfig = field(default_factory=ContentSettings)
 
 
-_EARLIER_ATTACHMENTS = (select(ATTACHMENTS.c.index, ATTACHMENTS.c.id)
-                        .where(ATTACHMENTS.c.message_id == bindparam("message_id")))
-
-
 class Pipeline:
     """The queue, its workers and the sweeper of one node."""
 
@@ -123,8 +127,7 @@ class Pipeline:
         self.content = ContentPool(settings.content)
         self._node = node_id
         self._notifier = notifier
-        # (message id, when this node claimed it and the attempt it claimed, or None when a
-        # worker must claim)
+        # (message id, (when this node claimed it, its attempt), or None: a worker claims it)
         self._queue: asyncio.Queue[tuple[str, tuple[float, int] | None]] = asyncio.Queue()
         self._queued: set[str] = set()
         self._reserved = 0  # places promised to messages being inserted with our lease
@@ -421,7 +424,8 @@ class Pipeline:
                 copy.unlink(missing_ok=True)
         found = result.found
         try:
-            found, outcome = await self._check_signature(found, attempt)
+            found, outcome = await check_signature(self._pgp, found, attempt,
+                                                   self.settings.max_attempts)
             if verifying is not None and verifying.done() and authentication is None:
                 authentication = await verifying
             outcome = dataclasses.replace(outcome, authentication=authentication)
@@ -432,7 +436,7 @@ class Pipeline:
                 await self._record(message_id, found, final=False, outcome=outcome,
                                    hold=verifying is not None and authentication is None)
             await self.content.texts(result, self._store.spool_dir)
-            outcome = self.readable(outcome, result)
+            outcome = outcome.reading(result, self.settings.content.index_chars)
             await self._store.put_files([(object_key(message_id, slot), Path(path))
                                          for slot, path in result.files.items()])
             if verifying is not None and authentication is None:
@@ -444,23 +448,8 @@ class Pipeline:
             if verifying is not None and not verifying.done():
                 verifying.cancel()
 
-    async def _check_signature(self, found: Extraction,
-                               attempt: int) -> tuple[Extraction, Outcome]:
-        """The signature check (SPEC §8); a gpg that stays unavailable costs retries, then
-        the message is recorded without the check (a defect says so) rather than failed."""
-        if self._pgp is None:
-            return found, Outcome()
-        try:
-            return found, Outcome(signature=await self._pgp.signature(found))
-        except GpgUnavailable as e:
-            if attempt < self.settings.max_attempts:
-                raise
-            return (dataclasses.replace(found, defects=(
-                *found.defects, f"signature: not checked: {str(e)[:200]}")), Outcome())
-
     async def extract_message(self, source: bytes | Path) -> Extracted:
-        """Extract one message in a worker process, with its text; the caller owns the
-        files."""
+        """Extract one message in a worker process, with its text; the caller owns the files."""
         return await self._extraction.extract(source, self.settings.limits,
                                               self._store.spool_dir,
                                               self.settings.content.index_chars)
@@ -469,17 +458,8 @@ class Pipeline:
         """Extract one message and read its attachments' text, outside any job (ingest's, for
         mail it encrypts before storing); the caller owns the files."""
         result = await self.extract_message(source)
-        try:
-            await self.content.texts(result, self._store.spool_dir)
-        except BaseException:
-            remove_files(result.files)
-            raise
+        await self.content.texts(result, self._store.spool_dir, discard_on_error=True)
         return result
-
-    def readable(self, outcome: Outcome, result: Extracted) -> Outcome:
-        """`outcome` with what an agent reads of the message in `result` (SPEC §15)."""
-        return dataclasses.replace(outcome, readable=result.readable, texts=result.texts,
-                                   index_chars=self.settings.content.index_chars)
 
     async def _record(self, message_id: str, found: Extraction, final: bool,
                       outcome: Outcome | None = None, hold: bool = False) -> None:
@@ -503,7 +483,7 @@ class Pipeline:
             if not fenced.rowcount:
                 return None
             earlier: dict[int, str] = {int(i): str(a) for i, a in conn.execute(
-                _EARLIER_ATTACHMENTS, {"message_id": message_id}).all()}
+                EARLIER_ATTACHMENTS, {"message_id": message_id}).all()}
             if earlier:
                 conn.execute(delete(ATTACHMENTS).where(c.message_id == message_id))
             said = verdict if verdict is not None or not checked else verdict_of(conn,

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from daemon.content import READY as TEXT_READY
 from daemon.content import SUBJECT_THREAD_DAYS, is_reply_subject, subject_key
 from daemon.events import event_rows, record_events
-from daemon.extract_worker import Readable, ReadText
-from daemon.ids import new_attachment_id, thread_id_of
+from daemon.extract_worker import Extracted, Readable, ReadText
+from daemon.ids import message_ids_in, new_attachment_id, thread_id_for, thread_id_of
 from extractors import Extraction, Part
 from storage.models import (
     FAILED,
@@ -33,7 +33,7 @@ from storage.models import (
     Recipient,
 )
 from storage.objects import attachment_key, attachment_text_key, body_key
-from storage.search import index_message, thread_of_subject
+from storage.search import index_message, thread_of_parents, thread_of_subject
 
 log = structlog.get_logger("postroom.pipeline")
 
@@ -43,6 +43,10 @@ _ATTACHMENT_INSERT = Attachment.__table__.insert()  # type: ignore[attr-defined]
 AT_REST = {"algorithm": "openpgp", "format": "armored"}
 
 _MESSAGES = Message.__table__  # type: ignore[attr-defined]
+_ATTACHMENTS = Attachment.__table__  # type: ignore[attr-defined]
+# The ids a message's attachments had, by index (they survive a retry).
+EARLIER_ATTACHMENTS = (select(_ATTACHMENTS.c.index, _ATTACHMENTS.c.id)
+                       .where(_ATTACHMENTS.c.message_id == bindparam("message_id")))
 _RECIPIENTS = Recipient.__table__  # type: ignore[attr-defined]
 _UPDATES: dict[tuple[str, ...], Any] = {}
 
@@ -84,6 +88,11 @@ class Outcome:
     readable: Readable | None = None
     texts: Mapping[int, ReadText] = field(default_factory=dict)
     index_chars: int = 100_000  # of text the search index takes, body and attachments
+
+    def reading(self, result: Extracted, index_chars: int) -> Outcome:
+        """This outcome with what an agent reads of the message in `result` (SPEC §15)."""
+        return replace(self, readable=result.readable, texts=result.texts,
+                       index_chars=index_chars)
 
 
 def object_key(message_id: str, slot: str) -> str:
@@ -134,6 +143,7 @@ def _message_values(message_id: str, found: Extraction, final: bool, now: dateti
         "subject": h.subject, "date_header": h.date, "message_id_header": h.message_id,
         "in_reply_to": h.in_reply_to, "references_header": h.references,
         "thread_id": thread_id_of(h.references, h.in_reply_to, h.message_id or message_id),
+        "own_thread": thread_id_for(h.message_id or message_id),
         "subject_key": subject_key(h.subject),
         "attachment_count": len(found.attachments),
         "defects": json.dumps(list(found.defects)),
@@ -275,6 +285,7 @@ class Results:
             conn.execute(_ATTACHMENT_INSERT, rows)
         agents = sorted(set(agents))
         if self.final:
+            self._thread_by_parent(conn, agents)
             self._thread_by_subject(conn, agents)
             self._index(conn)
         events = _result_events(agents, self.message_id, self.found, rows, self.status,
@@ -297,6 +308,20 @@ class Results:
                                            m.get("cc_header"))))
         index_message(conn, self.message_id, str(m.get("subject") or ""), addresses, body)
 
+    def _thread_by_parent(self, conn: Connection, agents: Sequence[str]) -> None:
+        """A reply joins the thread its parent is in (In-Reply-To, References), when that is
+        another than its headers name: the parent joined one by subject."""
+        h = self.found.headers
+        parents = [thread_id_for(i) for i in message_ids_in(h.in_reply_to, h.references)]
+        found = thread_of_parents(conn, parents, agents, self.message["thread_id"])
+        if found is not None:
+            self._set_thread(conn, found)
+
+    def _set_thread(self, conn: Connection, thread_id: str) -> None:
+        conn.execute(update(_MESSAGES).where(_MESSAGES.c.id == self.message_id)
+                     .values(thread_id=thread_id))
+        self.message["thread_id"] = thread_id
+
     def _thread_by_subject(self, conn: Connection, agents: Sequence[str]) -> None:
         """A reply without In-Reply-To or References ("Re: …", as some clients and gateways
         send them) joins the latest thread of its subject among its agents' mail of the last
@@ -309,9 +334,7 @@ class Results:
         earlier = thread_of_subject(conn, key, self.message_id, agents,
                                     self.now - timedelta(days=SUBJECT_THREAD_DAYS))
         if earlier is not None and earlier != self.message["thread_id"]:
-            conn.execute(update(_MESSAGES).where(_MESSAGES.c.id == self.message_id)
-                         .values(thread_id=earlier))
-            self.message["thread_id"] = earlier
+            self._set_thread(conn, earlier)
 
     def log(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Log the states `write` recorded, once its transaction has committed."""

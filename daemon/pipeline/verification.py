@@ -15,12 +15,16 @@ keeps its worker until its verdict comes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, false, select, update
 
+from daemon.openpgp import GpgUnavailable, OpenPgp
+from daemon.pipeline.results import Outcome
 from daemon.sender_auth import SenderAuth
+from extractors import Extraction
 from storage.group_commit import GroupCommit
 from storage.models import Message
 
@@ -104,3 +108,18 @@ class Verifications:
             return await task
         finally:
             self.waiting -= 1
+
+
+async def check_signature(pgp: OpenPgp | None, found: Extraction, attempt: int,
+                          max_attempts: int) -> tuple[Extraction, Outcome]:
+    """The signature check (SPEC §8); a gpg that stays unavailable costs retries, then
+    the message is recorded without the check (a defect says so) rather than failed."""
+    if pgp is None:
+        return found, Outcome()
+    try:
+        return found, Outcome(signature=await pgp.signature(found))
+    except GpgUnavailable as e:
+        if attempt < max_attempts:
+            raise
+        return (dataclasses.replace(found, defects=(
+            *found.defects, f"signature: not checked: {str(e)[:200]}")), Outcome())

@@ -84,6 +84,7 @@ class World:
     removed_key: str
     rotated_away_key: str
     rotated_new_key: str
+    thread_a: str = ""  # msg_a's thread
     keys: list[str] = field(default_factory=list)  # every key this module used
 
     def as_ann(self) -> httpx.Client:
@@ -108,10 +109,11 @@ def world(daemon: Daemon) -> World:
     ben = d.add_agent("ben", "ben@authz.test")
     rot = d.add_agent("rot", "rot@authz.test")
     gone = d.add_agent("gone", "gone@authz.test")
-    msg_a = d.send(_mail("ann@authz.test", ("a0.bin", b"ann zero"), ("a1.bin", b"ann one")),
+    msg_a = d.send(_mail("ann@authz.test", ("a0.txt", b"ann zero"), ("a1.txt", b"ann one")),
                    ["ann@authz.test"])
     msg_b = d.send(_mail("ben@authz.test", ("b0.bin", b"ben zero")), ["ben@authz.test"])
-    atts_a = d.wait_message(ann["api_key"], msg_a)["attachments"]
+    view_a = d.wait_message(ann["api_key"], msg_a)
+    atts_a = view_a["attachments"]
     atts_b = d.wait_message(ben["api_key"], msg_b)["attachments"]
     assert [a["status"] for a in atts_a + atts_b] == ["ready"] * 3
     with d.api(ann["api_key"]) as api:
@@ -133,7 +135,7 @@ def world(daemon: Daemon) -> World:
     assert _status(d, rotated["api_key"]) == 200
     return World(d, ann, ben, msg_a, msg_b, atts_a, atts_b, upload_a, pending_a, hook_a,
                  doomed_hook_a, removed_key=gone["api_key"], rotated_away_key=rot["api_key"],
-                 rotated_new_key=rotated["api_key"],
+                 rotated_new_key=rotated["api_key"], thread_a=view_a["thread_id"],
                  keys=[ann["api_key"], ben["api_key"], rot["api_key"], gone["api_key"],
                        rotated["api_key"]])
 
@@ -160,6 +162,13 @@ def _operations(w: World) -> dict[tuple[str, str], list[Request]]:
              "json": {"expires_in": 60}}],
         ("POST", "/v1/messages/{message_id}/raw/download"): [
             {"method": "POST", "url": f"/v1/messages/{mid}/raw/download"}],
+        ("GET", "/v1/messages/{message_id}/attachments/{index}/text"): [
+            {"method": "GET", "url": f"/v1/messages/{mid}/attachments/0/text"},
+            {"method": "GET", "url": f"/v1/messages/{mid}/attachments/1/text",
+             "params": {"wait": "5"}}],
+        ("GET", "/v1/threads"): [{"method": "GET", "url": "/v1/threads"}],
+        ("GET", "/v1/threads/{thread_id}"): [
+            {"method": "GET", "url": f"/v1/threads/{w.thread_a}"}],
         ("GET", "/v1/events"): [
             {"method": "GET", "url": "/v1/events"},
             {"method": "GET", "url": "/v1/events", "params": {"after": "0", "wait": "5"}}],
@@ -310,12 +319,20 @@ def test_another_agents_messages_and_attachments_answer_as_missing_ones(world: W
             ("/attachments/1/download", None, {"expires_in": 60}),
             ("/raw/download", None, None),
             ("/raw/download", None, {"expires_in": 60}),
+            ("/attachments/0/text", None, None),
+            ("/attachments/1/text", {"wait": "5"}, None),
+            ("/attachments/99/text", {"wait": "5"}, None),
         ]:
             method = "POST" if tail.endswith("download") else "GET"
             req = {"method": method, "url": f"/v1/messages/{mid}{tail}", "params": params,
                    "json": body}
             missing = {**req, "url": f"/v1/messages/{FAKE_MESSAGE}{tail}"}
             _same_as_missing(ben, req, missing)
+        # A's thread: as one that does not exist; ann's words are not found by ben.
+        _same_as_missing(ben, {"method": "GET", "url": f"/v1/threads/{world.thread_a}"},
+                         {"method": "GET", "url": f"/v1/threads/thr_{'0' * 26}"})
+        assert world.thread_a not in ben.get("/v1/threads").text
+        assert ben.get("/v1/messages", params={"q": "ann"}).json()["messages"] == []
         # A's own message ids, guessed by A on the nonexistent side too: the same answers.
         for att in world.atts_a:
             _same_as_missing(ben, {"method": "GET", "url": f"/v1/attachments/{att['id']}"},

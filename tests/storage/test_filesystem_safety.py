@@ -117,7 +117,7 @@ _RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
     f"{d}{n}" for d in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"}
 _ID = r"[0-9a-z]{26}"
 STORE_KEY = re.compile(
-    rf"raw/msg_{_ID}\.eml|inbound/msg_{_ID}/(\d+|body\.txt|body\.html)"
+    rf"raw/msg_{_ID}\.eml|inbound/msg_{_ID}/(\d+|\d+\.txt|body\.txt|body\.html|extracted\.txt)"
     rf"|uploads/agt_{_ID}/[0-9a-f]{{32}}-[A-Za-z0-9_][A-Za-z0-9_.\-]{{0,99}}")
 STORE_DIR = re.compile(rf"|raw|inbound|inbound/msg_{_ID}|uploads|uploads/agt_{_ID}|\.spool")
 # What the daemon keeps outside the store: its config, database, signing key, keyring.

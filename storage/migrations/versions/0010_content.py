@@ -1,12 +1,15 @@
 """What an agent reads (SPEC §15): each message's new part, preview and subject key, each
 attachment's text, and the full-text index, filled here with what existing rows already hold
-(subject and addresses). Their bodies and attachments are read again by
+(subject and addresses, and the thread each message's own Message-ID names, `own_thread`,
+so a reply finds the thread its parent is in). Their bodies and attachments are read again by
 `postroom reprocess --content`, which extracts them from their raw objects.
 
 Revision ID: 0010_content
 Revises: 0009_webhooks
 Create Date: 2026-12-06
 """
+
+import hashlib
 
 import sqlalchemy as sa
 from alembic import op
@@ -19,13 +22,21 @@ depends_on = None
 _BATCH = 1000
 
 
+def _own_thread(own: str) -> str:
+    """daemon.ids.thread_id_for as it was when this revision was written (frozen here)."""
+    root = own.strip().strip("<>").lower()
+    return "thr_" + hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:26]
+
+
 def upgrade() -> None:
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("extracted_key", sa.String(200), nullable=True))
         batch.add_column(sa.Column("extracted_size", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("preview", sa.Text(), nullable=True))
         batch.add_column(sa.Column("subject_key", sa.String(32), nullable=True))
+        batch.add_column(sa.Column("own_thread", sa.String(40), nullable=True))
     op.create_index("ix_messages_subject_key", "messages", ["subject_key"])
+    op.create_index("ix_messages_own_thread", "messages", ["own_thread"])
     with op.batch_alter_table("attachments") as batch:
         batch.add_column(sa.Column("text_status", sa.String(16), nullable=True))
         batch.add_column(sa.Column("text_key", sa.String(200), nullable=True))
@@ -51,13 +62,17 @@ def upgrade() -> None:
     after = 0
     while True:
         rows = conn.execute(sa.text(
-            "SELECT seq, subject, from_header, to_header, cc_header, mail_from FROM messages "
+            "SELECT seq, subject, from_header, to_header, cc_header, mail_from, "
+            "message_id_header, id, thread_id FROM messages "
             "WHERE seq > :after AND status != 'purged' ORDER BY seq LIMIT :n"),
             {"after": after, "n": _BATCH}).all()
         if not rows:
             break
         conn.execute(insert, [{"seq": r[0], "subject": r[1] or "",
-                               "addresses": " ".join(filter(None, r[2:]))} for r in rows])
+                               "addresses": " ".join(filter(None, r[2:6]))} for r in rows])
+        conn.execute(sa.text("UPDATE messages SET own_thread = :own WHERE seq = :seq"),
+                     [{"seq": r[0], "own": _own_thread(r[6] or r[7])} for r in rows
+                      if r[6] is not None or r[8] is not None])
         after = rows[-1][0]
 
 
@@ -67,6 +82,7 @@ def downgrade() -> None:
         for name in ("text_error", "text_truncated", "text_size", "text_key", "text_status"):
             batch.drop_column(name)
     op.drop_index("ix_messages_subject_key", table_name="messages")
+    op.drop_index("ix_messages_own_thread", table_name="messages")
     with op.batch_alter_table("messages") as batch:
-        for name in ("subject_key", "preview", "extracted_size", "extracted_key"):
+        for name in ("own_thread", "subject_key", "preview", "extracted_size", "extracted_key"):
             batch.drop_column(name)
