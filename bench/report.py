@@ -477,6 +477,143 @@ def profile_section(out_dir: Path) -> list[str]:
     return lines
 
 
+def _spread_text(v: dict[str, float] | None, f: Callable[[float], str] = num) -> str:
+    if not v:
+        return "–"
+    if v["min"] == v["max"]:
+        return f(v["median"])
+    return f"{f(v['median'])} ({f(v['min'])}–{f(v['max'])})"
+
+
+def _ms(v: dict[str, float] | None) -> str:
+    return _spread_text(v and {k: 1e3 * x for k, x in v.items()})
+
+
+def _latest_run(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The records of `kind` of the newest run that has any."""
+    runs = [r["run"] for r in records if r.get("kind") == kind]
+    return [r for r in records if r.get("kind") == kind and r["run"] == runs[-1]] if runs else []
+
+
+# Mail without documents: the A/B variants the issue's goal (no measurable effect) is about.
+NO_DOCUMENT_VARIANTS = ("plain", "small")
+
+
+def content_section(records: list[dict[str, Any]]) -> list[str]:
+    """Issue 22 item 7: results/content.jsonl (bench/content.py)."""
+    formats = _latest_run(records, "content_format")
+    ab = _latest_run(records, "content_ab")
+    if not formats and not ab:
+        return []
+    headers = {r["run"]: r for r in records if r.get("kind") == "content_run"}
+    out = ["", "## Content (issue 22)", "",
+           "What reading attachments' text costs: `.venv/bin/python -m bench.content` "
+           "(`bench/content.py`; records in `results/content.jsonl`, the latest run shown)."]
+    if formats:
+        run = headers.get(formats[0]["run"], {})
+        large = [r for r in formats if r["size_class"] == "large"]
+        small = {r["format"]: r for r in formats if r["size_class"] == "small"}
+        out += ["", f"**Per format** (run `{formats[0]['run']}`, {formats[0]['date']}, commit "
+                f"`{formats[0]['commit']}`; {formats[0]['machine_note']}). Each document is "
+                f"made by bench/content.py with about {run.get('chars', 0):,} characters of "
+                "prose-like text and read through a real `ContentPool` (a warm worker, the "
+                "daemon's defaults but `content.timeout` raised to "
+                f"{large[0]['timeout_s'] if large else '?':g} s), one read at a time: median "
+                f"(min–max) of {large[0]['repeats'] if large else '?'} reads. *worker ms* is "
+                "the wall time of `pool.read` (what a message waits), *CPU* the worker "
+                "process's; *in-process* is `read_document` in the bench's own process. "
+                "ms/MB = worker wall ms ÷ MB of file (10^6 bytes), ms/M chars ÷ millions of "
+                "characters of text out. *small doc* is the 40-word document of "
+                "tests/content/documents.py in that format (the fixed cost of one read, median "
+                f"of {small[next(iter(small))]['repeats'] if small else '?'}). "
+                "⚠ marks a read that was cut short (truncated), did not come out ready, or "
+                f"took longer than the daemon's content.timeout "
+                f"({large[0]['default_timeout_s'] if large else 10:g} s).", ""]
+        body = []
+        for r in large:
+            flags = []
+            if r.get("status") != "ready":
+                flags.append(f"⚠ {r.get('status')}: {str(r.get('error'))[:80]}")
+            if r.get("truncated"):
+                flags.append("⚠ truncated")
+            if r.get("over_default_timeout"):
+                flags.append("⚠ over content.timeout")
+            sm = small.get(r["format"], {})
+            body.append([
+                f"{r['format']} (`{r['reader']}`)" + (" " + "; ".join(flags) if flags else ""),
+                f"{r['file_bytes'] / 1e6:.3f}", f"{r.get('text_chars', 0):,}",
+                _ms(r.get("worker_wall_s")), _ms(r.get("worker_cpu_s")),
+                _ms(r.get("inproc_wall_s")), num(r.get("ms_per_file_mb")),
+                num(r.get("ms_per_text_mb")), num(r.get("worker_peak_rss_mib")),
+                f"{sm.get('file_bytes', 0) / 1e3:.1f} kB, "
+                f"{num(1e3 * ((sm.get('worker_wall_s') or {}).get('median') or 0))} ms"
+                if sm else "–"])
+        out += table(["format (reader)", "file MB", "text chars", "worker ms", "worker CPU ms",
+                      "in-process ms", "ms/MB file", "ms/M chars", "worker peak RSS MiB",
+                      "small doc: size, worker ms"], body)
+        idle = [r.get("worker_rss_idle_mib") for r in formats]
+        spawn = [1e3 * r["spawn_wall_s"] for r in formats if r.get("spawn_wall_s")]
+        spawn_cpu = [1e3 * r["spawn_cpu_s"] for r in formats if r.get("spawn_cpu_s")]
+        parent = [1e3 * ((r.get("parent_cpu_s") or {}).get("median") or 0) for r in formats]
+        out += ["", "A content worker, started and its libraries loaded, holds "
+                f"{med_rng(idle, lambda v: f'{v or 0:.0f}')} MiB RSS; starting one (and a tiny "
+                f"first read) takes {med_rng(spawn, lambda v: f'{v or 0:.0f}')} ms, "
+                f"{med_rng(spawn_cpu, lambda v: f'{v or 0:.0f}')} ms of its CPU. The daemon's "
+                "side of a read (pipes, unpickling the answer) costs "
+                f"{med_rng(parent, lambda v: f'{v or 0:.2f}')} ms of the daemon's CPU."]
+    if ab:
+        head = headers.get(ab[0]["run"], {})
+        out += ["", f"**Small-mail throughput, content reading on (HEAD) against off** (run "
+                f"`{ab[0]['run']}`, {ab[0]['date']}; HEAD = {head.get('head_source', '?')}, "
+                f"off = {head.get('base_source', '?')}, the commit before content reading). "
+                "A fresh postroom per run (embedded defaults, `[auth] enabled = false` on both "
+                f"sides), `bench.smtp_load` at c={ab[0]['concurrency']} closed loop "
+                f"(saturating) for {ab[0]['seconds']:g} s, the two sides alternating, "
+                f"{ab[0]['repeats']} runs a side (a run disturbed by other work on the shared "
+                "machine is run again once). msgs/s counts 250s, but `pipeline.max_lag` holds "
+                "SMTP back while extraction lags, so it is what the whole pipeline sustains. "
+                "CPU ms/msg: postroom's process tree (daemon, extraction worker, content "
+                "workers) from the load's start until the tree is quiet after it, ÷ messages "
+                "accepted. Ratios are paired by repeat, median (min–max); *off spread* is the "
+                "off side's runs ÷ their median.", ""]
+        body = []
+        for r in ab:
+            ratio = r.get("msgs_ratio")
+            body.append([
+                f"{r['variant']}: {r['text']}", _spread_text(r["head"]["msgs_per_s"]),
+                _spread_text(r["base"]["msgs_per_s"]),
+                _spread_text(ratio, lambda v: f"{v:.3f}"),
+                _spread_text(r.get("base_spread"), lambda v: f"{v:.3f}"),
+                _spread_text(r["head"]["cpu_ms"], lambda v: f"{v:.2f}"),
+                _spread_text(r["base"]["cpu_ms"], lambda v: f"{v:.2f}"),
+                _spread_text(r.get("cpu_ms_diff"), lambda v: f"{v:+.2f}"),
+                "–" if r.get("measurable") is None else
+                ("**measurable**" if r["measurable"] else "none measurable")])
+        out += table(["variant", "HEAD msgs/s", "off msgs/s", "msgs/s HEAD ÷ off",
+                      "off spread", "HEAD CPU ms/msg", "off CPU ms/msg", "CPU ms/msg HEAD − off",
+                      "effect"], body)
+        sniff = head.get("small_attachment")
+        if sniff:
+            n = sniff["samples"]
+            read = {k: v for k, v in sniff["reader"].items() if k != "None"}
+            out += ["", f"What the readers make of the small workload's attachment ({n:,} "
+                    "fresh ones through the extractor's sniffer and `document_kind`): "
+                    + (", ".join(f"{v} ({100 * v / n:.1f} %) go to the `{k}` reader"
+                                 for k, v in read.items()) or "none is a document")
+                    + "; sniffed types: "
+                    + ", ".join(f"{k} {v}" for k, v in sniff["sniffed"].items()) + "."]
+        mine = [r for r in ab if r["variant"] in NO_DOCUMENT_VARIANTS]
+        if mine:
+            hit = [r["variant"] for r in mine if r.get("measurable")]
+            verdict = (f"**FAIL** (measurable for {', '.join(hit)})" if hit else "**PASS**")
+            out += ["", "Rule: an effect is *measurable* when the median HEAD ÷ off ratio of "
+                    "msgs/s is below 0.95 or outside the min–max spread of the off side's own "
+                    "repeats (each ÷ their median).", "",
+                    "Verdict on the goal “none measurable for mail without documents” ("
+                    + ", ".join(r["variant"] for r in mine) + f"): {verdict}."]
+    return out
+
+
 def findings_auto(rows: list[dict[str, Any]], downloads: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
@@ -616,6 +753,7 @@ def write_report(out_dir: Path, readme: Path) -> None:
     lines += ready_section(rows)
     lines += download_section(downloads)
     lines += profile_section(out_dir)
+    lines += content_section(load(out_dir / "content.jsonl"))
     auto = findings_auto(rows, downloads)
     notes = out_dir / "notes.md"
     lines += ["", "## Findings", ""]

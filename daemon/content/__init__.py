@@ -26,13 +26,14 @@ from daemon.content.documents import (
     DocumentText,
     document_kind,
 )
-from daemon.content.formats import read_document
+from daemon.content.formats import PLAIN_KINDS, prepare, read_document
 from daemon.content.subjects import SUBJECT_THREAD_DAYS, is_reply_subject, subject_key
 
 __all__ = [
     "ENCRYPTED",
     "FAILED",
     "INDEX_CHARS",
+    "PLAIN_KINDS",
     "PREVIEW_CHARS",
     "READY",
     "SUBJECT_THREAD_DAYS",
@@ -47,6 +48,7 @@ __all__ = [
     "html_to_text",
     "is_reply_subject",
     "message_text",
+    "prepare",
     "preview_of",
     "read_document",
     "subject_key",

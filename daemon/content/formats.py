@@ -8,6 +8,7 @@ Refused for a file it will not read, anything else for a damaged one.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -217,6 +218,21 @@ READERS: dict[str, Callable[[str, TextSink, ContentLimits], None]] = {
     "odf": read_odf, "html": read_html, "csv": read_text, "markdown": read_text,
     "json": read_json, "calendar": read_calendar, "eml": read_eml, "text": read_text,
 }
+
+
+# The libraries each reader imports (lazily: a worker loads only what its documents need).
+_LIBRARIES = {"pdf": ("pypdf",), "docx": ("docx",), "xlsx": ("openpyxl",), "pptx": ("pptx",),
+              "odf": ("odf.opendocument", "odf.teletype"), "html": ("inscriptis", "lxml.html"),
+              "calendar": ("icalendar",), "eml": ("extractors",)}
+# Kinds read by decoding the file's head and nothing else: no parser, linear and bounded by
+# max_text_chars, so they need no confinement (the pool reads them in-process).
+PLAIN_KINDS = ("text", "csv", "markdown")
+
+
+def prepare(kind: str) -> None:
+    """Import what the reader of `kind` needs (before its time limit starts)."""
+    for name in _LIBRARIES.get(kind, ()):
+        importlib.import_module(name)
 
 
 def read_document(path: str, kind: str, limits: ContentLimits) -> DocumentText:

@@ -24,15 +24,23 @@ from typing import Any
 import structlog
 
 from daemon.config import ContentConfig
-from daemon.content import ENCRYPTED, FAILED, TOO_LARGE, UNSUPPORTED, ContentLimits, document_kind
-from daemon.extract_worker import Extracted, ReadText, frame, remove_files
+from daemon.content import (
+    ENCRYPTED,
+    FAILED,
+    PLAIN_KINDS,
+    TOO_LARGE,
+    UNSUPPORTED,
+    ContentLimits,
+    document_kind,
+)
+from daemon.extract_worker import Extracted, ReadText, frame, read_to_file, remove_files
 
 __all__ = ["ContentPool", "ContentSettings", "ReadText"]
 
 log = structlog.get_logger("postroom.content")
 
 _HEADER = struct.Struct(">Q")
-STARTUP_TIMEOUT = 30.0  # for a new worker to load its libraries (a loaded machine is slow)
+STARTUP_TIMEOUT = 30.0  # for a worker to start, or load a reader's libraries (a loaded machine)
 
 
 @dataclass(frozen=True)
@@ -59,11 +67,12 @@ class _Worker:
         self.proc = proc
         self.idle_since = 0.0
 
-    async def ask(self, job: tuple[str, tuple[Any, ...]]) -> tuple[bool, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+    async def start(self, job: tuple[str, tuple[Any, ...]]) -> None:
+        """Send a job with a first step (extract_worker.PREPARE) and wait until it is done."""
+        assert self.proc.stdin is not None
         self.proc.stdin.write(frame(job))
         await self.proc.stdin.drain()
-        return await self.answer()
+        await self.answer()
 
     async def answer(self) -> tuple[bool, Any]:
         assert self.proc.stdout is not None
@@ -107,6 +116,9 @@ class ContentPool:
         settings = self.settings
         if size > settings.max_file_size:
             return ReadText(TOO_LARGE, error="the file is over content.max_file_size")
+        if kind in PLAIN_KINDS:  # decoding a bounded head: no worker needed
+            return await asyncio.to_thread(read_to_file, path, kind, settings.limits,
+                                           str(out_dir), settings.index_chars)
         async with self._slots:
             if self._idle:
                 worker = self._idle.pop()
@@ -120,7 +132,10 @@ class ContentPool:
             job = ("read_to_file", (path, kind, settings.limits, str(out_dir),
                                     settings.index_chars))
             try:
-                ok, value = await asyncio.wait_for(worker.ask(job), settings.timeout)
+                # Its libraries loaded first (a new worker's first document of a kind), then
+                # only the reading counts against content.timeout.
+                await asyncio.wait_for(worker.start(job), STARTUP_TIMEOUT)
+                ok, value = await asyncio.wait_for(worker.answer(), settings.timeout)
             except TimeoutError:
                 worker.kill()
                 await worker.proc.wait()

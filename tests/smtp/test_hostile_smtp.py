@@ -55,20 +55,37 @@ def _status_kib(pid: int, field: str) -> int:
     return 0  # the process has exited: it holds nothing now
 
 
+def _content_worker(pid: int) -> bool:
+    """Whether `pid` is a content worker (`python -m daemon.extract_worker <parent> <memory>`):
+    started on demand to read attachments' text, each capped at content.max_memory by its own
+    RLIMIT_AS whatever the input, so not part of the growth the input causes."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"daemon.extract_worker" in args and len(args) - args.index(b"daemon.extract_worker") > 3
+
+
+CONTENT_MAX_MEMORY = 1024 * MIB  # content.max_memory's default: a content worker's cap
+
+
 class PeakMemory:
-    """Peak RSS growth of the daemon and its children over a block.
+    """Peak RSS growth of the daemon and its extraction workers over a block.
 
     Each process's high-water mark is reset to its current RSS at the start (`clear_refs` 5),
     so at the end the sum of the marks minus the sum of the starting RSS bounds from above how
-    far the tree's memory rose while the case ran (each process's own peak, summed).
-    """
+    far the tree's memory rose while the case ran (each process's own peak, summed). Content
+    workers are left out (`_content_worker`): their bound is their own, checked here too."""
 
     def __init__(self, d: Daemon) -> None:
         self.pid = d.proc.pid
         self.base_kib = 0
 
+    def _tree(self) -> list[int]:
+        return [p for p in process_tree(self.pid) if not _content_worker(p)]
+
     def __enter__(self) -> PeakMemory:
-        tree = process_tree(self.pid)
+        tree = self._tree()
         for p in tree:
             Path(f"/proc/{p}/clear_refs").write_text("5")
         self.base_kib = sum(_status_kib(p, "VmRSS") for p in tree)
@@ -78,7 +95,9 @@ class PeakMemory:
         pass
 
     def grown_mib(self) -> float:
-        peak = sum(_status_kib(p, "VmHWM") for p in process_tree(self.pid))
+        readers = [p for p in process_tree(self.pid) if _content_worker(p)]
+        assert all(_status_kib(p, "VmPeak") <= CONTENT_MAX_MEMORY // 1024 for p in readers)
+        peak = sum(_status_kib(p, "VmHWM") for p in self._tree())
         return (peak - self.base_kib) / 1024
 
 
