@@ -1,38 +1,43 @@
 """What reading attachments' text costs (issue 22 item 7): per format, and for small mail.
 
     .venv/bin/python -m bench.content                  # full: ~12 min on 2 noisy cores
-    .venv/bin/python -m bench.content --quick          # smoke: 1 repeat, 3 s loads, ~4 min
+    .venv/bin/python -m bench.content --quick          # smoke: small docs, 1 A/B pair, ~1 min
     .venv/bin/python -m bench.content --no-ab          # the per-format table only, ~2 min
-    .venv/bin/python -m bench.content --no-formats --variants plain,small
+    .venv/bin/python -m bench.content --no-formats --variants plain,small --ab-repeats 3
+
+Both parts measure the same postroom: `--head-src` (default `head`, a `git archive` of HEAD,
+so an engineer's uncommitted edits are not measured; `worktree` for those), against
+`--base-src` (default 674d4cf, the commit before content reading) in the A/B.
 
 1. **Per format.** A document of each format the readers know (`daemon.content.formats`),
-   made here with the library that writes it, about `TARGET_CHARS` characters of prose-like
-   text in it (so, under `content.max_text_chars`, nothing is cut): a PDF of many pages, a DOCX
-   of many paragraphs and a table, an XLSX of many rows, a PPTX of many slides, an ODT, HTML,
-   CSV, Markdown, one-line JSON, an ICS of many events, an EML and a plain text file. Each is
-   read through a real `ContentPool` (the daemon's defaults, but `content.timeout` raised to
-   `--timeout` so that a slow reader is measured, not killed; a read over the daemon's default
-   timeout is flagged), its worker spawned and warm (one read first, not counted), one read at
-   a time: wall seconds of `pool.read`, CPU of the worker (its /proc schedstat, ns), CPU of this
-   process (the daemon's side: pipes and unpickling), the worker's RSS; then `read_document` in
-   this process, for comparison. The small documents of tests/content/documents.py (40 marker
-   words each) give each format's fixed cost per read.
-2. **Small-mail throughput, content reading on against off.** A fresh postroom per run, from a
-   `git archive` of HEAD (content reading) and of `BASELINE` (674d4cf, the commit before it),
-   alternating, `--repeats` a side, `bench.smtp_load` at c=16 closed loop for `--seconds`
-   (saturating: `pipeline.max_lag` holds SMTP back while extraction lags, so msgs/s is what the
-   whole pipeline sustains). Variants: `plain`, a text/plain message without attachment;
-   `small`, the small workload (one 20,000 B attachment of random bytes labelled
-   application/octet-stream: not a document, though 1 in 256 starts with "{" and is sniffed as
-   JSON); `pdf`, one small PDF (a page of text) per message, mail with a document. CPU ms per
-   message is postroom's process tree (daemon, extraction worker, content workers) from the
-   load's start until the tree is quiet after it. `[auth] enabled = false` on both sides (its
-   DNS waits and verifier process are sender authentication's cost, measured by
-   bench/sender_auth.py).
+   made here with the library that writes it, about `--chars` (900,000) characters of
+   prose-like text in it, under `content.max_text_chars`, so nothing is cut: a PDF of many
+   pages, a DOCX of paragraphs and a table, an XLSX of many rows, a PPTX of many slides, an
+   ODT, HTML, CSV, Markdown, one-line JSON, an ICS of many events, an EML and a plain text
+   file. Each is read through a real `ContentPool` (the daemon's defaults but `content.timeout`
+   raised to `--timeout`, so that a slow reader is measured, not killed; a read over the
+   daemon's default timeout is flagged), after a first read of a small document of the same
+   format (the worker's start, its libraries) and one warm-up read, one read at a time: wall
+   seconds of `pool.read`, CPU of the worker (its /proc schedstat, in ns), CPU of this
+   process (the daemon's side: pipes and unpickling, or the whole read for kinds the pool
+   reads in a thread), the worker's RSS; then `read_document` in this process. The small
+   documents of tests/content/documents.py (40 marker words) give each format's fixed cost.
+2. **Small-mail throughput, content reading on against off.** A fresh postroom per run,
+   HEAD and base alternating, `--ab-repeats` a side, `bench.smtp_load` at c=16 closed loop for
+   `--seconds` (saturating; `pipeline.max_lag` holds SMTP back while extraction lags, so
+   msgs/s is what the whole pipeline sustains). Variants: `plain`, a text/plain message and no
+   attachment; `small`, the small workload (one 20,000 B attachment of random bytes labelled
+   application/octet-stream: not a document, but the 1 in 256 that starts with "{" is sniffed
+   as application/json and read as JSON); `pdf`, a one-page PDF of text per message (mail with
+   a document). CPU ms per message is postroom's process tree (daemon, extraction worker,
+   content workers) from the load's start until the tree is quiet after it. `[auth] enabled =
+   false` on both sides (its DNS waits and verifier process are sender authentication's cost,
+   measured by bench/sender_auth.py). After each run its database is read: messages by status,
+   attachments by text status and sniffed type.
 
-Records (JSON lines) go to results/content.jsonl: one `content_format` line per format and
-size per run, one `content_ab_run` per load, one `content_ab` summary per variant and one
-`content_run` header per run; `bench.report` renders the latest run.
+Records (JSON lines) go to results/content.jsonl: a `content_run` header, a `content_format`
+line per format and size, a `content_ab_run` per load and a `content_ab` summary per variant;
+`bench.report` renders the latest run's in bench/README.md.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -575,6 +580,7 @@ def measure_formats(args: argparse.Namespace, run: dict[str, Any], tmp: Path) ->
             rec: dict[str, Any] = {
                 "kind": "content_format", "run": run["run"], "date": run["date"],
                 "commit": run["commit"], "machine_note": run["machine_note"],
+                "source": run.get("head_source"), "source_commit": run.get("head_commit"),
                 "format": fmt.name, "reader": fmt.kind, "size_class": size_class,
                 "file_bytes": size, "generate_s": gen_s, "repeats": repeats,
                 "timeout_s": settings.timeout, "default_timeout_s": default.timeout}
@@ -798,18 +804,22 @@ def ab_summary(variant: Variant, runs: list[dict[str, Any]], run: dict[str, Any]
         "cpu_ms_ratio": spread([h["cpu_ms"] / b["cpu_ms"] for h, b in pairs]),
         "cpu_ms_diff": spread([h["cpu_ms"] - b["cpu_ms"] for h, b in pairs]),
         "measurable": measurable,
+        "head_attachments": _summed([(r.get("db") or {}).get("attachments") for r in head]),
+        "base_attachments": _summed([(r.get("db") or {}).get("attachments") for r in base]),
+        "head_messages": _summed([(r.get("db") or {}).get("messages") for r in head]),
+        "base_messages": _summed([(r.get("db") or {}).get("messages") for r in base]),
     }
 
 
-def measure_ab(args: argparse.Namespace, run: dict[str, Any], tmp: Path
-               ) -> list[dict[str, Any]]:
-    from bench.run_smtp_bench import postroom_source
+def _summed(counts: Sequence[dict[str, int] | None]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in (c or {}).items():
+            out[k] = out.get(k, 0) + v
+    return out
 
-    head_src, head_desc, head_commit = postroom_source(args.head_src, tmp / "head")
-    base_src, base_desc, base_commit = postroom_source(args.base_src, tmp / "base")
-    run.update(head_source=head_desc, head_commit=head_commit, base_source=base_desc,
-               base_commit=base_commit)
-    sources = {"head": head_src, "base": base_src}
+
+def measure_ab(args: argparse.Namespace, sources: dict[str, Path]) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for name in args.variants:
         variant = VARIANTS[name]
@@ -834,7 +844,7 @@ def measure_ab(args: argparse.Namespace, run: dict[str, Any], tmp: Path
                     if not r["superseded"]:
                         runs.append(r)
                         break
-        s = ab_summary(variant, runs, run)
+        s = ab_summary(variant, runs, args.run_record)
         records.append(s)
         ratio = s["msgs_ratio"] or {}
         print(f"{name:5} HEAD ÷ base msgs/s {ratio.get('median', 0):.3f} "
@@ -862,6 +872,28 @@ def small_attachment_kinds(samples: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- main
+
+@contextlib.contextmanager
+def imported_from(src: Path) -> Iterator[None]:
+    """postroom's modules (daemon, extractors, tests.content) imported from `src`, and content
+    workers started from it: it leads sys.path, PYTHONPATH, and is the working directory
+    (`python -m daemon.extract_worker` finds `daemon` in its working directory first)."""
+    loaded = sys.modules.get("daemon")
+    if loaded is not None and not Path(str(loaded.__file__)).is_relative_to(src):
+        raise RuntimeError(f"daemon was imported from {loaded.__file__} already")
+    sys.path.insert(0, str(src))
+    env, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
+    os.environ["PYTHONPATH"] = str(src)
+    os.chdir(src)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        if env is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = env
+
 
 def machine_note() -> str:
     from bench.run_smtp_bench import machine_info
@@ -930,15 +962,25 @@ def main(argv: list[str] | None = None) -> None:
         "chars": args.chars, "repeats": args.repeats, "ab_repeats": ab_repeats,
         "concurrency": args.concurrency, "seconds": args.seconds, "variants": args.variants}
     records: list[dict[str, Any]] = []
+    from bench.run_smtp_bench import postroom_source
+
     with tempfile.TemporaryDirectory(prefix="bench-content-") as t:
         tmp = Path(t)
-        if not args.no_formats:
-            records += measure_formats(args, run, tmp)
+        head_src, head_desc, head_commit = postroom_source(args.head_src, tmp / "head")
+        base_src, base_desc, base_commit = postroom_source(args.base_src, tmp / "base")
+        run.update(head_source=head_desc, head_commit=head_commit, base_source=base_desc,
+                   base_commit=base_commit)
+        print(f"HEAD: {head_desc}; off: {base_desc}", flush=True)
+        with imported_from(head_src):  # the readers measured are the A/B's HEAD side
+            if not args.no_formats:
+                records += measure_formats(args, run, tmp)
+            if not args.no_ab:
+                run["small_attachment"] = small_attachment_kinds(args.sniff_samples)
+                print(f"small workload attachment: {run['small_attachment']}", flush=True)
         if not args.no_ab:
-            run["small_attachment"] = small_attachment_kinds(args.sniff_samples)
-            print(f"small workload attachment: {run['small_attachment']}", flush=True)
-            ab_args = argparse.Namespace(**{**vars(args), "repeats": ab_repeats})
-            records += measure_ab(ab_args, run, tmp)
+            ab_args = argparse.Namespace(**{**vars(args), "repeats": ab_repeats,
+                                            "run_record": run})
+            records += measure_ab(ab_args, {"head": head_src, "base": base_src})
     run["duration_s"] = time.time() - started
     from bench.targets import append_record
 

@@ -538,6 +538,8 @@ def content_section(records: list[dict[str, Any]]) -> list[str]:
                 flags.append("⚠ truncated")
             if r.get("over_default_timeout"):
                 flags.append("⚠ over content.timeout")
+            if r.get("in_worker") is False:
+                flags.append("read in the daemon's process (a thread), no worker")
             sm = small.get(r["format"], {})
             body.append([
                 f"{r['format']} (`{r['reader']}`)" + (" " + "; ".join(flags) if flags else ""),
@@ -551,15 +553,17 @@ def content_section(records: list[dict[str, Any]]) -> list[str]:
         out += table(["format (reader)", "file MB", "text chars", "worker ms", "worker CPU ms",
                       "in-process ms", "ms/MB file", "ms/M chars", "worker peak RSS MiB",
                       "small doc: size, worker ms"], body)
-        idle = [r.get("worker_rss_idle_mib") for r in formats]
-        spawn = [1e3 * r["spawn_wall_s"] for r in formats if r.get("spawn_wall_s")]
-        spawn_cpu = [1e3 * r["spawn_cpu_s"] for r in formats if r.get("spawn_cpu_s")]
-        parent = [1e3 * ((r.get("parent_cpu_s") or {}).get("median") or 0) for r in formats]
-        out += ["", "A content worker, started and its libraries loaded, holds "
-                f"{med_rng(idle, lambda v: f'{v or 0:.0f}')} MiB RSS; starting one (and a tiny "
-                f"first read) takes {med_rng(spawn, lambda v: f'{v or 0:.0f}')} ms, "
-                f"{med_rng(spawn_cpu, lambda v: f'{v or 0:.0f}')} ms of its CPU. The daemon's "
-                "side of a read (pipes, unpickling the answer) costs "
+        pooled = [r for r in formats if r.get("in_worker") is not False]
+        idle = [r.get("worker_rss_idle_mib") for r in pooled]
+        spawn = [1e3 * r["spawn_wall_s"] for r in pooled if r.get("spawn_wall_s")]
+        spawn_cpu = [1e3 * r["spawn_cpu_s"] for r in pooled if r.get("spawn_cpu_s")]
+        parent = [1e3 * ((r.get("parent_cpu_s") or {}).get("median") or 0) for r in pooled]
+        out += ["", "Over the formats read in a worker: a new worker, after its first (small) "
+                f"document, holds {med_rng(idle, lambda v: f'{v or 0:.0f}')} MiB RSS; that "
+                f"first read, the worker's start included, takes "
+                f"{med_rng(spawn, lambda v: f'{v or 0:.0f}')} ms "
+                f"({med_rng(spawn_cpu, lambda v: f'{v or 0:.0f}')} ms of its CPU). The "
+                "daemon's side of a read in a worker (pipes, unpickling the answer) costs "
                 f"{med_rng(parent, lambda v: f'{v or 0:.2f}')} ms of the daemon's CPU."]
     if ab:
         head = headers.get(ab[0]["run"], {})
@@ -569,7 +573,7 @@ def content_section(records: list[dict[str, Any]]) -> list[str]:
                 "A fresh postroom per run (embedded defaults, `[auth] enabled = false` on both "
                 f"sides), `bench.smtp_load` at c={ab[0]['concurrency']} closed loop "
                 f"(saturating) for {ab[0]['seconds']:g} s, the two sides alternating, "
-                f"{ab[0]['repeats']} runs a side (a run disturbed by other work on the shared "
+                f"{ab[0]['repeats']} run(s) a side (a run disturbed by other work on the shared "
                 "machine is run again once). msgs/s counts 250s, but `pipeline.max_lag` holds "
                 "SMTP back while extraction lags, so it is what the whole pipeline sustains. "
                 "CPU ms/msg: postroom's process tree (daemon, extraction worker, content "
@@ -592,6 +596,13 @@ def content_section(records: list[dict[str, Any]]) -> list[str]:
         out += table(["variant", "HEAD msgs/s", "off msgs/s", "msgs/s HEAD ÷ off",
                       "off spread", "HEAD CPU ms/msg", "off CPU ms/msg", "CPU ms/msg HEAD − off",
                       "effect"], body)
+        for r in ab:
+            seen = r.get("head_attachments") or {}
+            if seen:
+                out += ["", f"{r['variant']}: attachments by text status / sniffed type on the "
+                        "HEAD side, all its runs: " + ", ".join(
+                            f"{k} {v:,}" for k, v in sorted(seen.items(), key=lambda x: -x[1]))
+                        + "."]
         sniff = head.get("small_attachment")
         if sniff:
             n = sniff["samples"]

@@ -58,6 +58,8 @@ def test_the_readme_tour_works_as_written(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
         assert '"subject": "Notes for you"' in out.stdout
+        assert "The notes are attached." in out.stdout  # extracted_text
+        assert "[smtp]\n" in out.stdout  # config.toml's first section, from the text route
         assert '"file_name": "notes.txt"' in out.stdout
         assert "\nready\n" in out.stdout
         assert out.stdout.rstrip().endswith("identical")

@@ -53,7 +53,7 @@ class Job:
 
 @dataclass(frozen=True)
 class WebhookSettings:
-    """`[webhooks]` as the parts use it (defaults and meanings: daemon/config.py)."""
+    """`[webhooks]` as the parts use it (defaults and meanings: daemon/config/)."""
 
     timeout: float
     disable_after: float
