@@ -36,8 +36,8 @@ class Api:
     def close(self) -> None:
         self._http.close()
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The decoded JSON answer (None when empty); PostroomError for any refusal."""
+    def _answer(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer of a call that succeeded; PostroomError for any refusal."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as e:
@@ -49,6 +49,15 @@ class Api:
             except (ValueError, KeyError, TypeError):
                 code, message = "http_error", response.text[:200]
             raise PostroomError(response.status_code, code, message)
+        return response
+
+    def text(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A call whose answer is text (its headers too, as `httpx.Response`)."""
+        return self._answer(method, path, **kwargs)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The decoded JSON answer (None when empty); PostroomError for any refusal."""
+        response = self._answer(method, path, **kwargs)
         try:
             return response.json() if response.content else None
         except ValueError:

@@ -85,12 +85,41 @@ class Client:
 
     # Inbound mail.
 
-    def list_messages(self, after: str | None = None, limit: int = 50) -> dict[str, Any]:
-        """`{"messages", "next_cursor", "has_more"}`, oldest first; pass `next_cursor` back."""
+    def list_messages(self, after: str | None = None, limit: int = 50,
+                      q: str | None = None) -> dict[str, Any]:
+        """`{"messages", "next_cursor", "has_more"}`, oldest first; pass `next_cursor` back.
+        With `q`, the messages matching it, best first (docs/content.md#search)."""
         params: dict[str, Any] = {"limit": limit}
         if after is not None:
             params["after"] = after
+        if q is not None:
+            params["q"] = q
         return self._api.object("GET", "/v1/messages", params=params)
+
+    def list_threads(self, after: str | None = None, limit: int = 50) -> dict[str, Any]:
+        """`{"threads", "next_cursor", "has_more"}`, the latest activity first."""
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        return self._api.object("GET", "/v1/threads", params=params)
+
+    def get_thread(self, thread_id: str, after: str | None = None,
+                   limit: int = 50) -> dict[str, Any]:
+        """`{"thread_id", "messages", "next_cursor", "has_more"}`: the agent's messages of the
+        thread, oldest first, each with `extracted_text`."""
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        return self._api.object("GET", f"/v1/threads/{segment(thread_id)}", params=params)
+
+    def get_attachment_text(self, message_id: str, index: int,
+                            wait: float | None = None) -> str:
+        """The attachment's text when its `text_status` is ready (PostroomError 409 `no_text`
+        or `not_ready` otherwise); armored OpenPGP for mail encrypted at rest."""
+        params = {"wait": wait} if wait else {}
+        return self._api.text(
+            "GET", f"/v1/messages/{segment(message_id)}/attachments/{int(index)}/text",
+            params=params).text
 
     def get_message(self, message_id: str) -> dict[str, Any]:
         return self._api.object("GET", f"/v1/messages/{segment(message_id)}")

@@ -59,6 +59,36 @@ def test_refusals_raise_postroom_error_with_status_and_code(fresh_root: Path) ->
         assert refused.value.code == "unreachable"
 
 
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_text_threads_and_search_through_the_client(
+        backend: str, fresh_root: Path, request: pytest.FixtureRequest) -> None:
+    extra = _s3_config(request.getfixturevalue("s3_server")) if backend == "s3" else ""
+    marker, word = ("zq" + os.urandom(6).hex() for _ in range(2))
+    with running_daemon(fresh_root, extra=extra) as d:
+        key = d.add_agent("alice", "alice@t.test")["api_key"]
+        notes = with_attachment("alice@t.test", f"the notes say {marker}\n".encode(),
+                                file_name="notes.txt", content_type="text/plain",
+                                subject=f"notes {word}")
+        msg_id = d.send(notes, ["alice@t.test"])
+        opaque = d.send(with_attachment("alice@t.test", b"%PDF-1.4\n" + os.urandom(2000)),
+                        ["alice@t.test"])
+        with Client(d.url, key) as client:
+            assert marker in client.get_attachment_text(msg_id, 0, wait=20)
+            with pytest.raises(PostroomError) as refused:
+                client.get_attachment_text(opaque, 0, wait=20)  # not a PDF at all
+            assert (refused.value.status, refused.value.code) == (409, "no_text")
+            assert [m["id"] for m in client.list_messages(q=marker)["messages"]] == [msg_id]
+            assert [m["id"] for m in client.list_messages(q=word)["messages"]] == [msg_id]
+            thread_id = client.get_message(msg_id)["thread_id"]
+            thread = client.get_thread(thread_id)
+            assert [m["id"] for m in thread["messages"]] == [msg_id]
+            assert thread["messages"][0]["extracted_text"].startswith("Please see")
+            assert thread_id in [t["thread_id"] for t in client.list_threads()["threads"]]
+            with pytest.raises(PostroomError) as refused:
+                client.get_thread("thr_nope")
+            assert refused.value.status == 404
+
+
 def _s3_config(server: MotoServer) -> str:
     return (f'[storage]\nbackend = "s3"\nbucket = "{server.new_bucket()}"\n'
             f'endpoint_url = "{server.endpoint_url}"\nregion = "us-east-1"\n')
