@@ -254,3 +254,27 @@ def test_database_urls_get_their_async_driver(tmp_path: Path) -> None:
         assert c.database.url == meant
         assert c.database.pool_size == 20
         assert c.is_sqlite == meant.startswith("sqlite")
+
+
+def test_content_settings_take_sizes_durations_and_bounds(tmp_path: Path) -> None:
+    c = load_config(None, env={}).content  # SPEC §15's defaults, and postroom's own
+    assert (c.max_text_chars, c.max_pages, c.timeout) == (1_000_000, 500, 10.0)
+    assert (c.max_file_size, c.max_memory, c.max_unpacked) == (50 * 1024**2, 1024**3,
+                                                               200 * 1024**2)
+    assert (c.processes, c.index_chars) == (2, 100_000)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[content]\nmax_text_chars = 5000\nmax_pages = 3\ntimeout = "250ms"\n'
+                   'max_file_size = "1MiB"\nmax_memory = "512MiB"\nprocesses = 1\n')
+    c = load_config(cfg, env={}).content
+    assert (c.max_text_chars, c.max_pages, c.timeout, c.max_file_size, c.max_memory,
+            c.processes) == (5000, 3, 0.25, 1024**2, 512 * 1024**2, 1)
+    for bad, key in [("max_text_chars = 0", "content.max_text_chars"),
+                     ("max_pages = 0", "content.max_pages"),
+                     ('timeout = "0s"', "content.timeout"),
+                     ('max_memory = "64MiB"', "content.max_memory"),  # below 256 MiB
+                     ("processes = 0", "content.processes"),
+                     ("max_textchars = 1", "content.max_textchars")]:
+        cfg.write_text(f"[content]\n{bad}\n")
+        with pytest.raises(ConfigError) as err:
+            load_config(cfg, env={})
+        assert _refused_keys(err.value) == {key}

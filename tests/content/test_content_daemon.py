@@ -288,10 +288,10 @@ def test_search_is_ranked_and_scoped_to_the_agent(daemon: Daemon, alice: dict[st
                           ["alice@content.test"])
     in_subject = daemon.send(_message("alice@content.test", f"about {word}", "nothing"),
                              ["alice@content.test"])
+    docx = documents.docx([attached, "appendix"])
     in_attachment = daemon.send(_message(
         "alice@content.test", "see file", "attached", attachments=[
-            ("a.docx", OOXML + "wordprocessingml.document", documents.docx([attached, "appendix"]))]),
-        ["alice@content.test"])
+            ("a.docx", OOXML + "wordprocessingml.document", docx)]), ["alice@content.test"])
     bobs = daemon.send(_message("bob@content.test", f"bob's {word}", f"{word} {attached}"),
                        ["bob@content.test"])
     for m in (in_body, in_subject, in_attachment):

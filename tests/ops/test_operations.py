@@ -173,19 +173,32 @@ def _backdate(root: Path, message_id: str, days: int) -> None:
 
 def test_retention_purges_old_messages_and_keeps_their_rows(ops: Daemon,
                                                            kim: dict[str, Any]) -> None:
-    old = ops.send(with_attachment("kim@agents.test", b"old bytes"), ["kim@agents.test"])
+    word = "zq" + os.urandom(5).hex()
+    old = ops.send(with_attachment(
+        "kim@agents.test", b"old bytes", file_name="old.txt", content_type="text/plain",
+        subject=f"old {word}", text="the answer\n\nOn Mon, 1 Jan 2024, Ann wrote:\n> a quote\n"),
+        ["kim@agents.test"])
     new = ops.send(with_attachment("kim@agents.test", b"new bytes"), ["kim@agents.test"])
     for message_id in (old, new):
         ops.wait_message(kim["api_key"], message_id)
     objects = ops.root / "var" / "objects"
-    assert (objects / "inbound" / old / "0").is_file()
+    # Its attachment, the attachment's text and its new part are stored (SPEC §15) ...
+    for name in ("0", "0.txt", "extracted.txt"):
+        assert (objects / "inbound" / old / name).is_file(), name
+    with ops.api(kim["api_key"]) as api:
+        assert [m["id"] for m in api.get("/v1/messages", params={"q": word}).json()[
+            "messages"]] == [old]
     _backdate(ops.root, old, 2)
     report = json.loads(ops.cli("gc", "--json", "--purge-only").stdout)
     assert old in report["messages"] and new not in report["messages"]
     with ops.api(kim["api_key"]) as api:
         view = api.get(f"/v1/messages/{old}").json()
         assert view["status"] == "purged" and view["text"] is None
+        assert (view["preview"], view["extracted_text"]) == (None, None)
         assert view["attachments"][0]["status"] == "purged"
+        # ... and go with it: its text, and its place in the search index.
+        assert api.get(f"/v1/messages/{old}/attachments/0/text").status_code == 409
+        assert api.get("/v1/messages", params={"q": word}).json()["messages"] == []
         assert api.post(f"/v1/messages/{old}/attachments/0/download").status_code == 409
         assert api.post(f"/v1/messages/{old}/raw/download").status_code == 409
         assert api.get(f"/v1/messages/{new}").json()["status"] == "ready"
@@ -212,6 +225,16 @@ def test_reprocess_and_the_operator_views(ops: Daemon, kim: dict[str, Any]) -> N
     assert second["status"] == "ready"
     assert second["attachments"][0]["id"] == first["attachments"][0]["id"]
     assert json.loads(ops.cli("reprocess", "--failed", "--json").stdout) == {"reprocess": []}
+    # Mail extracted before postroom read text (no preview): --content takes exactly those.
+    with sqlite3.connect(ops.root / "var" / "postroom.db") as db:
+        db.execute("UPDATE messages SET preview = NULL, extracted_key = NULL WHERE id = ?",
+                   (message_id,))
+    out = json.loads(ops.cli("reprocess", "--content", "--json").stdout)
+    assert out == {"reprocess": [message_id]}
+    ops.wait_for(lambda: ops.wait_message(kim["api_key"], message_id)["preview"], 20,
+                 "the text read again")
+    assert json.loads(ops.cli("reprocess", "--content", "--json").stdout) == {"reprocess": []}
+    assert ops.cli("reprocess", "--content", message_id, check=False).returncode == 1
     assert ops.cli("reprocess", "msg_nope", check=False).returncode == 1
 
     listed = json.loads(ops.cli("messages", "list", "--json", "--limit", "5").stdout)

@@ -106,3 +106,45 @@ async def test_0007_gives_existing_messages_their_thread(tmp_path: Path) -> None
     root = thread_id_of(None, None, "<root@x>")
     assert got == {"msg_a": root, "msg_b": root, "msg_c": thread_id_of(None, "<b@x>", "x"),
                    "msg_d": None}
+
+
+async def test_0010_indexes_existing_messages_for_search_and_threads(tmp_path: Path) -> None:
+    """Rows stored before SPEC §15 are found by their subject and addresses (their bodies wait
+    for `reprocess --content`), and a reply to one of them finds its thread (`own_thread`)."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from daemon.ids import thread_id_for
+    from storage.db import _alembic_config
+    from storage.search import search
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/s.db")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(_alembic_config(c), "0009_webhooks"))
+            for seq, (mid, subject, sender, header) in enumerate([
+                    ("msg_a", "quarterly zqfigures", "ann@x.test", "<a@x>"),
+                    ("msg_b", "other", "zqbob@x.test", None),
+                    ("msg_c", "unextracted", None, None)], 1):
+                await conn.execute(text(
+                    "INSERT INTO messages (seq, id, status, mail_from, peer, size, raw_key, "
+                    "raw_sha256, received_at, attempts, attachment_count, defects, direction, "
+                    "subject, from_header, message_id_header) VALUES (:seq, :id, 'ready', "
+                    "'a@x', 'p', 1, 'k', 's', '2026-01-01', 0, 0, '[]', 'inbound', :subject, "
+                    ":sender, :h)"), {"seq": seq, "id": mid, "subject": subject,
+                                      "sender": sender, "h": header})
+                await conn.execute(text(
+                    "INSERT INTO recipients (message_seq, message_id, agent_id, address) "
+                    "VALUES (:seq, :id, 'agt_1', 'ann@t.test')"), {"seq": seq, "id": mid})
+        await upgrade_schema(engine)
+        async with engine.connect() as conn:
+            found = {q: await search(conn, "agt_1", q, 10, 0)
+                     for q in ("zqfigures", "zqbob", "quarterly", "nothing")}
+            own = dict((await conn.execute(text(
+                "SELECT id, own_thread FROM messages ORDER BY seq"))).all())
+            other_agent = await search(conn, "agt_2", "zqfigures", 10, 0)
+    finally:
+        await engine.dispose()
+    assert found == {"zqfigures": [1], "zqbob": [2], "quarterly": [1], "nothing": []}
+    assert other_agent == []
+    assert own == {"msg_a": thread_id_for("<a@x>"), "msg_b": None, "msg_c": None}
