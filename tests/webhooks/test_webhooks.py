@@ -134,6 +134,9 @@ def test_each_event_arrives_signed_with_its_id_and_only_at_its_agents_endpoint(
                     body = by_id[event["id"]]
                     assert body == {"type": event["type"], "timestamp": event["created_at"],
                                     "data": event}
+                    if event["type"] == "message.ready":  # SPEC §15: what it says, where
+                        assert body["data"]["preview"] == "a body"
+                        assert body["data"]["thread_id"].startswith("thr_")
             messages_a = {e["message_id"] for e in feed_a}
             assert not messages_a & {e["message_id"] for e in feed_b}
 
