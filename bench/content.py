@@ -70,6 +70,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "content.jsonl"
 BASELINE = "674d4cf"  # the commit before content reading (issue 22)
 TARGET_CHARS = 900_000  # text in each large document: under content.max_text_chars (1,000,000)
 MB = 1_000_000
+REPO = Path(__file__).resolve().parents[1]
 CONFIG = "\n[auth]\nenabled = false\n"
 
 
@@ -600,6 +601,7 @@ def measure_formats(args: argparse.Namespace, run: dict[str, Any], tmp: Path) ->
             if cpu is not None:
                 rec["cpu_ms_per_file_mb"] = 1e3 * cpu / (size / MB)
             records.append(rec)
+            args.emit(rec)
             path.unlink()
             print(f"{fmt.name:9} {size_class:5} {size / MB:6.3f} MB  "
                   f"{rec.get('text_chars', 0):>8,} chars {rec.get('status')}"
@@ -712,7 +714,6 @@ def ab_run(variant: Variant, side: str, src: Path, rep: int, position: int,
            args: argparse.Namespace) -> dict[str, Any]:
     from bench.run_smtp_bench import wait_line
     from bench.targets import (
-        REPO,
         TreeSampler,
         busy_cpu_s,
         cleanup,
@@ -732,7 +733,8 @@ def ab_run(variant: Variant, side: str, src: Path, rep: int, position: int,
         module = ["bench.content", "--smtp-load-pdf"] if variant.pdf else ["bench.smtp_load"]
         cmd = [*nice_prefix(args.nice), sys.executable, "-m", *module, "--json", "--uvloop",
                "--port", str(run.smtp_port), *variant.load_args, "-c", str(args.concurrency),
-               "--max-seconds", str(args.seconds), "--grace", "60", "--wait-go"]
+               "--max-seconds", str(args.seconds), "--grace", "60", "--wait-go",
+               "--ids-out", str(root / "ids.tsv")]  # not thousands of ids in the JSON line
         gen = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         assert gen.stdin is not None and gen.stdout is not None
@@ -828,12 +830,23 @@ def measure_ab(args: argparse.Namespace, sources: dict[str, Path]) -> list[dict[
             order = ("head", "base") if rep % 2 == 0 else ("base", "head")
             for position, side in enumerate(order):
                 for attempt in range(2):
-                    r = ab_run(variant, side, sources[side], rep, position, args)
+                    try:
+                        r = ab_run(variant, side, sources[side], rep, position, args)
+                    except Exception as e:  # recorded, and the run goes on without it
+                        r = {"kind": "content_ab_run", "run": args.run_id,
+                             "variant": variant.name, "side": side, "rep": rep,
+                             "position": position, "failed": f"{type(e).__name__}: {e}"[:2000]}
+                        records.append(r)
+                        args.emit(r)
+                        print(f"{name:5} rep {rep} {side:4} FAILED {r['failed'][:300]}",
+                              flush=True)
+                        break
                     # Foreign work during the load (the machine is shared): once more, unless
                     # the machine had not become quiet before it either.
                     r["superseded"] = (attempt == 0 and r["bg_cpu_pct"] > args.bg_limit
                                        and r["quiet_waited_s"] < args.quiet_wait - 0.5)
                     records.append(r)
+                    args.emit(r)
                     print(f"{name:5} rep {rep} {side:4} {r.get('msgs_per_s', 0):7.1f} msgs/s  "
                           f"{r.get('cpu_ms', 0):5.2f} CPU ms/msg (load only "
                           f"{r.get('cpu_ms_load', 0):5.2f})  drain {r.get('drain_s', 0):4.1f} s"
@@ -846,6 +859,7 @@ def measure_ab(args: argparse.Namespace, sources: dict[str, Path]) -> list[dict[
                         break
         s = ab_summary(variant, runs, args.run_record)
         records.append(s)
+        args.emit(s)
         ratio = s["msgs_ratio"] or {}
         print(f"{name:5} HEAD ÷ base msgs/s {ratio.get('median', 0):.3f} "
               f"({ratio.get('min', 0):.3f}–{ratio.get('max', 0):.3f}); measurable: "
@@ -915,7 +929,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=0,
                    help="reads per large document, ×5 for small ones (default 5; quick 2)")
     p.add_argument("--ab-repeats", type=int, default=0,
-                   help="A/B runs a side, alternating (default 4; quick 1)")
+                   help="A/B runs a side, alternating (default 3; quick 1)")
     p.add_argument("--seconds", type=float, default=0.0, help="load per A/B run (default 8)")
     p.add_argument("-c", "--concurrency", type=int, default=16)
     p.add_argument("--chars", type=int, default=TARGET_CHARS,
@@ -938,7 +952,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nice", type=int, default=-10)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    ab_repeats = args.ab_repeats or (1 if args.quick else 4)
+    ab_repeats = args.ab_repeats or (1 if args.quick else 3)
     args.repeats = args.repeats or (2 if args.quick else 5)
     args.seconds = args.seconds or (3.0 if args.quick else 8.0)
     args.formats = [f for f in args.formats.split(",") if f]
@@ -953,6 +967,14 @@ def main(argv: list[str] | None = None) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
     args.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+    out = args.out.resolve()
+
+    def emit(rec: dict[str, Any]) -> None:  # each record as it is made: a crash keeps them
+        from bench.targets import append_record
+
+        append_record(out, {k: v for k, v in rec.items() if k != "walls"})
+
+    args.emit = emit
     started = time.time()
     run: dict[str, Any] = {
         "kind": "content_run", "run": args.run_id,
@@ -971,6 +993,9 @@ def main(argv: list[str] | None = None) -> None:
         run.update(head_source=head_desc, head_commit=head_commit, base_source=base_desc,
                    base_commit=base_commit)
         print(f"HEAD: {head_desc}; off: {base_desc}", flush=True)
+        for src in {head_src, base_src} - {REPO}:  # no run of either side compiles its .pyc
+            subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", str(src)],
+                           capture_output=True, check=False)
         with imported_from(head_src):  # the readers measured are the A/B's HEAD side
             if not args.no_formats:
                 records += measure_formats(args, run, tmp)
@@ -982,11 +1007,7 @@ def main(argv: list[str] | None = None) -> None:
                                             "run_record": run})
             records += measure_ab(ab_args, {"head": head_src, "base": base_src})
     run["duration_s"] = time.time() - started
-    from bench.targets import append_record
-
-    for rec in [run, *records]:
-        rec.pop("walls", None)
-        append_record(args.out, rec)
+    args.emit(run)
     print(f"{len(records) + 1} records appended to {args.out} (run {args.run_id}, "
           f"{run['duration_s'] / 60:.1f} min)")
 

@@ -284,6 +284,20 @@ def cmd_health(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """MCP over stdio (SPEC §16): the agent whose key is POSTROOM_API_KEY, through the daemon's
+    HTTP API (POSTROOM_URL, else --url, else http.listen's first address)."""
+    key = os.environ.get("POSTROOM_API_KEY", "").strip()
+    if not key:
+        raise AgentError("set POSTROOM_API_KEY to the agent's API key")
+    config = _config(args)
+    url = os.environ.get("POSTROOM_URL") or args.url or _local_url(config.http.listen[0])
+    from daemon.mcp import serve_stdio  # the SDK is loaded only by this command
+
+    serve_stdio(url.rstrip("/"), key)
+    return 0
+
+
 def _local_url(listen: str) -> str:
     host, port = parse_listen(listen)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
@@ -386,6 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--url", help="the daemon's HTTP base URL (default: from http.listen)")
     health.add_argument("--timeout", type=float, default=5.0)
     health.set_defaults(fn=cmd_health)
+    mcp = sub.add_parser("mcp", parents=[common],
+                         help="MCP over stdio for the agent whose key is POSTROOM_API_KEY")
+    mcp.add_argument("--url", help="the daemon's HTTP base URL (default: POSTROOM_URL, "
+                                   "else from http.listen)")
+    mcp.set_defaults(fn=cmd_mcp)
     reproc = sub.add_parser("reprocess", parents=[common],
                             help="extract messages again from their raw objects")
     reproc.add_argument("message_ids", nargs="*", metavar="MESSAGE_ID")

@@ -26,17 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import AgentError, create_agent, find_agent, set_accept, set_pgp_key
-from daemon.api import (
-    ApiContext,
-    BodyLimit,
-    LargerBody,
-    Lookups,
-    create_app,
-    streamed_routes,
-)
+from daemon.api import ApiContext, BodyLimit, LargerBody, Lookups, create_app, streamed_routes
 from daemon.config import Config, parse_listen
 from daemon.directory import Directory
 from daemon.events import Wakeups
+from daemon.mcp import allowed_hosts
 from daemon.openpgp import OpenPgp, read_public_key
 from daemon.ops import Errors, Metrics, Sources, SystemdNotifier, run_periodically
 from daemon.outbound import (
@@ -338,14 +332,15 @@ class Node:
                                     upload_max_bytes=config.uploads.max_bytes,
                                     events=self.event_feed, metrics=self.metrics,
                                     outbox=self.outbox, spooler=self.spooler,
-                                    webhooks=self.webhooks))
+                                    webhooks=self.webhooks, mcp_hosts=tuple(allowed_hosts(
+                                        config.http.listen, config.http.public_url))))
         # A message to send (postroom's route, the seeds') is up to the size it may have as mail.
         sends = [LargerBody("POST", path, 2 * config.smtp.max_message_size)
                  for path in ("/v1/messages", "/api/v1/inboxes/", "/inboxes/")]
         bounded = BodyLimit(app, config.http.max_body,
                             (*streamed_routes(config.uploads.max_bytes), *sends))
         self.http = _QuietServer(uvicorn.Config(bounded, log_level="warning", access_log=False,
-                                                lifespan="off", timeout_graceful_shutdown=5,
+                                                lifespan="on", timeout_graceful_shutdown=5,
                                                 server_header=False))
 
     def _run(self, name: str, work: Coroutine[Any, Any, None]) -> None:

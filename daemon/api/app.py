@@ -7,6 +7,8 @@ No route lives here. No answer carries a stack trace: anything unexpected is log
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -14,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from daemon.api.deps import ApiContext, AppContext
 from daemon.api.errors import ApiError, error_body, error_responses
@@ -31,6 +33,8 @@ from daemon.api.routes import (
     uploads,
     webhooks,
 )
+from daemon.mcp import PATH as MCP_PATH
+from daemon.mcp import McpEndpoint
 from storage.errors import DatabaseError, StorageError
 
 log = structlog.get_logger("postroom.api")
@@ -49,10 +53,18 @@ KEYED_PATHS = ("/v1/", "/api/v1/", "/attachments", "/inboxes")
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
-    """Build the ASGI app around `ctx`."""
+    """Build the ASGI app around `ctx` (with `/mcp` when `ctx.mcp_hosts` says its hosts; its
+    session manager runs in the app's lifespan)."""
+    endpoint: McpEndpoint | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with endpoint.running() if endpoint else contextlib.nullcontext():
+            yield
+
     # Any request, whatever its route, may carry a body over http.max_body (api/bodylimit.py).
     app = FastAPI(title="postroom", version="0.1.0", docs_url=None, redoc_url=None,
-                  responses=error_responses(413))
+                  responses=error_responses(413), lifespan=lifespan)
     generated_openapi = app.openapi
 
     def documented_openapi() -> dict[str, Any]:
@@ -86,6 +98,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
         # in a matcher of its own that every request walks (3-4 % of /v1 throughput, measured
         # with bench/). The routers add no prefix, dependency or response of their own.
         app.router.routes.extend(router.routes)
+    if ctx.mcp_hosts is not None:
+        keys = state.keys
+
+        async def known(authorization: str) -> bool:
+            key = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+            return bool(key) and await keys.agent_id(key) is not None
+
+        endpoint = McpEndpoint(app, known, ctx.mcp_hosts)
+        app.router.routes.append(Route(MCP_PATH, endpoint, methods=["GET", "POST", "DELETE"]))
     return app
 
 

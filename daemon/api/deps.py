@@ -46,6 +46,7 @@ class ApiContext:
     spooler: Spooler | None = None  # None: uploads spool in one made on the store's spool_dir
     outbox: Outbox | None = None  # None: POST /v1/messages answers 503
     webhooks: Endpoints | None = None  # None: /v1/webhooks answers 503
+    mcp_hosts: tuple[str, ...] | None = None  # the Host values /mcp answers; None: no /mcp
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from daemon.api.deps import AppContext, Caller, cursor_after
 from daemon.api.errors import ANY_BODY, authed
@@ -65,6 +65,14 @@ async def _read(ctx: AppContext, agent_id: str, after: int, limit: int,
         return list(result.all())
 
 
+async def _latest(ctx: AppContext, agent_id: str) -> int:
+    c = EVENTS.c
+    async with ctx.sessions() as session, translated_errors():
+        found = (await session.execute(select(func.max(c.seq)).where(
+            c.agent_id == agent_id))).scalar()
+    return int(found or 0)
+
+
 @router.get("/v1/events", response_model=EventList, responses=authed(400, 422))
 async def list_events(
     caller: Caller,
@@ -74,10 +82,15 @@ async def list_events(
     include: Literal["quarantined"] | None = None,
 ) -> Response:
     """The agent's events after `after`, oldest first; `?wait=` (≤ 30 s) holds the request
-    until there is at least one. `next_cursor` resumes exactly where this answer ended. An
+    until there is at least one. `next_cursor` resumes exactly where this answer ended;
+    `after=latest` answers none, with the cursor of the feed's end (to follow only what
+    happens from now on). An
     agent accepting only authenticated mail gets the events of quarantined mail only with
     `include=quarantined` (SPEC §13)."""
     agent_id, ctx = caller.agent_id, caller.ctx
+    if after == "latest":  # the end of the feed: only what happens from now on
+        return JsonBody({"events": [], "next_cursor": str(await _latest(ctx, agent_id)),
+                         "has_more": False})
     after_seq = cursor_after(after)
     hide = include is None and await ctx.lookups.quarantines(agent_id)
     deadline = time.monotonic() + min(wait, ctx.max_wait)

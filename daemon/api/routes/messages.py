@@ -179,6 +179,11 @@ async def inline_bodies(ctx: AppContext, msg: Any,
                 except ObjectNotFound:
                     read[key] = None
             bodies[kind] = read[key]
+    found = bodies.get("extracted")
+    if found is not None and msg.extracted_key == msg.text_key and not msg.encrypted_to:
+        # All of the text is new, so it is stored once: as the new part, it is tidied as
+        # a new part that differs from its text is (LF line ends, no outer blank space).
+        bodies["extracted"] = found.replace("\r\n", "\n").strip()
     return bodies
 
 
