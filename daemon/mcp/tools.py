@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from email.utils import getaddresses
+from importlib import metadata
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
@@ -45,6 +46,13 @@ Addresses = Annotated[list[str], Field(description="Email addresses, e.g. "
 Refs = Annotated[list[str] | None, Field(
     description="Files to attach: upload ids (upl_…) or object keys of the agent's uploads, or "
     "attachment ids (att_…) of mail it received. Omit for none.", max_length=100)]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("postroom")
+    except metadata.PackageNotFoundError:  # a source tree that is not installed
+        return "0"
 
 
 @asynccontextmanager
@@ -92,7 +100,7 @@ def _refs(refs: list[str] | None) -> list[dict[str, str]]:
 
 def build_server(calls: Calls) -> MCPServer:
     """The MCP server whose tools call the API through `calls()` (one per tool call)."""
-    server = MCPServer("postroom", instructions=INSTRUCTIONS)
+    server = MCPServer("postroom", instructions=INSTRUCTIONS, version=_version())
 
     @server.tool()
     async def list_messages(
