@@ -28,16 +28,17 @@ POSTGRES_INDEX = "CREATE INDEX ix_message_search ON message_search USING GIN (do
 _TOKEN = re.compile(r'-?"[^"]*"?|\S+')
 _WORDS = re.compile(r"\w+")
 
-_SQLITE_INDEX = text("INSERT INTO message_search (rowid, subject, addresses, body) "
-                     "VALUES (:seq, :subject, :addresses, :body)")
+# One statement each, the message's seq found by its id (REPLACE: a message indexed again).
+_SQLITE_INDEX = text("INSERT OR REPLACE INTO message_search (rowid, subject, addresses, body) "
+                     "SELECT seq, :subject, :addresses, :body FROM messages WHERE id = :id")
 _SQLITE_FORGET = text("DELETE FROM message_search WHERE rowid = :seq")
 _POSTGRES_INDEX = text(
-    "INSERT INTO message_search (seq, document) VALUES (:seq, "
+    "INSERT INTO message_search (seq, document) SELECT seq, "
     "setweight(to_tsvector('simple', :subject), 'A') || "
-    "setweight(to_tsvector('simple', :addresses), 'B') || to_tsvector('simple', :body)) "
+    "setweight(to_tsvector('simple', :addresses), 'B') || to_tsvector('simple', :body) "
+    "FROM messages WHERE id = :id "
     "ON CONFLICT (seq) DO UPDATE SET document = EXCLUDED.document")
 _POSTGRES_FORGET = text("DELETE FROM message_search WHERE seq = :seq")
-_SEQ = text("SELECT seq FROM messages WHERE id = :id")
 _PARENT = text(
     "SELECT thread_id FROM messages WHERE own_thread IN :parents AND thread_id != :thread "
     "AND seq IN (SELECT message_seq FROM recipients WHERE agent_id IN :agents) "
@@ -104,15 +105,9 @@ def fts5_query(q: str) -> str | None:
 def index_message(conn: Connection, message_id: str, subject: str, addresses: str,
                   body: str) -> None:
     """(Re)index one message, in the caller's transaction."""
-    seq = conn.execute(_SEQ, {"id": message_id}).scalar()
-    if seq is None:
-        return
-    values = {"seq": seq, "subject": subject, "addresses": addresses, "body": body}
-    if conn.dialect.name == "postgresql":
-        conn.execute(_POSTGRES_INDEX, values)
-    else:
-        conn.execute(_SQLITE_FORGET, values)
-        conn.execute(_SQLITE_INDEX, values)
+    values = {"id": message_id, "subject": subject, "addresses": addresses, "body": body}
+    conn.execute(_POSTGRES_INDEX if conn.dialect.name == "postgresql" else _SQLITE_INDEX,
+                 values)
 
 
 def thread_of_subject(conn: Connection, key: str, message_id: str, agents: Sequence[str],

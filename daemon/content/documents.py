@@ -44,6 +44,9 @@ _BY_SUFFIX = {
     ".md": "markdown", ".markdown": "markdown", ".json": "json", ".ics": "calendar",
     ".eml": "eml", ".txt": "text", ".text": "text", ".log": "text",
 }
+# The kinds whose bytes say what they are (a magic number, a zip's members): only these are
+# read on the strength of sniffing alone.
+_SNIFFABLE = ("pdf", "docx", "xlsx", "pptx", "odf")
 # Readers that open a zip container.
 ZIPPED = ("docx", "xlsx", "pptx", "odf")
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # an encrypted OOXML file is an OLE container
@@ -112,11 +115,14 @@ def document_kind(content_type: str, file_name: str,
                   detected_content_type: str | None = None) -> str | None:
     """The reader for an attachment (pdf, docx, xlsx, pptx, odf, html, csv, markdown, json,
     calendar, eml, text), or None when there is none: from its declared type, else its
-    name's suffix, else the type its bytes were sniffed as."""
+    name's suffix, else the type its bytes were sniffed as (for the formats that carry a
+    signature: PDF, OOXML, ODF)."""
     declared = content_type.split(";")[0].strip().lower()
     suffix = PurePosixPath(file_name.lower()).suffix
-    for found in (_BY_TYPE.get(declared), _BY_SUFFIX.get(suffix),
-                  _BY_TYPE.get((detected_content_type or "").lower())):
+    sniffed = _BY_TYPE.get((detected_content_type or "").lower())
+    if sniffed not in _SNIFFABLE:
+        sniffed = None  # a text format, "recognised" in random bytes that start with "{"
+    for found in (_BY_TYPE.get(declared), _BY_SUFFIX.get(suffix), sniffed):
         if found is not None:
             if found == "text" and suffix in _BY_SUFFIX:  # text/plain named .csv, .md, …
                 return _BY_SUFFIX[suffix]
