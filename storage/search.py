@@ -105,7 +105,8 @@ def fts5_query(q: str) -> str | None:
 def index_message(conn: Connection, message_id: str, subject: str, addresses: str,
                   body: str) -> None:
     """(Re)index one message, in the caller's transaction."""
-    values = {"id": message_id, "subject": subject, "addresses": addresses, "body": body}
+    values = {"id": message_id, **{k: v.replace("\x00", " ") for k, v in (
+        ("subject", subject), ("addresses", addresses), ("body", body))}}  # no NUL in text
     conn.execute(_POSTGRES_INDEX if conn.dialect.name == "postgresql" else _SQLITE_INDEX,
                  values)
 

@@ -168,7 +168,9 @@ def extracted_text(text: str) -> str:
 
 def preview_of(text: str) -> str:
     """`text` on one line, cut to PREVIEW_CHARS characters."""
-    return _SPACES.sub(" ", text[:PREVIEW_CHARS * 4]).strip()[:PREVIEW_CHARS]
+    # A NUL (which no PostgreSQL text column holds) as U+FFFD, as in the headers of note.
+    return _SPACES.sub(" ", text[:PREVIEW_CHARS * 4]).strip()[:PREVIEW_CHARS].replace(
+        "\x00", "\ufffd")
 
 
 def html_to_text(html: str, without_quotes: bool = False) -> str:

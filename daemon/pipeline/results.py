@@ -189,7 +189,7 @@ def _text_columns(message_id: str, index: int, outcome: Outcome) -> dict[str, An
     return {"text_status": found.status,
             "text_key": _key(message_id, f"t{index}", outcome) if ready else None,
             "text_size": found.size if ready else None, "text_truncated": found.truncated,
-            "text_error": found.error[:500] if found.error else None}
+            "text_error": found.error[:500].replace("\x00", "\ufffd") if found.error else None}
 
 
 def _encryption(part: Part) -> str | None:
