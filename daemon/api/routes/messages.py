@@ -128,6 +128,12 @@ async def message_page(ctx: AppContext, agent_id: str, after: str | None, limit:
 
 async def summaries(session: Any, agent_id: str, seqs: Sequence[int]) -> list[dict[str, Any]]:
     """The agent's summaries of the messages `seqs`, in that order."""
+    return [summary for _, summary in await summarised(session, agent_id, seqs)]
+
+
+async def summarised(session: Any, agent_id: str,
+                     seqs: Sequence[int]) -> list[tuple[Message, dict[str, Any]]]:
+    """Each of the messages `seqs` (in that order) with the agent's summary of it."""
     by_seq: dict[int, list[Recipient]] = {}
     for r in (await session.exec(select(Recipient).where(
             Recipient.agent_id == agent_id, col(Recipient.message_seq).in_(seqs)))).all():
@@ -140,8 +146,8 @@ async def summaries(session: Any, agent_id: str, seqs: Sequence[int]) -> list[di
         for d in (await session.exec(select(Delivery).where(
                 col(Delivery.message_id).in_(outbound)).order_by(col(Delivery.id)))).all():
             sent.setdefault(d.message_id, []).append(d)
-    return [message_summary(msgs[s], by_seq.get(s, []), sent.get(msgs[s].id, [])
-                            if msgs[s].direction == OUTBOUND else None)
+    return [(msgs[s], message_summary(msgs[s], by_seq.get(s, []), sent.get(msgs[s].id, [])
+                                      if msgs[s].direction == OUTBOUND else None))
             for s in seqs if s in msgs]
 
 

@@ -20,7 +20,7 @@ from sqlmodel import col, or_, select
 
 from daemon.api.deps import Caller, cursor_after
 from daemon.api.errors import ANY_BODY, authed, not_found
-from daemon.api.routes.messages import inline_bodies, summaries
+from daemon.api.routes.messages import inline_bodies, summarised
 from daemon.api.views import JsonBody, MessageSummary
 from daemon.clock import iso
 from storage.db import translated_errors
@@ -131,11 +131,10 @@ async def get_thread(
             raise not_found("thread")
         has_more = len(seqs) > limit
         seqs = seqs[:limit]
-        messages = await summaries(session, agent_id, seqs)
-        rows = {m.id: m for m in (await session.exec(
-            select(Message).where(col(Message.seq).in_(seqs)))).all()}
-    for view in messages:
-        found = await inline_bodies(ctx, rows[view["id"]], ("extracted",))
-        view["extracted_text"] = found["extracted"]
+        found = await summarised(session, agent_id, seqs)
+    messages = []
+    for msg, view in found:  # each with its new part, read from the store
+        view["extracted_text"] = (await inline_bodies(ctx, msg, ("extracted",)))["extracted"]
+        messages.append(view)
     return JsonBody({"thread_id": thread_id, "messages": messages,
                      "next_cursor": str(seqs[-1]) if seqs else after, "has_more": has_more})
