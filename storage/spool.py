@@ -18,7 +18,7 @@ import hashlib
 import os
 import secrets
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +111,9 @@ class Spool:
         self._fd: int | None = None
         self.path: Path | None = None
         self.size = len(header)
+        # The file write running in a thread, if any. A cancelled `write` leaves it running (a
+        # thread cannot be stopped), so `discard` must not close or unlink under it.
+        self._pending: Future[None] | None = None
 
     def _write_file(self, data: bytes) -> None:
         assert self._fd is not None
@@ -142,9 +145,9 @@ class Spool:
             if self._body is not None:
                 self._body.update(data)
             return
-        loop = asyncio.get_running_loop()
         fn = self._write_file if self._fd is not None else self._to_file
-        await loop.run_in_executor(self._spooler._pool, fn, data)
+        self._pending = self._spooler._pool.submit(fn, data)
+        await asyncio.wrap_future(self._pending)
 
     def finish(self) -> Spooled:
         """Stop writing; the caller now owns the file (if any) and must consume or discard it."""
@@ -158,7 +161,14 @@ class Spool:
         return Spooled(None, self.path, self.size, all_hex, body_hex)
 
     def discard(self) -> None:
-        """Drop everything written so far (an aborted or refused transfer)."""
+        """Drop everything written so far (an aborted or refused transfer). A write still
+        running in its thread (its `write` was cancelled) finishes first: the file it may be
+        creating is removed after it, never left behind, and its descriptor is never closed
+        under it."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.add_done_callback(lambda _: self.discard())
+            return
         self._buf = bytearray()
         if self._fd is not None:
             os.close(self._fd)

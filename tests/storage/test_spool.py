@@ -3,10 +3,12 @@ the local store taking spool files over by rename."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from storage.errors import InvalidKey
 from storage.local import LocalStore
 from storage.presign import UrlSigner
 from storage.spool import Spooler, clear_stale, spool_name
+from tests.harness import wait_until
 
 HEADER = b"Received: from x\r\n"
 
@@ -66,6 +69,43 @@ async def test_discard_removes_the_file(tmp_path: Path) -> None:
     finally:
         spooler.close()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("first_spill", [True, False])
+async def test_discarding_after_a_cancelled_write_waits_for_its_thread(
+        tmp_path: Path, first_spill: bool) -> None:
+    """A connection lost mid-DATA cancels the write awaiting its thread; the thread goes on
+    (creating the file, on the first spill). The discard must not close the descriptor under
+    it nor miss the file it makes: once the thread is done the spool directory is empty."""
+    spooler = Spooler(tmp_path, threshold=10)
+    entered, release = threading.Event(), threading.Event()
+    try:
+        spool = spooler.open(HEADER)
+        if not first_spill:
+            await spool.write(b"x" * 100)  # the file exists; the next write appends
+        real = spool._to_file if first_spill else spool._write_file
+
+        def slow(data: bytes) -> None:
+            entered.set()
+            release.wait(10)
+            real(data)
+
+        if first_spill:
+            spool._to_file = slow  # type: ignore[method-assign]
+        else:
+            spool._write_file = slow  # type: ignore[method-assign]
+        task = asyncio.create_task(spool.write(b"y" * 100))
+        await asyncio.to_thread(entered.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        spool.discard()  # the thread is still writing
+        release.set()
+        await asyncio.to_thread(wait_until, lambda: list(tmp_path.iterdir()) == [], 10,
+                                "the spool file to go")
+    finally:
+        release.set()
+        spooler.close()
 
 
 def test_stale_files_of_dead_processes_go_and_live_ones_stay(tmp_path: Path) -> None:
