@@ -333,7 +333,8 @@ class Node:
                                     events=self.event_feed, metrics=self.metrics,
                                     outbox=self.outbox, spooler=self.spooler,
                                     webhooks=self.webhooks, mcp_hosts=tuple(allowed_hosts(
-                                        config.http.listen, config.http.public_url))))
+                                        config.http.listen, config.http.public_url)),
+                                    search_caught_up=self.pipeline.search.caught_up))
         # A message to send (postroom's route, the seeds') is up to the size it may have as mail.
         sends = [LargerBody("POST", path, 2 * config.smtp.max_message_size)
                  for path in ("/v1/messages", "/api/v1/inboxes/", "/inboxes/")]

@@ -8,6 +8,14 @@ tokenize without stemming ('unicode61' / 'simple'), so every language is found a
 A query is words (all must match), "quoted phrases", `-word` to exclude, and `OR`; it reaches
 the database as bound parameters, rebuilt from its tokens (FTS5 syntax never comes from
 the caller). Text knows nothing of MIME here: the caller gives what to index.
+
+Indexing is two steps. `queue_message`, in the transaction that records a message's results,
+writes a plain row to `message_search_pending` (a B-tree insert); `index_pending` moves many
+such rows into the index in one statement, in a transaction of its own. A full-text insert per
+results transaction cost small mail a tenth of its throughput (the index's segments written
+and merged per commit, under SQLite's one write lock); a batch pays that once. The pending
+table is durable, so a crash between the two steps loses nothing: whoever runs `index_pending`
+next indexes the rows.
 """
 
 from __future__ import annotations
@@ -24,21 +32,51 @@ SQLITE_TABLE = ("CREATE VIRTUAL TABLE message_search USING fts5(subject, address
 POSTGRES_TABLE = ("CREATE TABLE message_search (seq BIGINT PRIMARY KEY, "
                   "document TSVECTOR NOT NULL)")
 POSTGRES_INDEX = "CREATE INDEX ix_message_search ON message_search USING GIN (document)"
+PENDING_TABLE = ("CREATE TABLE message_search_pending (seq BIGINT PRIMARY KEY, "
+                 "subject TEXT NOT NULL, addresses TEXT NOT NULL, body TEXT NOT NULL)")
 
 _TOKEN = re.compile(r'-?"[^"]*"?|\S+')
 _WORDS = re.compile(r"\w+")
 
-# One statement each, the message's seq found by its id (REPLACE: a message indexed again).
+# A message into the index at once, or its row queued for it; its seq found by its id
+# (REPLACE: a message indexed again).
 _SQLITE_INDEX = text("INSERT OR REPLACE INTO message_search (rowid, subject, addresses, body) "
                      "SELECT seq, :subject, :addresses, :body FROM messages WHERE id = :id")
-_SQLITE_FORGET = text("DELETE FROM message_search WHERE rowid = :seq")
 _POSTGRES_INDEX = text(
     "INSERT INTO message_search (seq, document) SELECT seq, "
     "setweight(to_tsvector('simple', :subject), 'A') || "
     "setweight(to_tsvector('simple', :addresses), 'B') || to_tsvector('simple', :body) "
     "FROM messages WHERE id = :id "
     "ON CONFLICT (seq) DO UPDATE SET document = EXCLUDED.document")
-_POSTGRES_FORGET = text("DELETE FROM message_search WHERE seq = :seq")
+_SQLITE_QUEUE = text("INSERT OR REPLACE INTO message_search_pending (seq, subject, addresses, "
+                     "body) SELECT seq, :subject, :addresses, :body FROM messages WHERE id = :id")
+_POSTGRES_QUEUE = text(
+    "INSERT INTO message_search_pending (seq, subject, addresses, body) "
+    "SELECT seq, :subject, :addresses, :body FROM messages WHERE id = :id "
+    "ON CONFLICT (seq) DO UPDATE SET subject = EXCLUDED.subject, "
+    "addresses = EXCLUDED.addresses, body = EXCLUDED.body")
+# The oldest `limit` pending rows into the index. SQLite has one writer: the rows selected are
+# the rows deleted. PostgreSQL: the rows are taken (deleted) and indexed in one statement, and
+# rows another node is taking are skipped.
+_SQLITE_LAST = text("SELECT max(seq), count(*) FROM (SELECT seq FROM message_search_pending "
+                    "ORDER BY seq LIMIT :limit)")
+_SQLITE_MOVE = text("INSERT OR REPLACE INTO message_search (rowid, subject, addresses, body) "
+                    "SELECT seq, subject, addresses, body FROM message_search_pending "
+                    "WHERE seq <= :last")
+_SQLITE_TAKEN = text("DELETE FROM message_search_pending WHERE seq <= :last")
+_POSTGRES_MOVE = text(
+    "WITH taken AS (DELETE FROM message_search_pending WHERE seq IN (SELECT seq FROM "
+    "message_search_pending ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED) "
+    "RETURNING seq, subject, addresses, body) "
+    "INSERT INTO message_search (seq, document) SELECT seq, "
+    "setweight(to_tsvector('simple', subject), 'A') || "
+    "setweight(to_tsvector('simple', addresses), 'B') || to_tsvector('simple', body) "
+    "FROM taken ON CONFLICT (seq) DO UPDATE SET document = EXCLUDED.document")
+# Forgetting: the pending row first (on PostgreSQL that waits for a batch that is taking it),
+# then the index's (which that batch may have just written).
+_FORGET = (text("DELETE FROM message_search_pending WHERE seq = :seq"),)
+_SQLITE_FORGET = (*_FORGET, text("DELETE FROM message_search WHERE rowid = :seq"))
+_POSTGRES_FORGET = (*_FORGET, text("DELETE FROM message_search WHERE seq = :seq"))
 _PARENT = text(
     "SELECT thread_id FROM messages WHERE own_thread IN :parents AND thread_id != :thread "
     "AND seq IN (SELECT message_seq FROM recipients WHERE agent_id IN :agents) "
@@ -102,13 +140,38 @@ def fts5_query(q: str) -> str | None:
     return query
 
 
+def _values(message_id: str, subject: str, addresses: str, body: str) -> dict[str, str]:
+    return {"id": message_id, **{k: v.replace("\x00", " ") for k, v in (
+        ("subject", subject), ("addresses", addresses), ("body", body))}}  # no NUL in text
+
+
 def index_message(conn: Connection, message_id: str, subject: str, addresses: str,
                   body: str) -> None:
-    """(Re)index one message, in the caller's transaction."""
-    values = {"id": message_id, **{k: v.replace("\x00", " ") for k, v in (
-        ("subject", subject), ("addresses", addresses), ("body", body))}}  # no NUL in text
+    """(Re)index one message at once, in the caller's transaction (mail sent through the
+    API: one at a time, searchable when the send returns)."""
     conn.execute(_POSTGRES_INDEX if conn.dialect.name == "postgresql" else _SQLITE_INDEX,
-                 values)
+                 _values(message_id, subject, addresses, body))
+
+
+def queue_message(conn: Connection, message_id: str, subject: str, addresses: str,
+                  body: str) -> None:
+    """Queue one message for (re)indexing, in the caller's transaction: searchable once
+    `index_pending` has run after it."""
+    conn.execute(_POSTGRES_QUEUE if conn.dialect.name == "postgresql" else _SQLITE_QUEUE,
+                 _values(message_id, subject, addresses, body))
+
+
+def index_pending(conn: Connection, limit: int) -> int:
+    """Index up to `limit` queued messages, oldest first, in the caller's transaction; how
+    many (fewer than `limit`: none is left, unless another node is taking some)."""
+    if conn.dialect.name == "postgresql":
+        return int(conn.execute(_POSTGRES_MOVE, {"limit": limit}).rowcount or 0)
+    last, count = conn.execute(_SQLITE_LAST, {"limit": limit}).one()
+    if not count:
+        return 0
+    conn.execute(_SQLITE_MOVE, {"last": last})
+    conn.execute(_SQLITE_TAKEN, {"last": last})
+    return int(count)
 
 
 def thread_of_subject(conn: Connection, key: str, message_id: str, agents: Sequence[str],
@@ -135,10 +198,11 @@ def thread_of_parents(conn: Connection, parents: Sequence[str], agents: Sequence
 
 
 def forget_messages(conn: Connection, seqs: Sequence[int]) -> None:
-    """Remove messages from the index (purged)."""
-    statement = _POSTGRES_FORGET if conn.dialect.name == "postgresql" else _SQLITE_FORGET
+    """Remove messages from the index and from its queue (purged)."""
+    statements = _POSTGRES_FORGET if conn.dialect.name == "postgresql" else _SQLITE_FORGET
     if seqs:
-        conn.execute(statement, [{"seq": s} for s in seqs])
+        for statement in statements:
+            conn.execute(statement, [{"seq": s} for s in seqs])
 
 
 async def search(conn: AsyncConnection, agent_id: str, q: str, limit: int, offset: int,

@@ -8,6 +8,7 @@ reaches a global or a closure. Nothing here answers a request, except `current_a
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -47,6 +48,9 @@ class ApiContext:
     outbox: Outbox | None = None  # None: POST /v1/messages answers 503
     webhooks: Endpoints | None = None  # None: /v1/webhooks answers 503
     mcp_hosts: tuple[str, ...] | None = None  # the Host values /mcp answers; None: no /mcp
+    # Waits until what this node queued for the search index is in it; None: search the
+    # index as it is.
+    search_caught_up: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class AppContext:
     metrics: Metrics | None
     outbox: Outbox | None
     webhooks: Endpoints | None
+    search_caught_up: Callable[[], Awaitable[None]] | None
 
     @classmethod
     def of(cls, ctx: ApiContext) -> AppContext:
@@ -78,7 +83,7 @@ class AppContext:
             spooler=ctx.spooler or Spooler(ctx.store.spool_dir, UPLOAD_SPOOL_THRESHOLD),
             presign_ttl=ctx.presign_ttl, max_wait=ctx.max_wait,
             upload_max_bytes=ctx.upload_max_bytes, metrics=ctx.metrics, outbox=ctx.outbox,
-            webhooks=ctx.webhooks)
+            webhooks=ctx.webhooks, search_caught_up=ctx.search_caught_up)
 
 
 # Every dependency is a coroutine: FastAPI runs a plain function in a thread, a hop per request.

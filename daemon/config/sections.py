@@ -302,7 +302,9 @@ class WebhooksConfig(_Section):
 class ContentConfig(_Section):
     """What an agent reads (SPEC §15). Beyond SPEC §3: the largest attachment read at all, the
     address space of a reader's process, how far a zip container may unpack, how many
-    readers run at once, and how much text a message puts in the search index."""
+    readers run at once, how much text a message puts in the search index, and how long
+    the index lets messages gather before it takes them in one transaction (a search on
+    the node waits for none of that: it indexes what is queued first)."""
     max_text_chars: int = Field(default=1_000_000, ge=1)
     max_pages: int = Field(default=500, ge=1)
     timeout: PositiveDuration = 10.0
@@ -311,6 +313,7 @@ class ContentConfig(_Section):
     max_unpacked: PositiveSize = 200 * 1024 * 1024
     processes: int = Field(default=2, ge=1, le=64)
     index_chars: int = Field(default=100_000, ge=0, le=10_000_000)
+    index_delay: Duration = Field(default=1.0, ge=0.0, le=60.0)
 
 
 class LogConfig(_Section):

@@ -51,7 +51,7 @@ class ContentSettings:
     def of(cls, config: ContentConfig) -> ContentSettings:
         return cls(ContentLimits(config.max_text_chars, config.max_pages, config.max_unpacked),
                    config.timeout, config.max_memory, config.max_file_size, config.processes,
-                   config.index_chars)
+                   config.index_chars, index_delay=config.index_delay)
 
     limits: ContentLimits = field(default_factory=ContentLimits)
     timeout: float = 10.0
@@ -60,6 +60,7 @@ class ContentSettings:
     processes: int = 2
     index_chars: int = 100_000
     idle: float = 60.0
+    index_delay: float = 1.0  # how long the search index lets queued rows gather
 
 
 class _Worker:

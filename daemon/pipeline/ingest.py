@@ -152,6 +152,7 @@ class Jobs(Protocol):
     def unreserve(self) -> None: ...
     def claimed(self, message_id: str, sender: Sender | None = None) -> None: ...
     def submit(self, message_id: str) -> None: ...
+    def search_queued(self) -> None: ...
     async def caught_up(self) -> None: ...
 
 
@@ -355,6 +356,8 @@ class Ingest:
                 self._jobs.claimed(message_id, None if delivery.protocol == LOCAL else sender)
         elif results is None and not accepted.duplicate:
             self._jobs.submit(message_id)
+        elif results is not None and not accepted.duplicate:
+            self._jobs.search_queued()
         return accepted
 
     async def _remove(self, keys: list[str]) -> None:

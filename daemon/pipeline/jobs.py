@@ -20,22 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, delete, update
+from sqlalchemy import Connection, delete
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.clock import SYSTEM, Clock
 from daemon.config import ContentConfig
-from daemon.events import Wakeups, event_rows, message_agents, record_events
+from daemon.events import Wakeups, message_agents
 from daemon.extract_worker import Extracted
 from daemon.openpgp import GpgUnavailable, OpenPgp
 from daemon.ops import Metrics
 from daemon.pipeline.backpressure import Backpressure
 from daemon.pipeline.content_pool import ContentPool, ContentSettings
+from daemon.pipeline.indexer import SearchIndexer
 from daemon.pipeline.leases import (
     claim_batch,
     claim_message,
     defer_after_transient,
+    record_failure,
     release_lease,
     release_node_leases,
     renew_lease,
@@ -47,7 +49,6 @@ from daemon.pipeline.results import (
     Results,
     fenced_update,
     object_key,
-    received_events,
 )
 from daemon.pipeline.verification import (
     Sender,
@@ -61,7 +62,7 @@ from daemon.sender_auth import SenderAuth
 from extractors import Extraction, Limits
 from storage.errors import DatabaseError, ObjectNotFound, PermanentError, TransientError
 from storage.group_commit import GroupCommit
-from storage.models import FAILED, PENDING, Attachment, Message
+from storage.models import FAILED, Attachment, Message
 from storage.objects import ObjectStore, raw_key
 from storage.spool import spool_name
 
@@ -125,6 +126,7 @@ class Pipeline:
         self._extraction = extraction
         assert isinstance(settings.content, ContentSettings)
         self.content = ContentPool(settings.content)
+        self.search = SearchIndexer(writer, settings.content.index_delay)
         self._node = node_id
         self._notifier = notifier
         # (message id, (when this node claimed it, its attempt), or None: a worker claims it)
@@ -181,6 +183,10 @@ class Pipeline:
     def unreserve(self) -> None:
         self._reserved -= 1
 
+    def search_queued(self) -> None:
+        """Ingest committed a message's results (and so its row for the search index)."""
+        self.search.queued()
+
     def claimed(self, message_id: str, sender: Sender | None = None) -> None:
         """The row of `message_id` was committed with the lease from `reserve` (and without
         a verdict, when `sender` is given)."""
@@ -196,6 +202,7 @@ class Pipeline:
                 for _ in range(self.settings.workers):
                     tg.create_task(self._worker())
                 tg.create_task(self._sweeper())
+                tg.create_task(self.search.run())
         finally:
             for task in list(self._background):
                 task.cancel()  # their leases expire, as the workers' do
@@ -364,26 +371,10 @@ class Pipeline:
                 return
 
     async def _fail(self, message_id: str, reason: str) -> None:
-        reason = reason[:500]
-
-        node = self._node
+        reason, node, now = reason[:500], self._node, self._clock.now()
 
         def fail(conn: Connection) -> None:
-            done = conn.execute(update(MESSAGES).where(
-                MESSAGES.c.id == message_id, MESSAGES.c.lease_owner == node)
-                .values(status=FAILED, error=reason, processed_at=self._clock.now(),
-                        lease_owner=None, lease_expires_at=None))
-            if not done.rowcount:
-                return  # not ours any more: the node holding the lease decides
-            conn.execute(update(ATTACHMENTS).where(
-                ATTACHMENTS.c.message_id == message_id, ATTACHMENTS.c.status == PENDING)
-                .values(status=FAILED, error=reason))
-            agents = message_agents(conn, message_id)
-            now = self._clock.now()
-            events = event_rows(agents, "message.failed", message_id, now, status=FAILED)
-            if announcing(conn, message_id):  # failed before it was said to have come
-                events[:0] = received_events(agents, message_id, now, None)
-            record_events(conn, events)
+            record_failure(conn, message_id, node, reason, now)
 
         try:
             await self._writer.write(fail)
@@ -495,5 +486,7 @@ class Pipeline:
         rows = await self._writer.write(record)
         if rows is None:
             raise LeaseLost(message_id)
+        if final:
+            self.search.queued()
         self._events.wake()
         results.log(rows)

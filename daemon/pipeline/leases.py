@@ -18,9 +18,12 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.clock import SYSTEM, Clock
+from daemon.events import event_rows, message_agents, record_events
+from daemon.pipeline.results import received_events
+from daemon.pipeline.verification import announcing
 from storage.db import translated_errors
 from storage.group_commit import GroupCommit
-from storage.models import PROCESSING, UNFINISHED, Message
+from storage.models import FAILED, PENDING, PROCESSING, UNFINISHED, Attachment, Message
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 
@@ -153,3 +156,23 @@ async def release_all_leases(sessions: async_sessionmaker[AsyncSession]) -> int:
             .values(lease_owner=None, lease_expires_at=None))
         await session.commit()
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+def record_failure(conn: Connection, message_id: str, node: str, reason: str,
+                   now: datetime) -> None:
+    """The message failed (`reason`), its pending attachments too, and message.failed said
+    (after message.received, when that was not said yet), if `node` still holds its lease;
+    else nothing: the node holding it decides."""
+    m, a = Message.__table__.c, Attachment.__table__.c  # type: ignore[attr-defined]
+    done = conn.execute(update(Message.__table__).where(  # type: ignore[attr-defined]
+        m.id == message_id, m.lease_owner == node).values(
+        status=FAILED, error=reason, processed_at=now, lease_owner=None, lease_expires_at=None))
+    if not done.rowcount:
+        return
+    conn.execute(update(Attachment.__table__).where(  # type: ignore[attr-defined]
+        a.message_id == message_id, a.status == PENDING).values(status=FAILED, error=reason))
+    agents = message_agents(conn, message_id)
+    events = event_rows(agents, "message.failed", message_id, now, status=FAILED)
+    if announcing(conn, message_id):  # failed before it was said to have come
+        events[:0] = received_events(agents, message_id, now, None)
+    record_events(conn, events)

@@ -33,7 +33,7 @@ from storage.models import (
     Recipient,
 )
 from storage.objects import attachment_key, attachment_text_key, body_key
-from storage.search import index_message, thread_of_parents, thread_of_subject
+from storage.search import queue_message, thread_of_parents, thread_of_subject
 
 log = structlog.get_logger("postroom.pipeline")
 
@@ -296,8 +296,9 @@ class Results:
         return rows
 
     def _index(self, conn: Connection) -> None:
-        """The message in the search index: subject and addresses, and (unless it is
-        encrypted at rest) the head of its text and its attachments' text."""
+        """The message queued for the search index (`daemon.pipeline.indexer`): subject and
+        addresses, and (unless it is encrypted at rest) the head of its text and its
+        attachments' text."""
         m, outcome = self.message, self.outcome
         body = ""
         if not outcome.encrypted_to:
@@ -306,7 +307,7 @@ class Results:
             body = "\n".join(heads)[:outcome.index_chars]
         addresses = " ".join(filter(None, (m.get("from_header"), m.get("to_header"),
                                            m.get("cc_header"))))
-        index_message(conn, self.message_id, str(m.get("subject") or ""), addresses, body)
+        queue_message(conn, self.message_id, str(m.get("subject") or ""), addresses, body)
 
     def _thread_by_parent(self, conn: Connection, agents: Sequence[str]) -> None:
         """A reply joins the thread its parent is in (In-Reply-To, References), when that is

@@ -10,13 +10,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
-from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from daemon.agents import utcnow
 from daemon.events import event_rows, record_events
@@ -28,70 +24,13 @@ from daemon.pipeline.leases import (
     release_node_leases,
     renew_lease,
 )
-from storage.db import make_engine, upgrade_schema
-from storage.group_commit import GroupCommit
 from storage.models import PROCESSING, READY, RECEIVED, Event, Message
 from tests.clock import ManualClock
 from tests.pgserver import PgServer
+from tests.pipeline.nodes import Node, insert_messages
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 EVENTS = Event.__table__  # type: ignore[attr-defined]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        url: str = request.getfixturevalue("pg").new_database()
-        return url
-    url = f"sqlite+aiosqlite:///{tmp_path}/leases.db"
-    engine = make_engine(url)
-    await upgrade_schema(engine)
-    await engine.dispose()
-    return url
-
-
-class Node:
-    """One node's engine and group committer."""
-
-    def __init__(self, url: str, name: str) -> None:
-        self.name = name
-        self.engine: AsyncEngine = make_engine(url, busy_timeout=10)
-        self.writer = GroupCommit(self.engine)
-        self.task = asyncio.create_task(self.writer.run())
-
-    async def close(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        self.writer.close()
-        await self.engine.dispose()
-
-
-@pytest.fixture
-async def nodes(db_url: str) -> AsyncIterator[tuple[Node, Node]]:
-    a, b = Node(db_url, "node-a"), Node(db_url, "node-b")
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-async def _insert_messages(node: Node, count: int, clock: ManualClock,
-                           age: float = 10.0) -> list[str]:
-    when = clock.now() - timedelta(seconds=age)
-    ids = [f"msg_{i:05d}" for i in range(count)]
-    async with node.engine.begin() as conn:
-        await conn.execute(MESSAGES.insert(), [{
-            "id": mid, "status": RECEIVED, "mail_from": "s@example.org", "peer": "127.0.0.1",
-            "size": 1, "raw_key": f"raw/{mid}.eml", "raw_sha256": "0" * 64,
-            "received_at": when + timedelta(milliseconds=i), "attempts": 0,
-            "attachment_count": 0, "defects": "[]"} for i, mid in enumerate(ids)])
-    return ids
 
 
 async def _leases(node: Node) -> dict[str, tuple[str | None, int, str]]:
@@ -104,7 +43,7 @@ async def _leases(node: Node) -> dict[str, tuple[str | None, int, str]]:
 async def test_a_batch_claim_takes_the_oldest_and_leaves_the_young(
         nodes: tuple[Node, Node], clock: ManualClock) -> None:
     a, _ = nodes
-    ids = await _insert_messages(a, 5, clock)
+    ids = await insert_messages(a, 5, clock)
     young = "msg_young"
     async with a.engine.begin() as conn:
         await conn.execute(MESSAGES.insert(), [{
@@ -127,7 +66,7 @@ async def test_a_batch_claim_takes_the_oldest_and_leaves_the_young(
 async def test_two_nodes_claiming_at_once_never_share_a_message(
         nodes: tuple[Node, Node], clock: ManualClock) -> None:
     a, b = nodes
-    ids = await _insert_messages(a, 400, clock)
+    ids = await insert_messages(a, 400, clock)
 
     async def sweep(node: Node) -> list[str]:
         got: list[str] = []
@@ -150,7 +89,7 @@ async def test_two_nodes_claiming_at_once_never_share_a_message(
 async def test_an_expired_lease_passes_to_the_other_node(nodes: tuple[Node, Node],
                                                          clock: ManualClock) -> None:
     a, b = nodes
-    [mid] = await _insert_messages(a, 1, clock)
+    [mid] = await insert_messages(a, 1, clock)
     assert await claim_message(a.writer, mid, a.name, lease=30, clock=clock) == 1
     await clock.advance(29)
     # A's lease is live for one more second.
@@ -169,7 +108,7 @@ async def test_an_expired_lease_passes_to_the_other_node(nodes: tuple[Node, Node
 async def test_a_stopping_node_gives_back_only_its_own_unfinished_leases(
         nodes: tuple[Node, Node], clock: ManualClock) -> None:
     a, b = nodes
-    ids = await _insert_messages(a, 6, clock)
+    ids = await insert_messages(a, 6, clock)
     await claim_batch(a.writer, a.name, 30, limit=3, older_than=1.0, clock=clock)
     await claim_batch(b.writer, b.name, 30, limit=3, older_than=1.0, clock=clock)
     async with a.engine.begin() as conn:  # one of A's is finished already
@@ -186,7 +125,7 @@ async def test_a_stopping_node_gives_back_only_its_own_unfinished_leases(
 async def test_an_outage_costs_no_attempt_until_the_retry_window_closes(
         nodes: tuple[Node, Node], clock: ManualClock) -> None:
     a, b = nodes
-    (young,) = await _insert_messages(a, 1, clock, age=40.0)
+    (young,) = await insert_messages(a, 1, clock, age=40.0)
     assert await claim_message(a.writer, young, a.name, 30, clock) == 1
     # Not ours: nothing changes, and nobody is told to fail it.
     assert await defer_after_transient(b.writer, young, b.name, retry_for=3600,

@@ -87,6 +87,8 @@ async def search_page(ctx: AppContext, agent_id: str, q: str, after: str | None,
     """A page of the agent's messages matching `q`, best first."""
     offset = _search_offset(after)
     hide = not quarantined and await ctx.lookups.quarantines(agent_id)
+    if ctx.search_caught_up is not None:  # what is ready here is found
+        await ctx.search_caught_up()
     async with ctx.sessions() as session, translated_errors():
         seqs = await search(await session.connection(), agent_id, q, limit + 1, offset,
                             verdict=verdict, authenticated_only=hide)
