@@ -696,20 +696,6 @@ def _db_counts(root: Path) -> dict[str, Any]:
     return out
 
 
-def _tree_quiet(sampler: Any, max_wait: float, threshold_s: float = 0.05) -> float:
-    """Wait until postroom's tree uses under `threshold_s` CPU seconds in 0.5 s (its
-    pipeline has drained); the seconds waited."""
-    t0 = time.monotonic()
-    last = sampler.cpu_s()
-    while time.monotonic() - t0 < max_wait:
-        time.sleep(0.5)
-        now = sampler.cpu_s()
-        if now - last < threshold_s:
-            break
-        last = now
-    return time.monotonic() - t0
-
-
 def ab_run(variant: Variant, side: str, src: Path, rep: int, position: int,
            args: argparse.Namespace) -> dict[str, Any]:
     from bench.run_smtp_bench import wait_line
@@ -722,6 +708,7 @@ def ab_run(variant: Variant, side: str, src: Path, rep: int, position: int,
         start_postroom,
         steal_cpu_s,
         wait_quiet,
+        wait_tree_quiet,
     )
 
     root = Path(tempfile.mkdtemp(prefix=f"postroom-content-{side}-"))
@@ -758,7 +745,7 @@ def ab_run(variant: Variant, side: str, src: Path, rep: int, position: int,
         if gen.returncode != 0 or not out.strip():
             raise RuntimeError(f"generator failed ({gen.returncode}): {err[-2000:]}")
         res = json.loads(out.strip().splitlines()[-1])
-        record["drain_s"] = _tree_quiet(sampler, 30.0)
+        record["drain_s"] = wait_tree_quiet(sampler, 30.0)
         cpu_total = sampler.cpu_s() - cpu0
         record["workers_at_end"] = _content_workers(sampler)
         peak = sampler.stop()

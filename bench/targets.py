@@ -5,11 +5,14 @@
   CLI (its API key is kept for the time-to-ready and download measurements).
 * `smtp-sink`: Postfix's test sink, `smtp-sink -u nobody 127.0.0.1:PORT 1024` (the Postfix MTA
   itself is never started).
+* `postfix-queue`: a private Postfix with its real durable queue (fsync before 250) and a
+  discard transport, `bench/postfix_queue.sh` (issue 24's peer to beat); its master forks into
+  the background, so it is stopped by the script and sampled from the master's pid.
 * `aiosmtpd`: `bench/sink_aiosmtpd.py`, stock aiosmtpd answering 250 to everything.
 
 Every target is stopped by signalling its own process group (SIGTERM, then SIGKILL after a
 deadline); nothing is ever killed by name. `TreeSampler` samples RSS and CPU of a target's whole
-process tree with psutil.
+process tree with psutil (the CPU of descendants that have exited and been reaped too).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 BENCH_DOMAIN = "bench.test"
-TARGETS = ("postroom", "smtp-sink", "aiosmtpd")
+TARGETS = ("postroom", "postfix-queue", "smtp-sink", "aiosmtpd")
+POSTFIX_QUEUE = REPO / "bench" / "postfix_queue.sh"
 # postroom runs on the interpreter of a deployment-like venv (bench/setup.sh makes it: the
 # project and its `fast` extra, no test tools); the test venv's own when there is none.
 _DEPLOYED = REPO / ".venv-bench" / "bin" / "python"
@@ -69,10 +73,13 @@ class Running:
     api_key: str = ""
     log_files: list[IO[bytes]] = field(default_factory=list)
     exit_code: int | None = None
+    # A target that forks into the background: the pid to sample and how to stop it.
+    daemon_pid: int | None = None
+    stop_argv: list[str] | None = None
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.daemon_pid or self.proc.pid
 
     @property
     def http_url(self) -> str:
@@ -90,6 +97,8 @@ class Running:
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM the target's own process group; SIGKILL it if it has not left in time."""
+        if self.stop_argv is not None:
+            return self._stop_daemon(timeout)
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -104,6 +113,23 @@ class Running:
             fh.close()
         return self.exit_code
 
+    def _stop_daemon(self, timeout: float) -> int | None:
+        assert self.stop_argv is not None
+        subprocess.run(self.stop_argv, check=False, timeout=timeout,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while self.daemon_pid and psutil.pid_exists(self.daemon_pid):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.daemon_pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        self.proc.wait(10)
+        for fh in self.log_files:
+            fh.close()
+        self.exit_code = 0
+        return self.exit_code
+
 
 def _spawn(name: str, cmd: list[str], root: Path, env: dict[str, str] | None = None,
            cwd: Path | None = None) -> tuple[subprocess.Popen[bytes], list[IO[bytes]]]:
@@ -114,12 +140,13 @@ def _spawn(name: str, cmd: list[str], root: Path, env: dict[str, str] | None = N
     return proc, [out, err]
 
 
-def wait_smtp_banner(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_smtp_banner(port: int, proc: subprocess.Popen[bytes] | None,
+                     timeout: float = 60.0) -> None:
     """Wait until the port answers with a 220 banner (and say QUIT)."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:  # None: a daemon, already gone
             raise RuntimeError(f"target exited with {proc.returncode} before listening")
         try:
             with socket.create_connection((HOST, port), timeout=2) as s:
@@ -143,6 +170,28 @@ def start_smtp_sink(root: Path, nice: int) -> Running:
     port = free_port()
     return _start_sink("smtp-sink", [*nice_prefix(nice), exe, "-u", "nobody",
                                      f"{HOST}:{port}", "1024"], root, port)
+
+
+def start_postfix_queue(root: Path, nice: int) -> Running:
+    """Postfix with its real queue in `root` (bench/postfix_queue.sh), answering on a free
+    port; the run's pid is its master's."""
+    if shutil.which("postfix") is None and not os.path.exists("/usr/sbin/postfix"):
+        raise RuntimeError("postfix not found: bash bench/setup.sh")
+    os.chmod(root, 0o711)  # Postfix's daemons run as `postfix` and open files under root
+    port = free_port()
+    proc, logs = _spawn("postfix-queue", [*nice_prefix(nice), "bash", str(POSTFIX_QUEUE),
+                                          "start", str(root / "pf"), str(port)], root)
+    run = Running("postfix-queue", proc, root, port, log_files=logs,
+                  stop_argv=["bash", str(POSTFIX_QUEUE), "stop", str(root / "pf")])
+    try:
+        if proc.wait(60) != 0:
+            raise RuntimeError("postfix_queue.sh failed: " + " | ".join(run.log_tail()))
+        run.daemon_pid = int((root / "pf" / "queue" / "pid" / "master.pid").read_text())
+        wait_smtp_banner(port, None)
+    except Exception:
+        run.stop()
+        raise
+    return run
 
 
 def start_aiosmtpd(root: Path, nice: int) -> Running:
@@ -248,6 +297,8 @@ def start_target(name: str, nice: int, postroom_src: Path) -> Running:
             return start_postroom(root, nice, postroom_src)
         if name == "smtp-sink":
             return start_smtp_sink(root, nice)
+        if name == "postfix-queue":
+            return start_postfix_queue(root, nice)
         if name == "aiosmtpd":
             return start_aiosmtpd(root, nice)
     except Exception:
@@ -282,6 +333,20 @@ def empty_trash() -> None:
         shutil.rmtree(_TRASH.pop(), ignore_errors=True)
 
 
+def wait_tree_quiet(sampler: TreeSampler, max_wait: float, threshold_s: float = 0.05) -> float:
+    """Wait until a target's tree uses under `threshold_s` CPU seconds in 0.5 s (postroom's
+    pipeline has drained); the seconds waited."""
+    t0 = time.monotonic()
+    last = sampler.cpu_s()
+    while time.monotonic() - t0 < max_wait:
+        time.sleep(0.5)
+        now = sampler.cpu_s()
+        if now - last < threshold_s:
+            break
+        last = now
+    return time.monotonic() - t0
+
+
 class TreeSampler(threading.Thread):
     """Samples RSS (summed over a process and its descendants) every `interval` seconds."""
 
@@ -311,7 +376,9 @@ class TreeSampler(threading.Thread):
         for p in self.tree():
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                 t = p.cpu_times()
-                total += t.user + t.system
+                # children_*: descendants that exited and were waited for (a content worker
+                # that went idle, a Postfix smtpd past its max_use), gone from the tree.
+                total += t.user + t.system + t.children_user + t.children_system
         return total
 
     def run(self) -> None:
