@@ -26,11 +26,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from daemon.agents import AgentError, create_agent, find_agent, set_accept, set_pgp_key
-from daemon.api import ApiContext, BodyLimit, LargerBody, Lookups, create_app, streamed_routes
+from daemon.api import (
+    ApiContext,
+    BodyLimit,
+    LargerBody,
+    Lookups,
+    allowed_hosts,
+    create_app,
+    streamed_routes,
+)
 from daemon.config import Config, parse_listen
 from daemon.directory import Directory
 from daemon.events import Wakeups
-from daemon.mcp import allowed_hosts
 from daemon.openpgp import OpenPgp, read_public_key
 from daemon.ops import Errors, Metrics, Sources, SystemdNotifier, run_periodically
 from daemon.outbound import (
@@ -326,15 +333,13 @@ class Node:
         config = self.config
         self.lookups = Lookups(self.engine)
         self._closers.append(self.lookups.close)
-        app = create_app(ApiContext(self.sessions, self.store, self.message_changes,
-                                    config.storage.presign_ttl, config.http.max_wait,
-                                    lookups=self.lookups,
-                                    upload_max_bytes=config.uploads.max_bytes,
-                                    events=self.event_feed, metrics=self.metrics,
-                                    outbox=self.outbox, spooler=self.spooler,
-                                    webhooks=self.webhooks, mcp_hosts=tuple(allowed_hosts(
-                                        config.http.listen, config.http.public_url)),
-                                    search_caught_up=self.pipeline.search.caught_up))
+        app = create_app(ApiContext(
+            self.sessions, self.store, self.message_changes, config.storage.presign_ttl,
+            config.http.max_wait, lookups=self.lookups, upload_max_bytes=config.uploads.max_bytes,
+            events=self.event_feed, metrics=self.metrics, outbox=self.outbox,
+            spooler=self.spooler, webhooks=self.webhooks,
+            mcp_hosts=tuple(allowed_hosts(config.http.listen, config.http.public_url)),
+            search_caught_up=self.pipeline.search.caught_up))
         # A message to send (postroom's route, the seeds') is up to the size it may have as mail.
         sends = [LargerBody("POST", path, 2 * config.smtp.max_message_size)
                  for path in ("/v1/messages", "/api/v1/inboxes/", "/inboxes/")]

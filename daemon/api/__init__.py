@@ -6,6 +6,7 @@ from daemon.api.bodylimit import BodyLimit, LargerBody
 from daemon.api.deps import ApiContext
 from daemon.api.errors import ApiError
 from daemon.api.lookups import Lookups
+from daemon.api.mcp_mount import allowed_hosts
 from daemon.api.upload_bodies import streamed_routes
 from daemon.api.views import JsonBody, attachment_view, message_summary
 from daemon.clock import iso
@@ -17,6 +18,7 @@ __all__ = [
     "JsonBody",
     "LargerBody",
     "Lookups",
+    "allowed_hosts",
     "attachment_view",
     "create_app",
     "iso",

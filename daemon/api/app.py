@@ -20,6 +20,8 @@ from starlette.routing import BaseRoute, Route
 
 from daemon.api.deps import ApiContext, AppContext
 from daemon.api.errors import ApiError, error_body, error_responses
+from daemon.api.mcp_mount import PATH as MCP_PATH
+from daemon.api.mcp_mount import LazyMcp
 from daemon.api.routes import (
     agentpost,
     agentsend,
@@ -33,8 +35,6 @@ from daemon.api.routes import (
     uploads,
     webhooks,
 )
-from daemon.mcp import PATH as MCP_PATH
-from daemon.mcp import McpEndpoint
 from storage.errors import DatabaseError, StorageError
 
 log = structlog.get_logger("postroom.api")
@@ -55,7 +55,7 @@ KEYED_PATHS = ("/v1/", "/api/v1/", "/attachments", "/inboxes")
 def create_app(ctx: ApiContext) -> FastAPI:
     """Build the ASGI app around `ctx` (with `/mcp` when `ctx.mcp_hosts` says its hosts; its
     session manager runs in the app's lifespan)."""
-    endpoint: McpEndpoint | None = None
+    endpoint: LazyMcp | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -105,7 +105,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             key = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
             return bool(key) and await keys.agent_id(key) is not None
 
-        endpoint = McpEndpoint(app, known, ctx.mcp_hosts)
+        endpoint = LazyMcp(app, known, ctx.mcp_hosts)
         app.router.routes.append(Route(MCP_PATH, endpoint, methods=["GET", "POST", "DELETE"]))
     return app
 

@@ -4,7 +4,7 @@ official `mcp` SDK. Every tool is a call of the HTTP API with the agent's own ke
 (`calls.py`), so scoping and errors are the API's."""
 
 from daemon.mcp.calls import ApiCalls, ApiRefusal
-from daemon.mcp.http import PATH, McpEndpoint, allowed_hosts
+from daemon.mcp.http import PATH, McpEndpoint
 from daemon.mcp.stdio import serve_stdio
 from daemon.mcp.tools import INSTRUCTIONS, TEXT_CHARS, build_server
 
@@ -15,7 +15,6 @@ __all__ = [
     "ApiCalls",
     "ApiRefusal",
     "McpEndpoint",
-    "allowed_hosts",
     "build_server",
     "serve_stdio",
 ]

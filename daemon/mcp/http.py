@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from typing import Any
-from urllib.parse import urlsplit
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.responses import JSONResponse
@@ -25,21 +24,6 @@ PATH = "/mcp"
 _AUTHORIZATION: ContextVar[str] = ContextVar("postroom_mcp_authorization")
 
 Check = Any  # async (authorization header value) -> bool: whether the API takes the key
-
-
-def allowed_hosts(listen: Sequence[str], public_url: str | None) -> list[str]:
-    """The Host values `/mcp` answers: every `http.listen` address and `http.public_url`'s
-    host (with its port, and without when it is the scheme's default)."""
-    hosts = {"127.0.0.1:*", "localhost:*", "[::1]:*"}
-    for address in listen:
-        host, _, port = address.rpartition(":")
-        hosts.update({f"{host}:{port}", f"{host}:*"})
-    if public_url:
-        parts = urlsplit(public_url)
-        if parts.hostname:
-            name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-            hosts.update({name, f"{name}:*"})
-    return sorted(hosts)
 
 
 class McpEndpoint:
