@@ -208,18 +208,6 @@ def test_a_wrong_key_or_host_is_refused_before_mcp(daemon: Daemon, ann: dict[str
     assert r.status_code == 421
 
 
-def test_the_sdk_is_loaded_only_when_mcp_is_asked_for() -> None:
-    """The daemon mounts `/mcp` without importing the SDK (≈23 MiB): the first request loads
-    it (the tests above), a daemon nobody asks never does."""
-    import subprocess
-
-    probe = ("import sys, daemon.cli, daemon.server, daemon.api.mcp_mount; "
-             "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith('mcp.')))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    assert out == "[]"
-
-
 async def test_stdio_server_reads_the_same_mailbox(daemon: Daemon, ann: dict[str, Any]) -> None:
     message_id = daemon.send(_mail("ann@mcp.test", "over stdio", "hello stdio"),
                              ["ann@mcp.test"])
