@@ -3,11 +3,12 @@ lookups of threading beyond the headers (a parent's thread, a subject's).
 
 SQLite: an FTS5 table `message_search` (subject, addresses, body; rowid = the message's seq),
 ranked by bm25 with the subject weighing most. PostgreSQL: a table of one `tsvector` per
-message (subject weight A, addresses B, body D) under a GIN index, ranked by `ts_rank`. Both
-tokenize without stemming ('unicode61' / 'simple'), so every language is found as written.
-A query is words (all must match), "quoted phrases", `-word` to exclude, and `OR`; it reaches
-the database as bound parameters, rebuilt from its tokens (FTS5 syntax never comes from
-the caller). Text knows nothing of MIME here: the caller gives what to index.
+message (subject weight A, addresses B, body D) under a GIN index, ranked by `ts_rank` (the
+tables are made by migrations 0010 and 0011). Both tokenize without stemming ('unicode61' /
+'simple'), so every language is found as written. A query is words (all must match), "quoted
+phrases", `-word` to exclude, and `OR`; it reaches the database as bound parameters, rebuilt
+from its tokens (FTS5 syntax never comes from the caller). Text knows nothing of MIME here:
+the caller gives what to index.
 
 Indexing is two steps. `queue_message`, in the transaction that records a message's results,
 writes a plain row to `message_search_pending` (a B-tree insert); `index_pending` moves many
@@ -26,14 +27,6 @@ from datetime import datetime
 
 from sqlalchemy import Connection, DateTime, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
-
-SQLITE_TABLE = ("CREATE VIRTUAL TABLE message_search USING fts5(subject, addresses, body, "
-                "tokenize = 'unicode61 remove_diacritics 2')")
-POSTGRES_TABLE = ("CREATE TABLE message_search (seq BIGINT PRIMARY KEY, "
-                  "document TSVECTOR NOT NULL)")
-POSTGRES_INDEX = "CREATE INDEX ix_message_search ON message_search USING GIN (document)"
-PENDING_TABLE = ("CREATE TABLE message_search_pending (seq BIGINT PRIMARY KEY, "
-                 "subject TEXT NOT NULL, addresses TEXT NOT NULL, body TEXT NOT NULL)")
 
 _TOKEN = re.compile(r'-?"[^"]*"?|\S+')
 _WORDS = re.compile(r"\w+")
