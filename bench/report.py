@@ -433,7 +433,8 @@ def goals_section(rows: list[dict[str, Any]], downloads: list[dict[str, Any]]) -
                  verdict(None if not post else errs == 0 and never == 0)])
     return ["", "## Goals (issue 24)", "",
             "Ratios are postroom ÷ Postfix with its real queue (fsync before 250, a discard "
-            "transport: `bench/postfix_queue.sh`) of msgs/s per repeat, median (min–max). They "
+            "transport: `../shared/bench/postfix_queue.sh`) of msgs/s per repeat, median "
+            "(min–max). They "
             "count accepted messages (250s); that postroom kept up is the time to ready after "
             "the load. CPU per message is the target's whole process tree from the load's "
             "start until it is quiet after it, ÷ messages accepted.", "",
@@ -730,7 +731,8 @@ def method_section(meta: dict[str, Any]) -> list[str]:
         "stopped by SIGTERM to its own process group: **postroom** (`python -m daemon serve`, "
         "embedded defaults: SQLite + local store in the temp dir, `log.level = \"warning\"`, an "
         "agent owning `*@bench.test` made with `postroom agent add … --json`), **postfix-queue** "
-        "(`bench/postfix_queue.sh`: a private Postfix with its real queue, fsync before 250, "
+        "(`../shared/bench/postfix_queue.sh`: a private Postfix with its real queue, fsync "
+        "before 250, "
         "relaying `bench.test` to a discard transport; started by the script, sampled from its "
         "master's pid and stopped with `postfix stop`), **smtp-sink** (`smtp-sink -u nobody "
         "127.0.0.1:PORT 1024`, Postfix's test sink: nothing stored, the ceiling) and, when "
@@ -792,7 +794,10 @@ def write_report(out_dir: Path, readme: Path) -> None:
         "`python -m bench.http_load --port P --key KEY --ids-file IDS -c 16`, "
         "`python -m bench.ab --src A,B --workload small -c 16` (two source trees, alternating; "
         "msgs/s and CPU ms per message), `python -m bench.fs_cost --dir /tmp` (what one "
-        "message's files cost the kernel). "
+        "message's files cost the kernel), `python -m bench.processes --src head,COMMIT "
+        "--workload small` (CPU per message and idle/peak RSS of each of postroom's "
+        "processes), `python -m bench.search_index` (what the search index costs a "
+        "transaction). "
         "Options: `python -m bench.run_smtp_bench --help` (targets, workloads, concurrency, "
         "repeats, seconds, `--postroom-src head|COMMIT|worktree|DIR`, `--no-smtp/--no-download/"
         "--no-profile`).",

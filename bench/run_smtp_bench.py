@@ -348,13 +348,8 @@ def fmt(r: dict[str, Any]) -> str:
             f"p50={r['p50_ms'] or 0:.1f}ms p99={r['p99_ms'] or 0:.1f}ms err={r['errors']} "
             f"rss={r['peak_rss'] / 2**20:.0f}MiB cpu={r['target_cpu_pct']:.0f}% "
             f"gen={r['client_cpu_pct']:.0f}% bg={r['bg_cpu_pct']:.0f}% "
-            f"cpu/msg={cpu_ms_per_msg(r) or 0:.2f}ms{extra}")
+            f"cpu/msg={report.cpu_ms_per_msg(r) or 0:.2f}ms{extra}")
 
-
-def cpu_ms_per_msg(r: dict[str, Any]) -> float | None:
-    """The target's CPU per accepted message, the drain after the load included."""
-    cpu = r.get("target_cpu_s_drained", r.get("target_cpu_s"))
-    return None if cpu is None or not r.get("ok") else 1e3 * cpu / r["ok"]
 
 
 def smtp_matrix(opts: Options, out: IO[str]) -> None:

@@ -6,8 +6,8 @@
 * `smtp-sink`: Postfix's test sink, `smtp-sink -u nobody 127.0.0.1:PORT 1024` (the Postfix MTA
   itself is never started).
 * `postfix-queue`: a private Postfix with its real durable queue (fsync before 250) and a
-  discard transport, `bench/postfix_queue.sh` (issue 24's peer to beat); its master forks into
-  the background, so it is stopped by the script and sampled from the master's pid.
+  discard transport, `../shared/bench/postfix_queue.sh` (issue 24's peer to beat); its master
+  forks into the background, so it is stopped by the script and sampled from the master's pid.
 * `aiosmtpd`: `bench/sink_aiosmtpd.py`, stock aiosmtpd answering 250 to everything.
 
 Every target is stopped by signalling its own process group (SIGTERM, then SIGKILL after a
@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 BENCH_DOMAIN = "bench.test"
 TARGETS = ("postroom", "postfix-queue", "smtp-sink", "aiosmtpd")
-POSTFIX_QUEUE = REPO / "bench" / "postfix_queue.sh"
+# The peer as shared/bench defines it (beside the clone, as on CI): one script, not a copy.
+POSTFIX_QUEUE = REPO.parent / "shared" / "bench" / "postfix_queue.sh"
 # postroom runs on the interpreter of a deployment-like venv (bench/setup.sh makes it: the
 # project and its `fast` extra, no test tools); the test venv's own when there is none.
 _DEPLOYED = REPO / ".venv-bench" / "bin" / "python"
@@ -173,10 +174,12 @@ def start_smtp_sink(root: Path, nice: int) -> Running:
 
 
 def start_postfix_queue(root: Path, nice: int) -> Running:
-    """Postfix with its real queue in `root` (bench/postfix_queue.sh), answering on a free
+    """Postfix with its real queue in `root` (`POSTFIX_QUEUE`), answering on a free
     port; the run's pid is its master's."""
     if shutil.which("postfix") is None and not os.path.exists("/usr/sbin/postfix"):
         raise RuntimeError("postfix not found: bash bench/setup.sh")
+    if not POSTFIX_QUEUE.exists():
+        raise RuntimeError(f"{POSTFIX_QUEUE} not found: the shared folder beside the clone")
     os.chmod(root, 0o711)  # Postfix's daemons run as `postfix` and open files under root
     port = free_port()
     proc, logs = _spawn("postfix-queue", [*nice_prefix(nice), "bash", str(POSTFIX_QUEUE),

@@ -40,7 +40,7 @@ class SearchIndexer:
         self._wake = asyncio.Event()  # something was queued
         self._hurry = asyncio.Event()  # a search waits: no delay
         self._progress = asyncio.Event()  # a round ended (replaced at each)
-        self.batches = 0  # transactions that indexed rows (for tests and metrics)
+        self.batches = 0  # transactions that indexed rows (the tests read it)
 
     def queued(self) -> None:
         """A transaction that queued index rows has committed on this node."""
